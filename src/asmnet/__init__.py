@@ -1,0 +1,7 @@
+"""asmnet: lightweight face landmarks (68/98 points) and head pose, trained with ASM-LOSS."""
+
+from .errors import AsmnetError, DataError, ModelError
+
+__version__ = "0.1.0"
+
+__all__ = ["AsmnetError", "DataError", "ModelError", "__version__"]

@@ -1,0 +1,82 @@
+"""Boxes, crop warps and point transforms, in one pixel convention.
+
+OpenCV's convention throughout: pixel centres sit at integer coordinates, so an image of width W
+spans [-0.5, W - 0.5]. A crop is one 2x3 affine matrix from image to an S x S network input; the
+same matrix maps points, and its inverse maps predictions back. Network targets are normalised
+crop coordinates: ``(u + 0.5) / S - 0.5``, so the crop's edges are at -0.5 and +0.5.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# Side of the square crop as a multiple of the tight landmark box's larger side. The training
+# crops jitter around it; detector boxes are calibrated to it (see detect.py).
+CROP_SCALE = 1.3
+
+
+def tight_box(points: np.ndarray) -> np.ndarray:
+    """(x1, y1, x2, y2) of the smallest axis-aligned box holding the points (N, 2)."""
+    pts = np.asarray(points, dtype=np.float64)
+    return np.array([pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()])
+
+
+def box_center_size(box: np.ndarray) -> tuple[np.ndarray, float]:
+    """Centre (2,) and larger side of a box (x1, y1, x2, y2)."""
+    box = np.asarray(box, dtype=np.float64)
+    center = np.array([(box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0])
+    return center, float(max(box[2] - box[0], box[3] - box[1]))
+
+
+def crop_matrix(
+    center: np.ndarray, side: float, out_size: int, angle_deg: float = 0.0, flip: bool = False
+) -> np.ndarray:
+    """2x3 affine taking the square (centre, side) of an image to an out_size crop.
+
+    ``angle_deg`` rotates the content counter-clockwise as displayed (as
+    ``cv2.getRotationMatrix2D`` does); ``flip`` mirrors the crop horizontally afterwards.
+    """
+    if side <= 0 or not np.isfinite(side):
+        raise ValueError(f"crop side must be positive and finite, got {side}")
+    scale = out_size / side
+    m = cv2.getRotationMatrix2D((float(center[0]), float(center[1])), float(angle_deg), scale)
+    m[:, 2] += (out_size - 1) / 2.0 - np.asarray(center, dtype=np.float64)
+    if flip:
+        m[0] = -m[0]
+        m[0, 2] += out_size - 1
+    return m
+
+
+def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Apply a 2x3 affine to points (..., 2)."""
+    pts = np.asarray(points, dtype=np.float64)
+    return pts @ matrix[:, :2].T + matrix[:, 2]
+
+
+def invert_affine(matrix: np.ndarray) -> np.ndarray:
+    """Inverse of a 2x3 affine."""
+    return cv2.invertAffineTransform(np.asarray(matrix, dtype=np.float64))
+
+
+def warp(image: np.ndarray, matrix: np.ndarray, out_size: int) -> np.ndarray:
+    """Warp an image into an out_size x out_size crop (black outside the image)."""
+    return cv2.warpAffine(
+        image, matrix, (out_size, out_size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+    )
+
+
+def to_normalised(crop_points: np.ndarray, out_size: int) -> np.ndarray:
+    """Crop pixel coordinates -> network units (crop edges at -0.5 and +0.5)."""
+    return (np.asarray(crop_points, dtype=np.float64) + 0.5) / out_size - 0.5
+
+
+def from_normalised(units: np.ndarray, out_size: int) -> np.ndarray:
+    """Network units -> crop pixel coordinates."""
+    return (np.asarray(units, dtype=np.float64) + 0.5) * out_size - 0.5
+
+
+def face_crop_matrix(box: np.ndarray, out_size: int, crop_scale: float = CROP_SCALE) -> np.ndarray:
+    """The inference/evaluation crop of a face box in the training convention (no jitter)."""
+    center, size = box_center_size(box)
+    return crop_matrix(center, crop_scale * size, out_size)

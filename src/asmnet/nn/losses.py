@@ -1,0 +1,100 @@
+"""ASM-LOSS (Fard et al. 2021) and its plain-MSE baseline.
+
+    L = D(y_hat, y) + w(e) * D(y_hat, ASM(y)) + MSE(p_hat / 90, p / 90) + c * L2(heads)
+
+D is the point distance (MSE as in the paper; L1 as an option). ASM(y) projects the ground truth
+onto the shape model, a smoothed target; w(e) moves weight from it to the exact target over the
+planned epochs. ``kind="mse"`` sets w = 0 (the paper's "_nr" baseline). Pose is in degrees / 90
+so that its term is on the scale of the landmark terms; faces without a pose label are masked.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..shape_model import ShapeModel
+from .model import head_l2
+
+POSE_SCALE = 90.0
+LOSS_KINDS = ("asm", "mse")
+POINT_LOSSES = ("mse", "l1")
+
+
+def asm_weight(epoch: int, total_epochs: int) -> float:
+    """w(e): 2.0 in the first third of the planned epochs, 1.0 in the second, 0.5 after."""
+    if epoch < total_epochs / 3:
+        return 2.0
+    if epoch < 2 * total_epochs / 3:
+        return 1.0
+    return 0.5
+
+
+class ASMProjector(nn.Module):
+    """The ASM operator of a :class:`ShapeModel` on torch tensors (B, 2N)."""
+
+    def __init__(self, shape_model: ShapeModel):
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(shape_model.mean, dtype=torch.float32))
+        self.register_buffer("components", torch.as_tensor(shape_model.components, dtype=torch.float32))
+        self.register_buffer("limits", torch.as_tensor(shape_model.limits, dtype=torch.float32))
+
+    def forward(self, shapes: torch.Tensor) -> torch.Tensor:
+        b = (shapes - self.mean) @ self.components
+        b = torch.maximum(torch.minimum(b, self.limits), -self.limits)
+        return self.mean + b @ self.components.T
+
+
+class ASMLoss(nn.Module):
+    """Landmark + smoothed-landmark + pose (+ head L2) loss; see the module docstring."""
+
+    def __init__(
+        self,
+        shape_model: ShapeModel,
+        kind: str = "asm",
+        point_loss: str = "mse",
+        pose_weight: float = 1.0,
+        head_l2_weight: float = 0.0,
+    ):
+        super().__init__()
+        if kind not in LOSS_KINDS:
+            raise ValueError(f"loss kind must be one of {LOSS_KINDS}, got {kind!r}")
+        if point_loss not in POINT_LOSSES:
+            raise ValueError(f"point loss must be one of {POINT_LOSSES}, got {point_loss!r}")
+        self.kind, self.point_loss = kind, point_loss
+        self.pose_weight, self.head_l2_weight = pose_weight, head_l2_weight
+        self.asm = ASMProjector(shape_model)
+
+    def distance(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        diff = pred - target
+        return diff.pow(2).mean() if self.point_loss == "mse" else diff.abs().mean()
+
+    def forward(
+        self,
+        pred_points: torch.Tensor,
+        pred_pose: torch.Tensor,
+        points: torch.Tensor,
+        pose: torch.Tensor,
+        epoch: int,
+        total_epochs: int,
+        model: nn.Module | None = None,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Total loss and its parts (floats, for logging)."""
+        exact = self.distance(pred_points, points)
+        total = exact
+        parts = {"points": float(exact.detach())}
+        if self.kind == "asm":
+            with torch.no_grad():
+                smooth_target = self.asm(points)
+            smooth = self.distance(pred_points, smooth_target)
+            total = total + asm_weight(epoch, total_epochs) * smooth
+            parts["asm"] = float(smooth.detach())
+        labelled = ~torch.isnan(pose).any(dim=1)
+        if labelled.any():
+            pose_term = (pred_pose[labelled] - pose[labelled]).div(POSE_SCALE).pow(2).mean()
+            total = total + self.pose_weight * pose_term
+            parts["pose"] = float(pose_term.detach())
+        if self.head_l2_weight and model is not None:
+            total = total + self.head_l2_weight * head_l2(model)
+        parts["total"] = float(total.detach())
+        return total, parts

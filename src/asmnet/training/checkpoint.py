@@ -1,0 +1,85 @@
+"""Checkpoints: written atomically, loaded safely (weights_only) and validated before use."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import ModelError
+from ..fileio import write_atomic
+from ..shape_model import ShapeModel
+
+CHECKPOINT_FORMAT = "asmnet-checkpoint"
+CHECKPOINT_VERSION = 1
+REQUIRED_KEYS = ("format", "version", "model_config", "input_size", "crop_scale", "shape_model", "state_dict")
+
+
+def plain(value: Any) -> Any:
+    """NumPy scalars and arrays as Python numbers and lists, so weights_only loading accepts them."""
+    if isinstance(value, dict):
+        return {plain(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
+    """Write a checkpoint atomically (temporary file, fsync, rename)."""
+    data = plain({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **checkpoint})
+    write_atomic(path, lambda tmp: torch.save(data, tmp))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and validate a checkpoint; any problem is a one-line :class:`ModelError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(path, "no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(path, f"corrupt or truncated checkpoint ({first[:160]})") from None
+    validate_checkpoint(ckpt, path)
+    return ckpt
+
+
+def validate_checkpoint(ckpt: object, path: str | Path | None = None) -> None:
+    """Check the format, version and that model, input size and shape model agree."""
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ModelError(path, "not an asmnet checkpoint")
+    if ckpt.get("version") != CHECKPOINT_VERSION:
+        raise ModelError(path, f"checkpoint format version {ckpt.get('version')!r}; this asmnet reads {CHECKPOINT_VERSION}")
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise ModelError(path, f"checkpoint lacks {', '.join(missing)}")
+    size = ckpt["input_size"]
+    if not isinstance(size, int) or not 32 <= size <= 1024:
+        raise ModelError(path, f"checkpoint input size {size!r} is not an integer in 32..1024")
+    points = ckpt["model_config"].get("num_points")
+    shape_model = ShapeModel.from_dict(ckpt["shape_model"], path)
+    if shape_model.n_points != points:
+        raise ModelError(path, f"shape model has {shape_model.n_points} points, the network {points}")
+    head = ckpt["state_dict"].get("landmark_head.weight")
+    if head is None or head.shape[0] != 2 * points:
+        raise ModelError(path, f"landmark head does not output {2 * points} values")
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path | None = None) -> torch.nn.Module:
+    """Rebuild the network of a validated checkpoint, in eval mode."""
+    from ..nn import build_model
+
+    model = build_model(ckpt["model_config"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        raise ModelError(path, f"weights do not fit the model config ({str(exc).splitlines()[0][:160]})") from None
+    return model.eval()

@@ -1,0 +1,391 @@
+"""The training loop of ``asmnet train``: direct, in the style of PFLD's and PIPNet's loops.
+
+Everything a run needs to continue is in ``last.pt`` (model, optimiser, scheduler, RNG states,
+epoch, shape model, history), written atomically at the end of every epoch. A resumed run repeats
+the interrupted epoch from its start with the same samples, so it ends where an uninterrupted
+run would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .. import __version__
+from ..errors import AsmnetError, DataError
+from ..fileio import write_json_atomic, write_text_atomic
+from ..formats import FaceRecord, load_faces
+from ..markup import markup_for
+from ..metrics import nme as nme_percent
+from ..metrics import pose_mae
+from ..nn import build_model, count_parameters
+from ..nn.losses import ASMLoss
+from ..shape_model import ShapeModel
+from ..geometry import CROP_SCALE
+from .augment import AugmentConfig, augmented_shapes, make_sample
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import EpochSampler, FaceDataset, FaceRegion, load_regions
+from .split import split_keys
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (recorded in config.json and every checkpoint)."""
+
+    data: list[str]
+    out: str
+    points: int = 68
+    input_size: int = 128
+    width: float = 1.0
+    arch: str = "asmnet"
+    dropout: float = 0.3
+    epochs: int = 60
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 2
+    loss: str = "asm"  # "asm" or "mse" (no ASM term)
+    point_loss: str = "mse"  # distance of the landmark terms: "mse" or "l1"
+    variance: float = 0.97  # share of shape variance the ASM keeps
+    shape_passes: int = 5  # augmented passes over the training shapes to fit the ASM
+    pose_weight: float = 1.0
+    head_l2: float = 0.0
+    crop_scale: float = CROP_SCALE
+    val_fraction: float = 0.12
+    group_pattern: str | None = None
+    split_seed: int = 0
+    seed: int = 0
+    workers: int = 2
+    device: str = "auto"
+    augment: dict = field(default_factory=lambda: AugmentConfig().to_dict())
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def log(msg: str) -> None:
+    tqdm.write(msg, file=sys.stderr)
+
+
+def git_commit() -> str:
+    """The commit of the source tree the package runs from ("+dirty" if modified), or "unknown"."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        if sha.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return sha.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Linear warm-up, then cosine decay to 1 % of the peak learning rate."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    t = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def load_records(cfg: TrainConfig) -> tuple[list[FaceRecord], list[DataError]]:
+    records, errors = [], []
+    for folder in cfg.data:
+        recs, errs = load_faces(folder, n_points=cfg.points)
+        records += recs
+        errors += errs
+    return records, errors
+
+
+def fit_shape_model(train: list[FaceRegion], cfg: TrainConfig) -> ShapeModel:
+    """PCA of the training targets as the network sees them (augmented geometry, several passes)."""
+    markup = markup_for(cfg.points)
+    aug = AugmentConfig(**cfg.augment)
+    shapes = augmented_shapes([r.points for r in train], cfg.input_size, markup, aug,
+                              cfg.shape_passes, cfg.seed, cfg.crop_scale)
+    notes = {"passes": cfg.shape_passes, "seed": cfg.seed, "augmented": True, "units": "normalised crop"}
+    return ShapeModel.fit(shapes, cfg.variance, notes)
+
+
+def validation_tensors(val: list[FaceRegion], cfg: TrainConfig) -> tuple[torch.Tensor, ...]:
+    """Validation crops from the tight ground-truth box, no jitter: the standard protocol."""
+    markup, none = markup_for(cfg.points), AugmentConfig.none()
+    crops, targets, poses = [], [], []
+    for r in val:
+        crop, t, p = make_sample(r.image, r.points, r.pose, cfg.input_size, markup,
+                                 np.random.default_rng(0), none, cfg.crop_scale)
+        crops.append(crop.transpose(2, 0, 1))
+        targets.append(t.reshape(-1))
+        poses.append(p)
+    return (torch.from_numpy(np.stack(crops)), torch.from_numpy(np.stack(targets).astype(np.float32)),
+            torch.from_numpy(np.stack(poses).astype(np.float32)))
+
+
+@torch.no_grad()
+def predict_tensors(model: torch.nn.Module, crops: torch.Tensor, device: torch.device, batch: int = 256):
+    model.eval()
+    pts, poses = [], []
+    for i in range(0, len(crops), batch):
+        p, q = model(crops[i : i + batch].to(device).float())
+        pts.append(p.float().cpu())
+        poses.append(q.float().cpu())
+    return torch.cat(pts).numpy(), torch.cat(poses).numpy()
+
+
+def validate(model, val_data, val_keys: list[str], cfg: TrainConfig, device) -> dict:
+    """Validation NME (percent, inter-ocular) overall and per data folder, and pose MAE."""
+    crops, targets, poses = val_data
+    pred, pred_pose = predict_tensors(model, crops, device)
+    n = cfg.points
+    nmes = nme_percent(pred.reshape(-1, n, 2), targets.numpy().reshape(-1, n, 2), markup_for(n))
+    out = {
+        "val_nme": float(nmes.mean()),
+        "val_nme_median": float(np.median(nmes)),
+        "val_fr_0.08": float((nmes > 8).mean() * 100),
+        "val_fr_0.10": float((nmes > 10).mean() * 100),
+        "val_pose_mae": pose_mae(pred_pose, poses.numpy()),
+    }
+    folders = np.array([k.split("/", 1)[0] for k in val_keys])
+    out["val_nme_per_folder"] = {str(f): float(nmes[folders == f].mean()) for f in sorted(set(folders))}
+    return out
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    """Train loss and validation NME per epoch, into one PNG (written atomically)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from ..fileio import write_atomic
+
+    ep = [h["epoch"] + 1 for h in history]
+    fig = Figure(figsize=(9, 3.5))
+    FigureCanvasAgg(fig)
+    ax1, ax2 = fig.subplots(1, 2)
+    ax1.plot(ep, [h["train"]["total"] for h in history], label="total")
+    ax1.plot(ep, [h["train"]["points"] for h in history], label="points")
+    ax1.set_yscale("log")
+    ax1.set_xlabel("epoch")
+    ax1.set_title("train loss")
+    ax1.legend()
+    ax2.plot(ep, [h["val_nme"] for h in history], label="all")
+    for folder in history[-1]["val_nme_per_folder"]:
+        ax2.plot(ep, [h["val_nme_per_folder"].get(folder, float("nan")) for h in history], label=folder)
+    ax2.set_xlabel("epoch")
+    ax2.set_title("validation NME (%)")
+    ax2.legend()
+    fig.tight_layout()
+    write_atomic(path, lambda p: fig.savefig(p, format="png", dpi=90))
+
+
+class Run:
+    """One training run: its folder, data, model and state. ``Run(cfg).fit()`` trains it."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False):
+        self.out = Path(cfg.out)
+        self.last_path, self.best_path = self.out / "last.pt", self.out / "best.pt"
+        self.ckpt = load_checkpoint(self.last_path) if resume and self.last_path.exists() else None
+        if resume and self.ckpt is None:
+            log(f"{self.last_path}: no checkpoint to resume from; starting a new run")
+        if self.ckpt is not None:
+            saved = TrainConfig.from_dict(self.ckpt["train_config"])
+            if cfg.epochs != saved.epochs:
+                log(f"resume: planned epochs changed {saved.epochs} -> {cfg.epochs} (the schedule stretches)")
+            saved.epochs, saved.workers, saved.device, saved.out = cfg.epochs, cfg.workers, cfg.device, cfg.out
+            cfg = saved
+        self.cfg = cfg
+        self.device = pick_device(cfg.device)
+        self.markup = markup_for(cfg.points)
+        self.out.mkdir(parents=True, exist_ok=True)
+        seed_everything(cfg.seed)
+        self._load_data()
+        self._build()
+
+    def _load_data(self) -> None:
+        cfg = self.cfg
+        records, errors = load_records(cfg)
+        keys = [r.key for r in records]
+        train_idx, val_idx, split = split_keys(keys, cfg.val_fraction, cfg.group_pattern, cfg.split_seed)
+        if not train_idx:
+            raise AsmnetError("no training faces left after the validation split")
+        write_json_atomic(self.out / "split.json", split)
+        self.split = {k: v for k, v in split.items() if k != "val_keys"}
+        train_regions, kept, errs_t = load_regions([records[i] for i in train_idx], cfg.input_size)
+        val_regions, kept_v, errs_v = load_regions([records[i] for i in val_idx], cfg.input_size)
+        self.failures = errors + errs_t + errs_v
+        for err in self.failures:
+            log(f"skipped: {err}")
+        self.val_keys = [records[val_idx[i]].key for i in kept_v]
+        self.train_regions, self.val_regions = train_regions, val_regions
+        log(f"data: {len(train_regions)} training faces, {len(val_regions)} validation faces "
+            f"({split['n_val_groups']} groups), {len(self.failures)} skipped")
+
+    def _build(self) -> None:
+        cfg = self.cfg
+        if self.ckpt is not None:
+            self.shape_model = ShapeModel.from_dict(self.ckpt["shape_model"])
+        else:
+            self.shape_model = fit_shape_model(self.train_regions, cfg)
+        log(f"shape model: {self.shape_model.n_components} components keep "
+            f"{self.shape_model.explained:.1%} of the variance (asked {cfg.variance:.0%})")
+        self.model = build_model({"num_points": cfg.points, "width": cfg.width, "arch": cfg.arch,
+                                  "dropout": cfg.dropout})
+        self.model.set_landmark_bias(torch.as_tensor(self.shape_model.mean, dtype=torch.float32))
+        self.model.to(self.device)
+        self.loss_fn = ASMLoss(self.shape_model, cfg.loss, cfg.point_loss, cfg.pose_weight, cfg.head_l2).to(self.device)
+        self.dataset = FaceDataset(self.train_regions, cfg.input_size, self.markup,
+                                   AugmentConfig(**cfg.augment), cfg.seed, cfg.crop_scale)
+        self.sampler = EpochSampler(len(self.dataset), cfg.seed)
+        self.loader = DataLoader(self.dataset, batch_size=cfg.batch_size, sampler=self.sampler,
+                                 num_workers=cfg.workers, drop_last=len(self.dataset) > cfg.batch_size,
+                                 pin_memory=self.device.type == "cuda")
+        self.steps_per_epoch = len(self.loader)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        total, warmup = cfg.epochs * self.steps_per_epoch, cfg.warmup_epochs * self.steps_per_epoch
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, warmup, total))
+        self.val_data = validation_tensors(self.val_regions, cfg) if self.val_regions else None
+        self.start_epoch, self.history, self.best_nme, self.wall_time = 0, [], float("inf"), 0.0
+        if self.ckpt is not None:
+            self._restore(self.ckpt)
+
+    def _restore(self, ckpt: dict) -> None:
+        self.model.load_state_dict(ckpt["state_dict"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        # a stretched plan (more epochs) recomputes the schedule from the restored step
+        total = self.cfg.epochs * self.steps_per_epoch
+        warmup = self.cfg.warmup_epochs * self.steps_per_epoch
+        self.scheduler.lr_lambdas[0] = lambda s: lr_factor(s, warmup, total)
+        self.start_epoch = ckpt["epoch"] + 1
+        self.history, self.best_nme = list(ckpt["history"]), ckpt["best_nme"]
+        self.wall_time = ckpt.get("wall_time", 0.0)
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if self.device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
+        log(f"resumed {self.last_path} after epoch {self.start_epoch} (best val NME {self.best_nme:.3f} %)")
+
+    def checkpoint(self, epoch: int) -> dict:
+        cuda_rng = torch.cuda.get_rng_state() if self.device.type == "cuda" else None
+        return {
+            "model_config": self.model.config,
+            "input_size": self.cfg.input_size,
+            "crop_scale": self.cfg.crop_scale,
+            "markup": self.markup.name,
+            "shape_model": self.shape_model.to_dict(),
+            "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),  # lambdas are stored as None: rebuilt on resume
+            "epoch": epoch,
+            "history": self.history,
+            "best_nme": self.best_nme,
+            "wall_time": self.wall_time,
+            "rng": {"torch": torch.get_rng_state(), "cuda": cuda_rng},
+            "train_config": asdict(self.cfg),
+            "split": self.split,
+            "package_version": __version__,
+            "git_commit": git_commit(),
+        }
+
+    def train_epoch(self, epoch: int) -> dict:
+        self.model.train()
+        self.sampler.set_epoch(epoch)
+        sums: dict[str, float] = {}
+        n_batches, seen, t0 = 0, 0, time.time()
+        bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", leave=False,
+                   disable=None, file=sys.stderr, dynamic_ncols=True)
+        for crops, targets, poses in bar:
+            crops = crops.to(self.device, non_blocking=True).float()
+            targets, poses = targets.to(self.device), poses.to(self.device)
+            pred_pts, pred_pose = self.model(crops)
+            loss, parts = self.loss_fn(pred_pts, pred_pose, targets, poses, epoch, self.cfg.epochs, self.model)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v
+            n_batches += 1
+            seen += len(crops)
+            bar.set_postfix(loss=f"{parts['total']:.4g}", img_s=f"{seen / (time.time() - t0):.0f}")
+        out = {k: v / max(1, n_batches) for k, v in sums.items()}
+        out["images_per_s"] = seen / max(1e-9, time.time() - t0)
+        return out
+
+    def fit(self) -> dict:
+        cfg = self.cfg
+        log(f"training {self.model.config} at {cfg.input_size} px, {count_parameters(self.model):,} parameters, "
+            f"on {self.device}, batch {cfg.batch_size}, lr {cfg.lr}, {cfg.epochs} epochs, seed {cfg.seed}")
+        write_json_atomic(self.out / "config.json", asdict(cfg))
+        for epoch in range(self.start_epoch, cfg.epochs):
+            t0 = time.time()
+            train_stats = self.train_epoch(epoch)
+            record = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], "train": train_stats}
+            if self.val_data is not None:
+                record.update(validate(self.model, self.val_data, self.val_keys, cfg, self.device))
+            self.wall_time += time.time() - t0
+            record["wall_time"] = self.wall_time
+            self.history.append(record)
+            improved = self.val_data is not None and record["val_nme"] < self.best_nme
+            if improved:
+                self.best_nme = record["val_nme"]
+            ckpt = self.checkpoint(epoch)
+            save_checkpoint(self.last_path, ckpt)
+            if improved or self.val_data is None:
+                save_checkpoint(self.best_path, {**ckpt, "optimizer": {}, "scheduler": {}})
+            self._write_reports()
+            val = f", val NME {record['val_nme']:.3f} %" if self.val_data is not None else ""
+            log(f"epoch {epoch + 1}/{cfg.epochs}: loss {train_stats['total']:.5f}{val}, "
+                f"{train_stats['images_per_s']:.0f} img/s, {time.time() - t0:.1f} s")
+        return self.history[-1] if self.history else {}
+
+    def _write_reports(self) -> None:
+        write_text_atomic(self.out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in self.history))
+        try:
+            plot_curves(self.history, self.out / "curves.png") if self.val_data is not None else None
+        except ImportError:
+            pass  # matplotlib is optional; the numbers are in metrics.jsonl
+        best = min(self.history, key=lambda h: h.get("val_nme", float("inf")))
+        write_json_atomic(self.out / "model_card.json", {
+            "model": "ASMNet", "package_version": __version__, "git_commit": git_commit(),
+            "data": [os.path.abspath(d) for d in self.cfg.data],
+            "split": self.split, "config": asdict(self.cfg), "seed": self.cfg.seed,
+            "shape_model": {"components": self.shape_model.n_components,
+                            "explained": self.shape_model.explained},
+            "parameters": count_parameters(self.model),
+            "epochs_done": len(self.history), "wall_time_s": round(self.wall_time, 1),
+            "device": str(self.device), "torch": torch.__version__,
+            "best_epoch": best["epoch"] + 1,
+            "best": {k: v for k, v in best.items() if k.startswith("val_")},
+            "last": {k: v for k, v in self.history[-1].items() if k.startswith("val_")},
+        })
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> dict:
+    """Train (or resume) a run; returns the last epoch's record."""
+    return Run(cfg, resume).fit()
