@@ -1,0 +1,243 @@
+"""Annotated faces from any supported source: 300W folders, WFLW lists, .pts and .mat files.
+
+:func:`load_faces` never decodes images (it only checks that they exist) and never stops at one
+bad file: malformed annotations come back as :class:`DataError` entries beside the faces.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from asmnet.errors import DataError
+from asmnet.formats.image import IMAGE_EXTENSIONS
+from asmnet.formats.mat import read_pose_mat
+from asmnet.formats.pose_csv import read_pose_csv
+from asmnet.formats.pts import read_pts
+
+POSE_CSV = "pose.csv"
+_ANNOTATIONS = (".pts", ".mat")
+
+
+@dataclass(eq=False)
+class FaceRecord:
+    """One annotated face.
+
+    ``points`` (N, 2) x, y as stored in the annotation; ``pose`` [yaw, pitch, roll] in degrees
+    (300W-LP convention) or None; ``box`` x1, y1, x2, y2 from a list file or None; ``key`` a
+    stable id ``"<dataset folder>/<path inside it without extension>"``.
+    """
+
+    image: Path
+    points: np.ndarray
+    pose: np.ndarray | None = None
+    box: np.ndarray | None = None
+    attributes: dict[str, int] = field(default_factory=dict)
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        self.image = Path(self.image)
+        self.points = _vector_array(self.points, "points", (-1, 2))
+        self.pose = None if self.pose is None else _vector_array(self.pose, "pose", (3,))
+        self.box = None if self.box is None else _vector_array(self.box, "box", (4,))
+        if not self.key:
+            self.key = f"{self.image.parent.name}/{self.image.stem}"
+
+    @property
+    def n_points(self) -> int:
+        """Number of landmarks."""
+        return len(self.points)
+
+
+def _vector_array(value: object, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """``value`` as float64 with ``shape`` (-1: any positive length); ValueError otherwise."""
+    array = np.asarray(value, dtype=np.float64)
+    fits = array.ndim == len(shape) and all(w in (-1, s) for w, s in zip(shape, array.shape))
+    if not fits or array.size == 0:
+        raise ValueError(f"FaceRecord.{name} has shape {array.shape}, expected {shape} (-1: any)")
+    return array
+
+
+def _walk(root: Path, errors: list[DataError]) -> Iterator[tuple[Path, list[str]]]:
+    """Each folder under ``root`` (sorted, hidden ones skipped, links followed once) and its files."""
+    seen: set[str] = set()
+
+    def unreadable(exc: OSError) -> None:
+        errors.append(DataError(exc.filename, f"cannot read folder: {exc.strerror or exc}"))
+
+    for folder, dirs, files in os.walk(root, onerror=unreadable, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        yield Path(folder), sorted(f for f in files if not f.startswith("."))
+
+
+def _group_by_stem(names: list[str]) -> dict[str, dict[str, list[str]]]:
+    """stem -> {"image": [...], ".pts": [...], ".mat": [...]} for the files of one folder."""
+    groups: dict[str, dict[str, list[str]]] = {}
+    for name in names:
+        stem, suffix = os.path.splitext(name)
+        suffix = suffix.lower()
+        kind = "image" if suffix in IMAGE_EXTENSIONS else suffix
+        if kind in ("image", *_ANNOTATIONS):
+            groups.setdefault(stem, {"image": [], ".pts": [], ".mat": []})[kind].append(name)
+    return groups
+
+
+def _read_annotation(
+    pts: Path | None, mat: Path | None, n_points: int | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Landmarks (from the .pts file if any, else the .mat file) and the .mat pose, if any."""
+    mat_points, mat_pose = read_pose_mat(mat) if mat is not None else (None, None)
+    if pts is not None:
+        return read_pts(pts, n_points), mat_pose
+    assert mat is not None and mat_points is not None
+    if n_points is not None and len(mat_points) != n_points:
+        raise DataError(mat, f"has {len(mat_points)} points, expected {n_points}")
+    return mat_points, mat_pose
+
+
+@dataclass
+class _PoseSource:
+    """The pose.csv of one folder: its rows (None when absent or unreadable) and its path."""
+
+    poses: dict[str, np.ndarray] | None
+    path: Path | None
+
+    @classmethod
+    def for_folder(cls, folder: Path, names: list[str], errors: list[DataError]) -> _PoseSource:
+        if POSE_CSV not in names:
+            return cls(None, None)
+        path = folder / POSE_CSV
+        try:
+            return cls(read_pose_csv(path), path)
+        except DataError as exc:
+            errors.append(exc)
+            return cls(None, path)
+
+
+def _build_face(
+    key: str, image: Path, pts: Path | None, mat: Path | None, source: _PoseSource,
+    n_points: int | None, errors: list[DataError],
+) -> FaceRecord:
+    """A record from its files; pose from the folder's pose.csv if it has one, else the .mat."""
+    points, pose = _read_annotation(pts, mat, n_points)
+    if source.poses is not None:
+        if image.stem in source.poses:
+            pose = source.poses[image.stem]
+        else:
+            errors.append(DataError(source.path, f"no pose row for {image.stem!r}"))
+    return FaceRecord(image=image, points=points, pose=pose, key=key)
+
+
+def _pick_image(folder: Path, stem: str, files: dict[str, list[str]]) -> Path | None:
+    """The one image of a stem; DataError when an annotation has none or several."""
+    annotation = folder / (files[".pts"] or files[".mat"])[0]
+    images = files["image"]
+    if len(images) > 1:
+        raise DataError(annotation, f"several images share its stem: {', '.join(images)}")
+    if not images:
+        if files[".pts"]:
+            extensions = ", ".join(IMAGE_EXTENSIONS)
+            raise DataError(annotation, f"no image beside it (expected {stem} + one of {extensions})")
+        return None
+    return folder / images[0]
+
+
+def _load_folder_files(
+    root: Path, folder: Path, names: list[str], n_points: int | None, errors: list[DataError]
+) -> list[FaceRecord]:
+    """Faces of one folder (not its subfolders); problems are appended to ``errors``."""
+    groups = _group_by_stem(names)
+    source = _PoseSource.for_folder(folder, names, errors)
+    base = Path(os.path.abspath(root)).name
+    faces = []
+    for stem, files in sorted(groups.items()):
+        if not files[".pts"] and not files[".mat"]:
+            continue
+        try:
+            image = _pick_image(folder, stem, files)
+            if image is None:
+                continue
+            key = f"{base}/{(folder / stem).relative_to(root).as_posix()}"
+            pts = folder / files[".pts"][0] if files[".pts"] else None
+            mat = folder / files[".mat"][0] if files[".mat"] else None
+            faces.append(_build_face(key, image, pts, mat, source, n_points, errors))
+        except DataError as exc:
+            errors.append(exc)
+    return faces
+
+
+def _load_folder(root: Path, n_points: int | None) -> tuple[list[FaceRecord], list[DataError]]:
+    """All faces under ``root`` (300W, 300W-LP or AFLW2000 layout), sorted by key."""
+    faces: list[FaceRecord] = []
+    errors: list[DataError] = []
+    for folder, names in _walk(root, errors):
+        faces.extend(_load_folder_files(root, folder, names, n_points, errors))
+    faces.sort(key=lambda face: face.key)
+    return faces, errors
+
+
+def _load_list(path: Path, n_points: int | None) -> tuple[list[FaceRecord], list[DataError]]:
+    """Faces of a WFLW list whose images exist."""
+    from asmnet.formats.wflw import parse_wflw_list  # here: wflw imports FaceRecord from this module
+
+    faces, errors = parse_wflw_list(path, check_images=True)
+    if n_points is not None and faces and faces[0].n_points != n_points:
+        raise DataError(path, f"WFLW lists hold {faces[0].n_points} points, expected {n_points}")
+    return faces, errors
+
+
+def _load_single(path: Path, n_points: int | None) -> tuple[list[FaceRecord], list[DataError]]:
+    """The face of one .pts or .mat file, with the same-stem image beside it."""
+    folder = path.parent
+    names = sorted(os.listdir(folder))
+    files = _group_by_stem(names).get(path.stem, {"image": []})
+    kind = path.suffix.lower()
+    image = _pick_image(folder, path.stem, {"image": files["image"], ".pts": [path.name], ".mat": []})
+    if image is None:
+        raise DataError(path, "no image beside it")
+    errors: list[DataError] = []
+    source = _PoseSource.for_folder(folder, names, errors)
+    pts, mat = (path, None) if kind == ".pts" else (None, path)
+    key = f"{Path(os.path.abspath(folder)).name}/{path.stem}"
+    return [_build_face(key, image, pts, mat, source, n_points, errors)], errors
+
+
+def _nothing_loaded(path: Path, errors: list[DataError]) -> DataError:
+    """The error raised when a source yields no usable face."""
+    if len(errors) == 1 and not path.is_dir():
+        return errors[0]
+    if errors:
+        return DataError(path, f"no usable faces ({len(errors)} errors; the first: {errors[0]})")
+    return DataError(path, "no annotated faces (expected images with a same-stem .pts or .mat beside them)")
+
+
+def load_faces(path: str | Path, n_points: int | None = None) -> tuple[list[FaceRecord], list[DataError]]:
+    """Load annotated faces from a folder, a WFLW ``.txt`` list, or one ``.pts``/``.mat`` file.
+
+    Returns the faces and the problems met on the way (malformed files are skipped, not fatal).
+    Raises DataError when ``path`` does not exist, has an unsupported type, or yields no face.
+    """
+    source = Path(path)
+    if not source.exists():
+        raise DataError(source, "no such file or folder")
+    suffix = source.suffix.lower()
+    if source.is_dir():
+        faces, errors = _load_folder(source, n_points)
+    elif suffix == ".txt":
+        faces, errors = _load_list(source, n_points)
+    elif suffix in _ANNOTATIONS:
+        faces, errors = _load_single(source, n_points)
+    else:
+        raise DataError(source, "unsupported source (expected a folder, a WFLW .txt list, a .pts or a .mat file)")
+    if not faces:
+        raise _nothing_loaded(source, errors)
+    return faces, errors
