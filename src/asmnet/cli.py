@@ -67,6 +67,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--point-loss", default="mse", choices=("mse", "l1"), help="distance of landmark terms")
     p.add_argument("--variance", type=float, default=0.97, help="share of shape variance the ASM keeps")
     p.add_argument("--pose-weight", type=float, default=1.0)
+    p.add_argument("--bn-momentum", type=float, default=0.01, help="BatchNorm running-stat momentum")
     p.add_argument("--head-l2", type=float, default=0.0, help="L2 on the heads (the reference used 0.01)")
     p.add_argument("--crop-scale", type=float, default=CROP_SCALE,
                    help="crop side / landmark-box side (default %(default)s)")
@@ -88,7 +89,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         data=args.data, out=args.out, points=args.points, input_size=args.input_size, width=args.width,
         arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, loss=args.loss, point_loss=args.point_loss, variance=args.variance,
-        pose_weight=args.pose_weight, head_l2=args.head_l2, crop_scale=args.crop_scale,
+        pose_weight=args.pose_weight, bn_momentum=args.bn_momentum, head_l2=args.head_l2, crop_scale=args.crop_scale,
         val_fraction=args.val_fraction, group_pattern=args.group_pattern, split_seed=args.split_seed,
         seed=args.seed, workers=args.workers, device=args.device,
     )

@@ -30,8 +30,8 @@ class AugmentConfig:
     color_prob: float = 0.8  # brightness / contrast / saturation
     blur_prob: float = 0.15
     gray_prob: float = 0.1
-    lowres_prob: float = 0.15  # down- then up-sample (small faces, video frames)
-    occlusion_prob: float = 0.25  # one random grey/noise patch
+    lowres_prob: float = 0.1  # down- then up-sample (small faces, video frames)
+    occlusion_prob: float = 0.15  # one random grey/noise patch
 
     @classmethod
     def none(cls) -> AugmentConfig:
