@@ -62,6 +62,9 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--init", default=None, metavar="PT", help="start from these weights and their shape model")
+    p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights (e.g. 0.999); 0 = off")
+    p.add_argument("--warmup-epochs", type=int, default=2)
     p.add_argument("--loss", default="asm", choices=("asm", "mse"),
                    help="asm: ASM-LOSS; mse: the same without the ASM term (baseline)")
     p.add_argument("--point-loss", default="mse", choices=("mse", "l1"), help="distance of landmark terms")
@@ -88,7 +91,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         data=args.data, out=args.out, points=args.points, input_size=args.input_size, width=args.width,
         arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        weight_decay=args.weight_decay, loss=args.loss, point_loss=args.point_loss, variance=args.variance,
+        weight_decay=args.weight_decay, init=args.init, ema=args.ema,
+        warmup_epochs=args.warmup_epochs, loss=args.loss, point_loss=args.point_loss, variance=args.variance,
         pose_weight=args.pose_weight, bn_momentum=args.bn_momentum, head_l2=args.head_l2, crop_scale=args.crop_scale,
         val_fraction=args.val_fraction, group_pattern=args.group_pattern, split_seed=args.split_seed,
         seed=args.seed, workers=args.workers, device=args.device,

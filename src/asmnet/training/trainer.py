@@ -8,6 +8,7 @@ run would.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -36,7 +37,7 @@ from ..nn.losses import ASMLoss
 from ..shape_model import ShapeModel
 from ..geometry import CROP_SCALE
 from .augment import AugmentConfig, augmented_shapes, make_sample
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from .data import EpochSampler, FaceDataset, FaceRegion, load_regions
 from .split import split_keys
 
@@ -58,6 +59,8 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_epochs: int = 2
+    init: str | None = None  # start from these weights (and their shape model): fine-tuning
+    ema: float = 0.0  # decay of an exponential moving average of the weights; 0 = off
     loss: str = "asm"  # "asm" or "mse" (no ASM term)
     point_loss: str = "mse"  # distance of the landmark terms: "mse" or "l1"
     variance: float = 0.97  # share of shape variance the ASM keeps
@@ -254,8 +257,9 @@ class Run:
 
     def _build(self) -> None:
         cfg = self.cfg
-        if self.ckpt is not None:
-            self.shape_model = ShapeModel.from_dict(self.ckpt["shape_model"])
+        init = load_checkpoint(cfg.init) if cfg.init and self.ckpt is None else None
+        if self.ckpt is not None or init is not None:
+            self.shape_model = ShapeModel.from_dict((self.ckpt or init)["shape_model"])
         else:
             self.shape_model = fit_shape_model(self.train_regions, cfg)
         log(f"shape model: {self.shape_model.n_components} components keep "
@@ -266,7 +270,12 @@ class Run:
         for m in self.model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.momentum = cfg.bn_momentum
+        if init is not None:
+            self.model.load_state_dict(model_from_checkpoint(init, cfg.init).state_dict())
+            log(f"initialised from {cfg.init}")
         self.model.to(self.device)
+        # the averaged weights are what validation sees and best.pt ships, when enabled
+        self.ema = copy.deepcopy(self.model).eval().requires_grad_(False) if cfg.ema > 0 else None
         self.loss_fn = ASMLoss(self.shape_model, cfg.loss, cfg.point_loss, cfg.pose_weight, cfg.head_l2).to(self.device)
         self.dataset = FaceDataset(self.train_regions, cfg.input_size, self.markup,
                                    AugmentConfig(**cfg.augment), cfg.seed, cfg.crop_scale)
@@ -283,8 +292,22 @@ class Run:
         if self.ckpt is not None:
             self._restore(self.ckpt)
 
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        return self.ema if self.ema is not None else self.model
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        for e, p in zip(self.ema.state_dict().values(), self.model.state_dict().values()):
+            if e.dtype.is_floating_point:
+                e.lerp_(p, 1.0 - self.cfg.ema)
+            else:
+                e.copy_(p)
+
     def _restore(self, ckpt: dict) -> None:
-        self.model.load_state_dict(ckpt["state_dict"])
+        self.model.load_state_dict(ckpt.get("train_state_dict") or ckpt["state_dict"])
+        if self.ema is not None:
+            self.ema.load_state_dict(ckpt["state_dict"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         # a stretched plan (more epochs) recomputes the schedule from the restored step
@@ -307,7 +330,9 @@ class Run:
             "crop_scale": self.cfg.crop_scale,
             "markup": self.markup.name,
             "shape_model": self.shape_model.to_dict(),
-            "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "state_dict": {k: v.detach().cpu() for k, v in self.eval_model.state_dict().items()},
+            "train_state_dict": None if self.ema is None else {
+                k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),  # lambdas are stored as None: rebuilt on resume
             "epoch": epoch,
@@ -337,6 +362,8 @@ class Run:
             loss.backward()
             self.optimizer.step()
             self.scheduler.step()
+            if self.ema is not None:
+                self.update_ema()
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v
             n_batches += 1
@@ -356,7 +383,7 @@ class Run:
             train_stats = self.train_epoch(epoch)
             record = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], "train": train_stats}
             if self.val_data is not None:
-                record.update(validate(self.model, self.val_data, self.val_keys, cfg, self.device))
+                record.update(validate(self.eval_model, self.val_data, self.val_keys, cfg, self.device))
             self.wall_time += time.time() - t0
             record["wall_time"] = self.wall_time
             self.history.append(record)
@@ -366,7 +393,7 @@ class Run:
             ckpt = self.checkpoint(epoch)
             save_checkpoint(self.last_path, ckpt)
             if improved or self.val_data is None:
-                save_checkpoint(self.best_path, {**ckpt, "optimizer": {}, "scheduler": {}})
+                save_checkpoint(self.best_path, {**ckpt, "optimizer": {}, "scheduler": {}, "train_state_dict": None})
             self._write_reports()
             val = f", val NME {record['val_nme']:.3f} %" if self.val_data is not None else ""
             log(f"epoch {epoch + 1}/{cfg.epochs}: loss {train_stats['total']:.5f}{val}, "
