@@ -11,6 +11,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+import numpy as np
+
 from . import __version__
 from .errors import AsmnetError
 
@@ -101,6 +103,89 @@ def cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- evaluate ----------------------------------------------------------------------------------
+def add_evaluate(sub: argparse._SubParsersAction) -> None:
+    from .metrics import NORMALISATIONS
+
+    p = sub.add_parser("evaluate", help="NME / FR / AUC / pose MAE on annotated faces",
+                       description="Evaluate a model. Default protocol: the face box is the tight box of "
+                       "the ground-truth points; --detector puts a real detector in the loop.")
+    p.add_argument("--data", action="append", required=True, metavar="PATH",
+                   help="300W-layout folder, WFLW list (.txt) or .mat folder; repeatable")
+    p.add_argument("--model", default=None, help="model folder, .onnx or .pt (default: the shipped model)")
+    p.add_argument("--backend", default="auto", choices=("auto", "onnx", "torch"))
+    p.add_argument("--norm", default="inter-ocular", choices=NORMALISATIONS)
+    p.add_argument("--detector", default=None, help="evaluate with this face detector in the loop")
+    p.add_argument("--json", default=None, metavar="OUT", help="write the full results here")
+    p.add_argument("--ced", default=None, metavar="OUT.png", help="plot the CED curve")
+    p.add_argument("--asm-blend", type=float, default=0.0, help="blend predictions towards their ASM projection")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate
+    from .fileio import write_json_atomic
+    from .formats import load_faces
+    from .runtime import load_model
+
+    model = load_model(args.model, backend=args.backend, threads=args.threads)
+    records, errors = [], []
+    for path in args.data:
+        recs, errs = load_faces(path, n_points=model.info.markup.n_points)
+        records += recs
+        errors += errs
+    for err in errors:
+        print(f"asmnet: skipped: {err}", file=sys.stderr)
+    detector = None
+    if args.detector:
+        from .detect import make_detector
+
+        detector = make_detector(args.detector)
+    res = evaluate(model, records, args.norm, detector, args.batch_size, args.asm_blend)
+    res["annotation_errors"] = [str(e) for e in errors]
+    for line in res["unreadable"]:
+        print(f"asmnet: skipped: {line}", file=sys.stderr)
+    print(f"model {res['model']}: {res['n']} faces, NME ({args.norm}) mean {res['nme_mean']:.3f} %, "
+          f"median {res['nme_median']:.3f} %, FR@8% {res['fr_0.08']:.2f} %, FR@10% {res['fr_0.10']:.2f} %, "
+          f"AUC@0.08 {res['auc_0.08']:.4f}, AUC@0.10 {res['auc_0.10']:.4f}")
+    for folder, v in res["per_folder"].items():
+        print(f"  {folder}: {v['n']} faces, NME mean {v['nme_mean']:.3f} %, median {v['nme_median']:.3f} %")
+    if res["pose_mae"]:
+        print("  pose MAE (deg): " + ", ".join(f"{k} {v:.2f}" for k, v in res["pose_mae"].items()))
+    if detector is not None:
+        print(f"  detector {detector.name}: {res['detector_misses']} misses ({res['miss_rate']:.2f} %)")
+    if args.json:
+        write_json_atomic(args.json, res)
+    if args.ced:
+        from .metrics import plot_ced
+
+        plot_ced({res["model"]: np.array([p["nme"] for p in res["per_image"]])}, args.ced)
+    failed = errors or res["unreadable"]
+    return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+# -- export ------------------------------------------------------------------------------------
+def add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="checkpoint -> model package (ONNX + model.json + weights)")
+    p.add_argument("--model", required=True, help="a .pt checkpoint (best.pt / last.pt)")
+    p.add_argument("--out", required=True, help="a folder (package) or a file ending in .onnx")
+    p.add_argument("--name", default=None)
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .training.export import export_model
+
+    rep = export_model(args.model, args.out, args.name)
+    print(f"wrote {rep['onnx']} ({rep['bytes'] / 1e6:.1f} MB) and {rep['json']}"
+          + (f" and {rep['weights']}" if rep["weights"] else ""))
+    print(f"denormal weights flushed to zero: {rep['denormals_flushed']}; "
+          f"ONNX Runtime vs PyTorch max abs difference {rep['max_abs_diff']:.2e}")
+    return EXIT_OK
+
+
 # -- entry point -------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asmnet", description=__doc__.splitlines()[0])
@@ -111,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = [add_info, add_train]
+COMMANDS = [add_info, add_train, add_evaluate, add_export]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

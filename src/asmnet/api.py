@@ -1,0 +1,132 @@
+"""The one-call Python API: ``FaceAligner()(image) -> [Face, ...]``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DataError, ModelError
+from .formats import decode_image_array, read_image
+from .inference import align_boxes
+from .runtime import load_model
+
+
+@dataclass
+class Face:
+    """One face: box (x1, y1, x2, y2), detector score, landmarks (N, 2) in image pixels, pose
+    (yaw, pitch, roll) in degrees (yaw > 0: turned towards the image's left; pitch > 0: looking
+    up; roll > 0: tilted clockwise as displayed), and quality: the landmarks' distance from the
+    shape model (smaller is more plausible; above ``FaceAligner.quality_threshold`` the face is
+    ``flagged`` as a likely failure)."""
+
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray
+    pose: np.ndarray
+    quality: float
+    flagged: bool = False
+
+    @property
+    def yaw(self) -> float:
+        return float(self.pose[0])
+
+    @property
+    def pitch(self) -> float:
+        return float(self.pose[1])
+
+    @property
+    def roll(self) -> float:
+        return float(self.pose[2])
+
+    def to_dict(self, decimals: int = 2) -> dict[str, Any]:
+        """JSON-ready record (the schema of ``asmnet predict``)."""
+        return {
+            "box": [round(float(v), decimals) for v in self.box],
+            "score": round(float(self.score), 4),
+            "landmarks": [[round(float(x), decimals), round(float(y), decimals)] for x, y in self.landmarks],
+            "pose": {"yaw": round(self.yaw, decimals), "pitch": round(self.pitch, decimals),
+                     "roll": round(self.roll, decimals)},
+            "quality": round(float(self.quality), 5),
+            "flagged": bool(self.flagged),
+        }
+
+
+def as_bgr(image: Any, channel_order: str = "rgb") -> np.ndarray:
+    """A path, a NumPy array (gray, RGB/BGR per ``channel_order``, RGBA) or a PIL image -> BGR uint8."""
+    if isinstance(image, (str, Path)):
+        return read_image(image)
+    if hasattr(image, "mode") and hasattr(image, "convert"):  # PIL image, without importing PIL
+        return decode_image_array(np.asarray(image.convert("RGB")), channel_order="rgb")
+    if isinstance(image, np.ndarray):
+        return decode_image_array(image, channel_order=channel_order)
+    raise DataError(None, f"cannot read an image from {type(image).__name__}")
+
+
+class FaceAligner:
+    """Detect faces and predict their landmarks and head pose.
+
+    Example::
+
+        >>> from asmnet import FaceAligner
+        >>> aligner = FaceAligner()                      # the shipped default model, offline
+        >>> faces = aligner("photo.jpg")                 # doctest: +SKIP
+        >>> faces[0].landmarks.shape, faces[0].pose      # doctest: +SKIP
+        ((68, 2), array([ 3.1, -7.9,  0.4]))
+
+    ``image`` may be a path, a PIL image or a NumPy array; arrays are taken as RGB (as PIL,
+    matplotlib and skimage give them) unless ``channel_order="bgr"`` (OpenCV). Gray and RGBA work.
+    ``boxes=[(x1, y1, x2, y2), ...]`` skips detection; such boxes are taken in the model's own box
+    convention (the tight box of the 68 points; a face detector's box should be calibrated, which
+    the built-in detectors are). All faces of an image go through the network in one batch.
+    """
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        detector: str | Any = "auto",
+        backend: str = "auto",
+        threads: int | None = None,
+        asm_blend: float = 0.0,
+        **detector_options: Any,
+    ):
+        self.model = load_model(model, backend=backend, threads=threads)
+        self.asm_blend = float(asm_blend)
+        self.quality_threshold = self.model.info.quality_threshold
+        self._detector_spec, self._detector_options = detector, detector_options
+        self._detector = None if isinstance(detector, str) else detector
+
+    @property
+    def detector(self):
+        """The face detector, created on first use (so that boxes-only use needs none)."""
+        if self._detector is None:
+            from .detect import make_detector
+
+            self._detector = make_detector(self._detector_spec, **self._detector_options)
+        return self._detector
+
+    def __call__(self, image: Any, boxes: Any = None, channel_order: str = "rgb") -> list[Face]:
+        bgr = as_bgr(image, channel_order)
+        if boxes is not None:
+            ref = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+            shown, scores = ref, np.ones(len(ref))
+        else:
+            from .detect import BoxCalibration, to_reference_box
+
+            dets = self.detector.detect(bgr)
+            calib = self.model.info.calibrations.get(self.detector.name)
+            if calib is None and dets:
+                raise ModelError(None, f"model {self.model.info.name!r} has no box calibration for "
+                                 f"detector {self.detector.name!r}; pass boxes= in the model's convention")
+            shown = np.array([d.box for d in dets]).reshape(-1, 4)
+            scores = np.array([d.score for d in dets])
+            ref = np.array([to_reference_box(d.box, BoxCalibration.from_dict(calib)) for d in dets]).reshape(-1, 4)
+        landmarks, pose, quality = align_boxes(self.model, bgr, ref, asm_blend=self.asm_blend)
+        threshold = self.quality_threshold
+        return [
+            Face(shown[i], float(scores[i]), landmarks[i], pose[i], float(quality[i]),
+                 bool(threshold is not None and quality[i] > threshold))
+            for i in range(len(ref))
+        ]

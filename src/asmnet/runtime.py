@@ -1,0 +1,210 @@
+"""Run a landmark model on face crops: one interface, two backends (ONNX Runtime, PyTorch).
+
+A *model package* is a folder with ``model.json`` (what the network expects and returns, its
+shape model, detector box calibrations and model card), ``model.onnx`` (torch-free inference)
+and optionally ``weights.pt`` (a checkpoint for the PyTorch backend and fine-tuning). The ONNX
+graph takes float32 NCHW RGB pixels 0..255 (normalisation is inside the graph) and returns
+landmarks (B, 2N) in normalised crop units and pose (B, 3) in degrees.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ModelError
+from .markup import Markup, markup_for
+from .shape_model import ShapeModel
+
+MODEL_FORMAT = "asmnet-model"
+MODEL_VERSION = 1
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "models" / "default"
+BACKENDS = ("auto", "onnx", "torch")
+
+
+@dataclass
+class ModelInfo:
+    """What a landmark model expects and carries, from model.json or a checkpoint."""
+
+    name: str
+    input_size: int
+    crop_scale: float
+    markup: Markup
+    shape_model: ShapeModel
+    model_config: dict = field(default_factory=dict)
+    calibrations: dict = field(default_factory=dict)  # detector name -> BoxCalibration dict
+    quality_threshold: float | None = None  # ASM distance above which a face is flagged
+    card: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": MODEL_FORMAT,
+            "version": MODEL_VERSION,
+            "name": self.name,
+            "input": {"name": "image", "layout": "NCHW", "channels": "RGB", "dtype": "float32",
+                      "range": [0, 255], "size": self.input_size},
+            "outputs": {"landmarks": "normalised crop units (B, 2N)", "pose": "yaw, pitch, roll in degrees"},
+            "input_size": self.input_size,
+            "crop_scale": self.crop_scale,
+            "num_points": self.markup.n_points,
+            "model_config": self.model_config,
+            "shape_model": self.shape_model.to_dict(),
+            "calibrations": self.calibrations,
+            "quality_threshold": self.quality_threshold,
+            "card": self.card,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict, source: str | Path) -> ModelInfo:
+        if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
+            raise ModelError(source, "not an asmnet model.json")
+        if data.get("version") != MODEL_VERSION:
+            raise ModelError(source, f"model format version {data.get('version')!r}; this asmnet reads {MODEL_VERSION}")
+        try:
+            points = int(data["num_points"])
+            info = cls(
+                name=str(data.get("name", Path(source).parent.name)),
+                input_size=int(data["input_size"]),
+                crop_scale=float(data["crop_scale"]),
+                markup=markup_for(points),
+                shape_model=ShapeModel.from_dict(data["shape_model"], source),
+                model_config=dict(data.get("model_config", {})),
+                calibrations=dict(data.get("calibrations") or {}),
+                quality_threshold=data.get("quality_threshold"),
+                card=dict(data.get("card") or {}),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(source, f"model.json is malformed ({exc})") from None
+        if info.shape_model.n_points != points:
+            raise ModelError(source, f"shape model has {info.shape_model.n_points} points, the model {points}")
+        return info
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict, source: str | Path) -> ModelInfo:
+        return cls(
+            name=Path(source).stem,
+            input_size=int(ckpt["input_size"]),
+            crop_scale=float(ckpt["crop_scale"]),
+            markup=markup_for(int(ckpt["model_config"]["num_points"])),
+            shape_model=ShapeModel.from_dict(ckpt["shape_model"], source),
+            model_config=dict(ckpt["model_config"]),
+            card={k: ckpt[k] for k in ("train_config", "epoch", "best_nme", "git_commit") if k in ckpt},
+        )
+
+
+class LandmarkModel:
+    """A loaded model: ``run(crops)`` maps RGB uint8 crops (B, S, S, 3) to units and pose."""
+
+    info: ModelInfo
+    backend: str
+
+    def run(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Landmarks (B, N, 2) in normalised crop units and pose (B, 3) in degrees."""
+        batch = np.ascontiguousarray(np.asarray(crops, dtype=np.float32).transpose(0, 3, 1, 2))
+        points, pose = self._forward(batch)
+        return points.reshape(len(batch), -1, 2).astype(np.float64), pose.astype(np.float64)
+
+    def _forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+
+class OnnxLandmarkModel(LandmarkModel):
+    """ONNX Runtime backend (no torch)."""
+
+    backend = "onnx"
+
+    def __init__(self, onnx_path: str | Path, info: ModelInfo, threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ModelError(onnx_path, "onnxruntime is not installed (pip install onnxruntime)") from None
+        self.info, self.path = info, Path(onnx_path)
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+            opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(onnx_path, f"cannot load ONNX model ({str(exc).splitlines()[0][:160]})") from None
+        self._check_io()
+
+    def _check_io(self) -> None:
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        size, n = self.info.input_size, self.info.markup.n_points
+        if len(inputs) != 1 or list(inputs[0].shape[1:]) != [3, size, size]:
+            raise ModelError(self.path, f"ONNX input {[i.shape for i in inputs]} is not [batch, 3, {size}, {size}]")
+        if len(outputs) != 2 or outputs[0].shape[-1] != 2 * n or outputs[1].shape[-1] != 3:
+            raise ModelError(self.path, f"ONNX outputs {[o.shape for o in outputs]} are not [batch, {2 * n}] and [batch, 3]")
+        self.input_name = inputs[0].name
+
+    def _forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        points, pose = self.session.run(None, {self.input_name: batch})
+        return points, pose
+
+
+class TorchLandmarkModel(LandmarkModel):
+    """PyTorch backend (needs ``pip install asmnet[train]``)."""
+
+    backend = "torch"
+
+    def __init__(self, checkpoint_path: str | Path, info: ModelInfo | None = None, threads: int | None = None):
+        try:
+            import torch
+        except ImportError:
+            raise ModelError(checkpoint_path, "the torch backend needs PyTorch (pip install asmnet[train])") from None
+        from .training.checkpoint import load_checkpoint, model_from_checkpoint
+
+        ckpt = load_checkpoint(checkpoint_path)
+        self.info = info or ModelInfo.from_checkpoint(ckpt, checkpoint_path)
+        self.model = model_from_checkpoint(ckpt, checkpoint_path)
+        if threads:
+            torch.set_num_threads(int(threads))
+        self._torch = torch
+
+    def _forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with self._torch.inference_mode():
+            points, pose = self.model(self._torch.from_numpy(batch))
+        return points.numpy(), pose.numpy()
+
+
+def read_model_json(path: Path) -> ModelInfo:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(path, f"cannot read model description ({exc})") from None
+    return ModelInfo.from_json(data, path)
+
+
+def load_model(path: str | Path | None = None, backend: str = "auto", threads: int | None = None) -> LandmarkModel:
+    """Load a model package folder, an ``.onnx`` file (with its ``.json``) or a ``.pt`` checkpoint.
+
+    ``path=None`` loads the default model shipped in the package. ``backend="auto"`` prefers ONNX
+    Runtime and falls back to PyTorch when the package has no ONNX file.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    path = DEFAULT_MODEL_DIR if path is None else Path(path)
+    if path.is_dir():
+        info = read_model_json(path / "model.json")
+        onnx_file, weights = path / "model.onnx", path / "weights.pt"
+        if backend == "torch" or (backend == "auto" and not onnx_file.exists() and weights.exists()):
+            return TorchLandmarkModel(weights, info, threads)
+        return OnnxLandmarkModel(onnx_file, info, threads)
+    if not path.exists():
+        raise ModelError(path, "no such model file or folder")
+    if path.suffix == ".onnx":
+        if backend == "torch":
+            raise ModelError(path, "an .onnx file runs with the onnx backend only")
+        for meta in (path.with_suffix(".json"), path.parent / "model.json"):
+            if meta.exists():
+                return OnnxLandmarkModel(path, read_model_json(meta), threads)
+        raise ModelError(path, f"no {path.with_suffix('.json').name} or model.json beside the ONNX file")
+    if backend == "onnx":
+        raise ModelError(path, "a checkpoint runs with the torch backend; export it to ONNX first (asmnet export)")
+    return TorchLandmarkModel(path, None, threads)
