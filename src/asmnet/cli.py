@@ -56,6 +56,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
                    help="a 300W-layout folder (.pts beside images), a WFLW list or a .mat folder; repeatable")
     p.add_argument("--out", required=True, metavar="DIR", help="run folder (checkpoints, metrics, card)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--stop-after", type=int, default=None, metavar="EPOCH",
+                   help="stop after this epoch of the plan (continue later with --resume)")
     p.add_argument("--points", type=int, default=68, choices=(68, 98))
     p.add_argument("--input-size", type=int, default=128)
     p.add_argument("--width", type=float, default=1.0)
@@ -99,7 +101,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction, group_pattern=args.group_pattern, split_seed=args.split_seed,
         seed=args.seed, workers=args.workers, device=args.device,
     )
-    train(cfg, resume=args.resume)
+    train(cfg, resume=args.resume, stop_after=args.stop_after)
     return EXIT_OK
 
 

@@ -28,7 +28,7 @@ class Markup:
     outer_eye_corners: tuple[int, int]  # inter-ocular normalisation (image-left eye first)
     left_eye: tuple[int, ...]  # points of the image-left eye (inter-pupil normalisation)
     right_eye: tuple[int, ...]
-    # pairs (image-left point, image-right partner) used by flip tests
+    # mirror pairs, image-left point first for a frontal face (flip tests rely on the order)
     lr_pairs: tuple[tuple[int, int], ...]
 
     def flip_array(self) -> np.ndarray:
@@ -40,8 +40,8 @@ _PAIRS_68 = (
     + [(17, 26), (18, 25), (19, 24), (20, 23), (21, 22)]
     + [(31, 35), (32, 34)]
     + [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]
-    + [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58)]
-    + [(60, 64), (61, 63), (65, 67)]
+    + [(48, 54), (49, 53), (50, 52), (59, 55), (58, 56)]  # lower lips run right to left
+    + [(60, 64), (61, 63), (67, 65)]
 )
 
 _PAIRS_98 = (
@@ -49,7 +49,7 @@ _PAIRS_98 = (
     + [(33, 46), (34, 45), (35, 44), (36, 43), (37, 42), (38, 50), (39, 49), (40, 48), (41, 47)]
     + [(55, 59), (56, 58)]
     + [(60, 72), (61, 71), (62, 70), (63, 69), (64, 68), (65, 75), (66, 74), (67, 73)]
-    + [(76, 82), (77, 81), (78, 80), (83, 87), (84, 86), (88, 92), (89, 91), (93, 95)]
+    + [(76, 82), (77, 81), (78, 80), (87, 83), (86, 84), (88, 92), (89, 91), (95, 93)]
     + [(96, 97)]
 )
 

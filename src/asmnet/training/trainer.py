@@ -373,12 +373,15 @@ class Run:
         out["images_per_s"] = seen / max(1e-9, time.time() - t0)
         return out
 
-    def fit(self) -> dict:
+    def fit(self, stop_after: int | None = None) -> dict:
+        """Train to the planned epoch count, or only up to epoch ``stop_after`` (the rest resumes
+        later with the same plan: time-boxed sessions)."""
         cfg = self.cfg
         log(f"training {self.model.config} at {cfg.input_size} px, {count_parameters(self.model):,} parameters, "
             f"on {self.device}, batch {cfg.batch_size}, lr {cfg.lr}, {cfg.epochs} epochs, seed {cfg.seed}")
         write_json_atomic(self.out / "config.json", asdict(cfg))
-        for epoch in range(self.start_epoch, cfg.epochs):
+        end = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
+        for epoch in range(self.start_epoch, end):
             t0 = time.time()
             train_stats = self.train_epoch(epoch)
             record = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], "train": train_stats}
@@ -422,6 +425,6 @@ class Run:
         })
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> dict:
+def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None) -> dict:
     """Train (or resume) a run; returns the last epoch's record."""
-    return Run(cfg, resume).fit()
+    return Run(cfg, resume).fit(stop_after)

@@ -1,0 +1,108 @@
+"""End to end on a tiny synthetic set: training learns, checkpoints resume exactly, export and
+evaluation agree, and the CLI reports errors in one line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from asmnet.cli import main
+from asmnet.errors import ModelError
+from asmnet.training.augment import AugmentConfig
+from asmnet.training.checkpoint import load_checkpoint
+from asmnet.training.trainer import TrainConfig, train
+
+
+def config(data, out, epochs=2, **kw) -> TrainConfig:
+    no_jitter = AugmentConfig.none().to_dict() | {"flip_prob": 0.5}
+    base = dict(augment=no_jitter, data=[str(data)], out=str(out), input_size=64, width=0.5, epochs=epochs, batch_size=4,
+                lr=1e-3, warmup_epochs=0, workers=0, val_fraction=0.2, shape_passes=2, device="cpu")
+    return TrainConfig(**(base | kw))
+
+
+@pytest.fixture(scope="module")
+def trained(synthetic_set, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "run"
+    train(config(synthetic_set, out))
+    return out
+
+
+def test_training_learns_and_writes_its_run_folder(trained):
+    history = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    assert len(history) == 2
+    assert history[1]["train"]["total"] < history[0]["train"]["total"]
+    for name in ("last.pt", "best.pt", "curves.png", "model_card.json", "split.json", "config.json"):
+        assert (trained / name).stat().st_size > 0, name
+    card = json.loads((trained / "model_card.json").read_text())
+    assert card["seed"] == 0 and card["split"]["n_val"] > 0 and "val_nme" in card["best"]
+    ckpt = load_checkpoint(trained / "last.pt")
+    assert ckpt["epoch"] == 1 and ckpt["shape_model"]["components"]
+
+
+def test_resume_ends_where_an_uninterrupted_run_ends(synthetic_set, trained, tmp_path):
+    out = tmp_path / "stopped"
+    train(config(synthetic_set, out), stop_after=1)  # as if killed after epoch 1's checkpoint
+    assert load_checkpoint(out / "last.pt")["epoch"] == 0
+    train(config(synthetic_set, out), resume=True)
+    a = load_checkpoint(trained / "last.pt")["state_dict"]
+    b = load_checkpoint(out / "last.pt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    history = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(h)["epoch"] for h in history] == [0, 1]
+
+
+def test_truncated_checkpoint_is_reported(trained, tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes((trained / "last.pt").read_bytes()[:1000])
+    with pytest.raises(ModelError, match="corrupt or truncated"):
+        load_checkpoint(bad)
+    assert main(["evaluate", "--data", "nowhere", "--model", str(bad)]) == 2
+
+
+def test_export_matches_torch_and_evaluates(trained, synthetic_set, tmp_path, capsys):
+    pkg = tmp_path / "pkg"
+    assert main(["export", "--model", str(trained / "best.pt"), "--out", str(pkg)]) == 0
+    assert "max abs difference" in capsys.readouterr().out
+    out_json = tmp_path / "eval.json"
+    rc = main(["evaluate", "--data", str(synthetic_set), "--model", str(pkg), "--json", str(out_json),
+               "--ced", str(tmp_path / "ced.png")])
+    assert rc == 0
+    res = json.loads(out_json.read_text())
+    for key in ("n", "nme_mean", "nme_median", "fr_0.08", "fr_0.10", "auc_0.08", "auc_0.10", "pose_mae", "per_image"):
+        assert key in res
+    assert res["n"] == 64 and set(res["pose_mae"]) == {"yaw", "pitch", "roll"}
+    assert {"image", "nme"} <= set(res["per_image"][0]) and (tmp_path / "ced.png").stat().st_size > 0
+    # the torch backend on the checkpoint gives the same numbers as ONNX Runtime
+    out2 = tmp_path / "eval_torch.json"
+    main(["evaluate", "--data", str(synthetic_set), "--model", str(trained / "best.pt"), "--json", str(out2)])
+    assert json.loads(out2.read_text())["nme_mean"] == pytest.approx(res["nme_mean"], abs=1e-3)
+
+
+def test_info_prints_the_paper_size(capsys):
+    assert main(["info", "--points", "68", "--input-size", "224"]) == 0
+    out = capsys.readouterr().out
+    params = int(out.split("parameters: ")[1].split(" ")[0].replace(",", ""))
+    assert abs(params - 1.43e6) / 1.43e6 < 0.05
+
+
+def test_missing_data_is_one_line_error(tmp_path, capsys):
+    rc = main(["train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "o"), "--epochs", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("asmnet: error:") and "none" in err[0]
+
+
+def test_prediction_shapes_from_the_api(trained, synthetic_set, tmp_path):
+    from asmnet import FaceAligner
+    from asmnet.formats import read_pts
+
+    aligner = FaceAligner(model=trained / "best.pt")
+    image = sorted(synthetic_set.glob("*.png"))[0]
+    gt = read_pts(image.with_suffix(".pts"))
+    box = [gt[:, 0].min(), gt[:, 1].min(), gt[:, 0].max(), gt[:, 1].max()]
+    faces = aligner(str(image), boxes=[box, box])
+    assert len(faces) == 2 and faces[0].landmarks.shape == (68, 2) and faces[0].pose.shape == (3,)
+    assert np.allclose(faces[0].landmarks, faces[1].landmarks)
+    assert json.dumps(faces[0].to_dict())
