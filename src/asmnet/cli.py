@@ -105,6 +105,43 @@ def cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- predict -----------------------------------------------------------------------------------
+def add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="landmarks + pose for images, folders, videos or a webcam",
+                       description="Writes annotated images/videos (--out) and one JSON record per image or "
+                       "frame (--json, JSON Lines, streamed). Exit 0: all inputs done; 1: some failed; 2: none.")
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders (recursive) or video files")
+    p.add_argument("--webcam", nargs="?", const=0, type=int, default=None, metavar="INDEX")
+    p.add_argument("--out", default=None, metavar="DIR", help="write annotated images / videos here")
+    p.add_argument("--json", default=None, metavar="FILE", help="JSON Lines output, one record per image/frame")
+    p.add_argument("--model", default=None, help="model folder, .onnx or .pt (default: the shipped model)")
+    p.add_argument("--detector", default="auto", help="auto, dlib-hog, dlib-cnn, haar, yunet:PATH.onnx")
+    p.add_argument("--backend", default="auto", choices=("auto", "onnx", "torch"))
+    p.add_argument("--threads", type=int, default=None, help="inference threads per process")
+    p.add_argument("--workers", type=int, default=1, help="processes for image folders")
+    p.add_argument("--resume", action="store_true", help="skip inputs already in the --json file")
+    p.add_argument("--redetect-every", type=int, default=15, metavar="K", help="video: re-run the detector every K frames")
+    p.add_argument("--no-smooth", action="store_true", help="video: no temporal smoothing")
+    p.add_argument("--max-frames", type=int, default=None)
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import PredictOptions, predict, summary_line
+
+    if not args.inputs and args.webcam is None:
+        return _fail("give images, folders, videos or --webcam")
+    opts = PredictOptions(model=args.model, detector=args.detector, backend=args.backend, threads=args.threads,
+                          out_dir=args.out, json_path=args.json, workers=max(1, args.workers), resume=args.resume,
+                          redetect_every=args.redetect_every, smooth=not args.no_smooth, max_frames=args.max_frames)
+    report = predict(args.inputs, opts, webcam=args.webcam)
+    print(summary_line(report), file=sys.stderr)
+    if report.failures:
+        print("asmnet: failed inputs:\n" + "\n".join(f"  {f}" for f in report.failures), file=sys.stderr)
+        return EXIT_SOME_FAILED if report.done or report.skipped else EXIT_FATAL
+    return EXIT_OK
+
+
 # -- evaluate ----------------------------------------------------------------------------------
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
     from .metrics import NORMALISATIONS
@@ -116,6 +153,9 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="300W-layout folder, WFLW list (.txt) or .mat folder; repeatable")
     p.add_argument("--model", default=None, help="model folder, .onnx or .pt (default: the shipped model)")
     p.add_argument("--backend", default="auto", choices=("auto", "onnx", "torch"))
+    p.add_argument("--keys", default=None, metavar="FILE",
+                   help="evaluate only these faces: a run's split.json (its validation keys) or a text "
+                   "file with one key (folder/stem) per line")
     p.add_argument("--norm", default="inter-ocular", choices=NORMALISATIONS)
     p.add_argument("--detector", default=None, help="evaluate with this face detector in the loop")
     p.add_argument("--json", default=None, metavar="OUT", help="write the full results here")
@@ -140,6 +180,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         errors += errs
     for err in errors:
         print(f"asmnet: skipped: {err}", file=sys.stderr)
+    if args.keys:
+        from .evaluation import read_keys
+
+        wanted = read_keys(args.keys)
+        records = [r for r in records if r.key in wanted]
     detector = None
     if args.detector:
         from .detect import make_detector
@@ -198,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = [add_info, add_train, add_evaluate, add_export]
+COMMANDS = [add_predict, add_evaluate, add_train, add_export, add_info]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,8 +7,10 @@ overlapping the ground truth is calibrated to the model's box convention, and mi
 
 from __future__ import annotations
 
+import json
 import sys
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -21,6 +23,22 @@ from .inference import crop_faces, predict_crops, units_to_image
 from .metrics import nme as nme_percent
 from .metrics import summarize
 from .runtime import LandmarkModel
+
+
+def read_keys(path: str | Path) -> set[str]:
+    """Face keys from a run's split.json (its validation keys) or a text file, one key per line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(path, f"cannot read key list ({exc.__class__.__name__})") from None
+    if path.suffix == ".json":
+        try:
+            keys = json.loads(text)["val_keys"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise DataError(path, "not a split.json with val_keys") from None
+        return set(keys)
+    return {line.strip() for line in text.splitlines() if line.strip()}
 
 
 def reference_box(record: FaceRecord, image: np.ndarray, model: LandmarkModel, detector=None) -> np.ndarray | None:

@@ -1,0 +1,189 @@
+"""Turn a trained checkpoint into a shipped model package, measured on the validation split.
+
+    python scripts/build_model.py --checkpoint runs/gpu/f128asm.pt --run-dir runs/gpu/sweep3/f128asm \
+        --data ../shared/data/lfpw_train --data ../shared/data/udacity_train \
+        --out src/asmnet/models/default --name default
+
+Exports ONNX + weights, evaluates the validation faces of the run's split.json (ground-truth box
+protocol), measures the quality score as a failure detector and the ASM blend option, times the
+landmark stage, attaches detector box calibrations, and writes model.json's card and MODEL_CARD.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from asmnet.evaluation import evaluate, read_keys
+from asmnet.fileio import write_json_atomic, write_text_atomic
+from asmnet.formats import load_faces
+from asmnet.runtime import load_model
+from asmnet.training.export import export_model
+
+QUALITY_FLAG_SHARE = 0.05  # flag the least plausible 5 % of validation faces
+
+
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
+    """Probability that a failure scores higher than a success (Mann-Whitney)."""
+    pos, neg = scores[positive], scores[~positive]
+    if len(pos) == 0 or len(neg) == 0:
+        return None
+    ranks = np.argsort(np.argsort(np.concatenate([pos, neg]))) + 1
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def time_landmark_stage(model_dir: Path, threads: int, batch: int, repeats: int = 300) -> dict:
+    model = load_model(model_dir, backend="onnx", threads=threads)
+    s = model.info.input_size
+    crops = np.random.default_rng(0).integers(0, 255, (batch, s, s, 3), dtype=np.uint8)
+    for _ in range(30):
+        model.run(crops)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model.run(crops)
+        times.append((time.perf_counter() - t0) * 1000 / batch)
+    return {"threads": threads, "batch": batch, "ms_per_face_median": float(np.median(times)),
+            "ms_per_face_p90": float(np.percentile(times, 90))}
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--run-dir", required=True, help="the run folder (split.json, metrics.jsonl, model_card.json)")
+    ap.add_argument("--data", action="append", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--name", default="default")
+    ap.add_argument("--calibration", default="src/asmnet/models/detector_calibration.json")
+    ap.add_argument("--baseline", action="append", default=[], help="JSON results of a peer (dlib_baseline.py)")
+    args = ap.parse_args()
+
+    out, run = Path(args.out), Path(args.run_dir)
+    report = export_model(args.checkpoint, out, args.name)
+    model = load_model(out, backend="onnx")
+    keys = read_keys(run / "split.json")
+    records = [r for d in args.data for r in load_faces(d, n_points=model.info.markup.n_points)[0] if r.key in keys]
+    res = evaluate(model, records)
+    nmes = np.array([p["nme"] for p in res["per_image"]])
+    quality = np.array([p["quality"] for p in res["per_image"]])
+    threshold = float(np.quantile(quality, 1 - QUALITY_FLAG_SHARE))
+    flagged = quality > threshold
+    fail8 = nmes > 8
+    quality_report = {
+        "definition": "mean distance between predicted points and their ASM projection, normalised crop units",
+        "roc_auc_nme_gt_8": roc_auc(quality, fail8),
+        "threshold": threshold,
+        "flag_share": float(flagged.mean()),
+        "fr_0.08_among_flagged": float(fail8[flagged].mean() * 100) if flagged.any() else None,
+        "fr_0.08_among_unflagged": float(fail8[~flagged].mean() * 100),
+        "failures_caught": f"{int((fail8 & flagged).sum())} of {int(fail8.sum())}",
+    }
+    blends = {}
+    for blend in (0.25, 0.5, 1.0):
+        r = evaluate(model, records, asm_blend=blend, progress=False)
+        blends[str(blend)] = {"nme_mean": r["nme_mean"], "fr_0.10": r["fr_0.10"]}
+    speeds = [time_landmark_stage(out, t, b) for t in (1, 2) for b in (1, 8)]
+    train_card = json.loads((run / "model_card.json").read_text())
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    calibrations = json.loads(Path(args.calibration).read_text()) if Path(args.calibration).exists() else {}
+    card = {
+        "name": args.name,
+        "architecture": train_card["config"]["arch"], "parameters": train_card["parameters"],
+        "input_size": model.info.input_size,
+        "training": {
+            "data": ["lfpw_train (300W LFPW train, 803 faces)", "udacity_train (3,232 video frames)"],
+            "pose_labels": "pose.csv: 3DDFA_V2 teacher predictions (see shared/data/README.md)",
+            "split": train_card["split"], "config": train_card["config"],
+            "epochs_done": train_card["epochs_done"], "best_epoch": train_card["best_epoch"],
+            "wall_time_s": train_card["wall_time_s"], "device": train_card["device"],
+            "torch": train_card["torch"], "git_commit": train_card["git_commit"],
+        },
+        "validation": {k: res[k] for k in ("n", "nme_mean", "nme_median", "fr_0.08", "fr_0.10",
+                                           "auc_0.08", "auc_0.10", "pose_mae", "per_folder")},
+        "shape_model": {"components": model.info.shape_model.n_components,
+                        "explained": model.info.shape_model.explained},
+        "quality": quality_report,
+        "asm_blend": blends,
+        "speed": {"cpu": cpu_name(), "backend": "onnxruntime", "landmark_stage": speeds},
+        "denormals_flushed": report["denormals_flushed"],
+        "onnx_max_abs_diff": report["max_abs_diff"],
+        "baselines": {Path(b).stem: json.loads(Path(b).read_text()).get("summary") for b in args.baseline},
+        "epochs_val_nme": [round(h["val_nme"], 4) for h in history],
+    }
+    meta = json.loads((out / "model.json").read_text())
+    meta["calibrations"] = {k: v["calibration"] if "calibration" in v else v for k, v in calibrations.items()}
+    meta["quality_threshold"] = threshold
+    meta["card"] = card
+    write_json_atomic(out / "model.json", meta)
+    write_json_atomic(out / "validation.json", res)
+    write_text_atomic(out / "MODEL_CARD.md", render_card(card))
+    print(json.dumps({k: card[k] for k in ("validation", "quality", "asm_blend", "speed")}, indent=1))
+
+
+def render_card(card: dict) -> str:
+    v, t = card["validation"], card["training"]
+    rows = "\n".join(f"| {f} | {d['n']} | {d['nme_mean']:.2f} | {d['nme_median']:.2f} |" for f, d in v["per_folder"].items())
+    speed = "\n".join(f"| {s['threads']} | {s['batch']} | {s['ms_per_face_median']:.2f} | {s['ms_per_face_p90']:.2f} |"
+                      for s in card["speed"]["landmark_stage"])
+    pose = v["pose_mae"] or {}
+    q = card["quality"]
+    blends = "\n".join(f"| {b} | {d['nme_mean']:.3f} | {d['fr_0.10']:.2f} |" for b, d in card["asm_blend"].items())
+    return f"""# Model card: {card['name']}
+
+ASMNet ({card['architecture']}, {card['parameters']:,} parameters), {card['input_size']}x{card['input_size']} input,
+68 points (iBUG) + head pose (yaw, pitch, roll; 300W-LP convention).
+
+## Training
+- Data: {', '.join(t['data'])}; pose labels: {t['pose_labels']}.
+- Split: {t['split']['n_train']} training / {t['split']['n_val']} validation faces, by group
+  (`{t['split']['group_pattern']}`: Udacity frames of one clip stay together), split seed {t['split']['split_seed']}.
+- Config: loss `{t['config']['loss']}` (point distance `{t['config']['point_loss']}`), shape model
+  {card['shape_model']['components']} components ({card['shape_model']['explained']:.1%} of variance, asked {t['config']['variance']:.0%}),
+  AdamW lr {t['config']['lr']}, batch {t['config']['batch_size']}, planned {t['config']['epochs']} epochs,
+  seed {t['config']['seed']}.
+- Ran {t['epochs_done']} epochs ({t['wall_time_s']:.0f} s on {t['device']}, torch {t['torch']}); best
+  validation epoch {t['best_epoch']} (selected on validation NME); commit {t['git_commit']}.
+
+## Validation (ground-truth box protocol, inter-ocular NME)
+All {v['n']} faces: NME mean {v['nme_mean']:.2f} %, median {v['nme_median']:.2f} %, FR@8 % {v['fr_0.08']:.2f} %,
+FR@10 % {v['fr_0.10']:.2f} %, AUC@0.08 {v['auc_0.08']:.4f}, AUC@0.10 {v['auc_0.10']:.4f}.
+Pose MAE against the teacher labels: yaw {pose.get('yaw', float('nan')):.2f}°, pitch {pose.get('pitch', float('nan')):.2f}°, roll {pose.get('roll', float('nan')):.2f}°.
+
+| part | faces | NME mean % | NME median % |
+|---|---|---|---|
+{rows}
+
+## Quality score (ASM distance) as a failure flag
+ROC AUC for NME > 8 %: {q['roc_auc_nme_gt_8']}; threshold {q['threshold']:.5f} flags {q['flag_share']:.1%} of faces;
+FR@8 % among flagged {q['fr_0.08_among_flagged']}, among the rest {q['fr_0.08_among_unflagged']:.2f} %; failures caught {q['failures_caught']}.
+
+## ASM blend at inference (prediction moved towards its ASM projection)
+| blend | NME mean % | FR@10 % |
+|---|---|---|
+| 0 | {v['nme_mean']:.3f} | {v['fr_0.10']:.2f} |
+{blends}
+
+## Speed (landmark + pose stage, ONNX Runtime, {card['speed']['cpu']})
+| threads | batch | ms/face median | p90 |
+|---|---|---|---|
+{speed}
+"""
+
+
+if __name__ == "__main__":
+    main()
