@@ -78,6 +78,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--head-l2", type=float, default=0.0, help="L2 on the heads (the reference used 0.01)")
     p.add_argument("--crop-scale", type=float, default=CROP_SCALE,
                    help="crop side / landmark-box side (default %(default)s)")
+    p.add_argument("--label-origin", type=float, default=1.0,
+                   help="pixel index of the first pixel's centre in the annotations (iBUG .pts: 1; 0-based: 0)")
     p.add_argument("--val-fraction", type=float, default=0.12)
     p.add_argument("--group-pattern", default=None, metavar="REGEX",
                    help="regex on the stem whose first group names a group kept on one side of the split "
@@ -97,12 +99,58 @@ def cmd_train(args: argparse.Namespace) -> int:
         arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, init=args.init, ema=args.ema,
         warmup_epochs=args.warmup_epochs, loss=args.loss, point_loss=args.point_loss, variance=args.variance,
-        pose_weight=args.pose_weight, bn_momentum=args.bn_momentum, head_l2=args.head_l2, crop_scale=args.crop_scale,
+        pose_weight=args.pose_weight, bn_momentum=args.bn_momentum, head_l2=args.head_l2,
+        crop_scale=args.crop_scale, label_origin=args.label_origin,
         val_fraction=args.val_fraction, group_pattern=args.group_pattern, split_seed=args.split_seed,
         seed=args.seed, workers=args.workers, device=args.device,
     )
     train(cfg, resume=args.resume, stop_after=args.stop_after)
     return EXIT_OK
+
+
+# -- demo --------------------------------------------------------------------------------------
+def add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="landmarks + pose on a public-domain photo (skimage's astronaut)")
+    p.add_argument("--out", default="asmnet-demo", metavar="DIR")
+    p.add_argument("--image", default=None, help="use this image instead of the astronaut")
+    p.add_argument("--model", default=None)
+    p.add_argument("--detector", default="auto")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import cv2
+
+    from .api import FaceAligner
+    from .draw import draw_faces
+    from .fileio import write_atomic, write_json_atomic
+    from .formats import read_image
+
+    out = Path(args.out)
+    if args.image:
+        image, name = read_image(args.image), Path(args.image).stem
+    else:
+        try:
+            from skimage import data
+        except ImportError:
+            return _fail("the demo photo comes from scikit-image: pip install 'asmnet[demo]' (or pass --image)")
+        image, name = np.ascontiguousarray(data.astronaut()[:, :, ::-1]), "astronaut"
+        ok, png = cv2.imencode(".png", image)
+        write_atomic(out / f"{name}.png", lambda p: p.write_bytes(png.tobytes()))
+    aligner = FaceAligner(args.model, detector=args.detector)
+    faces = aligner(image, channel_order="bgr")
+    ok, jpg = cv2.imencode(".jpg", draw_faces(image, faces), [cv2.IMWRITE_JPEG_QUALITY, 92])
+    write_atomic(out / f"{name}_annotated.jpg", lambda p: p.write_bytes(jpg.tobytes()))
+    record = {"file": args.image or f"{name}.png", "frame": None, "image_size": [image.shape[1], image.shape[0]],
+              "model": aligner.model.info.name, "detector": aligner.detector.name, "faces": [f.to_dict() for f in faces]}
+    write_json_atomic(out / f"{name}.json", record)
+    for i, f in enumerate(faces):
+        print(f"face {i}: box {np.round(f.box).astype(int).tolist()}, yaw {f.yaw:+.1f}, pitch {f.pitch:+.1f}, "
+              f"roll {f.roll:+.1f} deg, quality {f.quality:.4f}{' (flagged)' if f.flagged else ''}")
+    print(f"wrote {out / (name + '_annotated.jpg')} and {out / (name + '.json')}")
+    return EXIT_OK if faces else EXIT_SOME_FAILED
 
 
 # -- predict -----------------------------------------------------------------------------------
@@ -243,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = [add_predict, add_evaluate, add_train, add_export, add_info]
+COMMANDS = [add_demo, add_predict, add_evaluate, add_train, add_export, add_info]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -76,7 +76,7 @@ def evaluate(
         crops = np.concatenate([c for _, c, _ in pending])
         mats = np.concatenate([m for _, _, m in pending])
         units, pose, q = predict_crops(model, crops, batch_size, asm_blend)
-        preds.extend(units_to_image(units, mats, model.info.input_size))
+        preds.extend(units_to_image(units, mats, model.info.input_size) + model.info.label_origin)
         poses.extend(pose)
         quality.extend(q)
         kept.extend(r for r, _, _ in pending)
@@ -92,7 +92,8 @@ def evaluate(
         if box is None:
             misses.append(rec.key)
             continue
-        crops, mats = crop_faces(image, box[None], model.info.input_size, model.info.crop_scale)
+        crops, mats = crop_faces(image, box[None] - model.info.label_origin, model.info.input_size,
+                                 model.info.crop_scale)
         pending.append((rec, crops, mats))
         if len(pending) >= batch_size:
             flush()

@@ -47,12 +47,14 @@ def units_to_image(units: np.ndarray, matrices: np.ndarray, input_size: int) -> 
 def align_boxes(
     model: LandmarkModel, image_bgr: np.ndarray, boxes: np.ndarray, batch_size: int = 32, asm_blend: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Landmarks (K, N, 2) in image pixels, pose (K, 3) and quality (K,) for reference boxes."""
+    """Landmarks (K, N, 2) in image pixels, pose (K, 3) and quality (K,) for reference boxes.
+
+    Boxes and landmarks are in the training files' pixel convention (``info.label_origin``)."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     if len(boxes) == 0:
         n = model.info.markup.n_points
         return np.zeros((0, n, 2)), np.zeros((0, 3)), np.zeros(0)
-    size = model.info.input_size
-    crops, matrices = crop_faces(image_bgr, boxes, size, model.info.crop_scale)
+    size, origin = model.info.input_size, model.info.label_origin
+    crops, matrices = crop_faces(image_bgr, boxes - origin, size, model.info.crop_scale)
     units, pose, quality = predict_crops(model, crops, batch_size, asm_blend)
-    return units_to_image(units, matrices, size), pose, quality
+    return units_to_image(units, matrices, size) + origin, pose, quality

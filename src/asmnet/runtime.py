@@ -38,6 +38,7 @@ class ModelInfo:
     model_config: dict = field(default_factory=dict)
     calibrations: dict = field(default_factory=dict)  # detector name -> BoxCalibration dict
     quality_threshold: float | None = None  # ASM distance above which a face is flagged
+    label_origin: float = 0.0  # added to predictions: the training files' pixel convention (1 = iBUG .pts)
     card: dict = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -50,6 +51,7 @@ class ModelInfo:
             "outputs": {"landmarks": "normalised crop units (B, 2N)", "pose": "yaw, pitch, roll in degrees"},
             "input_size": self.input_size,
             "crop_scale": self.crop_scale,
+            "label_origin": self.label_origin,
             "num_points": self.markup.n_points,
             "model_config": self.model_config,
             "shape_model": self.shape_model.to_dict(),
@@ -75,6 +77,7 @@ class ModelInfo:
                 model_config=dict(data.get("model_config", {})),
                 calibrations=dict(data.get("calibrations") or {}),
                 quality_threshold=data.get("quality_threshold"),
+                label_origin=float(data.get("label_origin", 0.0)),
                 card=dict(data.get("card") or {}),
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -92,6 +95,7 @@ class ModelInfo:
             markup=markup_for(int(ckpt["model_config"]["num_points"])),
             shape_model=ShapeModel.from_dict(ckpt["shape_model"], source),
             model_config=dict(ckpt["model_config"]),
+            label_origin=float(ckpt.get("label_origin", 0.0)),
             card={k: ckpt[k] for k in ("train_config", "epoch", "best_nme", "git_commit") if k in ckpt},
         )
 

@@ -9,6 +9,7 @@ run would.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -29,13 +30,13 @@ from .. import __version__
 from ..errors import AsmnetError, DataError
 from ..fileio import write_json_atomic, write_text_atomic
 from ..formats import FaceRecord, load_faces
+from ..geometry import CROP_SCALE
 from ..markup import markup_for
 from ..metrics import nme as nme_percent
 from ..metrics import pose_mae
 from ..nn import build_model, count_parameters
 from ..nn.losses import ASMLoss
 from ..shape_model import ShapeModel
-from ..geometry import CROP_SCALE
 from .augment import AugmentConfig, augmented_shapes, make_sample
 from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from .data import EpochSampler, FaceDataset, FaceRegion, load_regions
@@ -68,6 +69,10 @@ class TrainConfig:
     pose_weight: float = 1.0
     head_l2: float = 0.0
     crop_scale: float = CROP_SCALE
+    # Where the annotation files put the first pixel's centre: iBUG .pts (Matlab) are 1-based.
+    # Training works in OpenCV's 0-based frame, so that a horizontal flip mirrors the true
+    # positions; predictions get the origin added back (the files' convention).
+    label_origin: float = 1.0
     val_fraction: float = 0.12
     group_pattern: str | None = None
     split_seed: int = 0
@@ -245,8 +250,9 @@ class Run:
             raise AsmnetError("no training faces left after the validation split")
         write_json_atomic(self.out / "split.json", split)
         self.split = {k: v for k, v in split.items() if k != "val_keys"}
-        train_regions, kept, errs_t = load_regions([records[i] for i in train_idx], cfg.input_size)
-        val_regions, kept_v, errs_v = load_regions([records[i] for i in val_idx], cfg.input_size)
+        zero_based = [dataclasses.replace(r, points=r.points - cfg.label_origin) for r in records]
+        train_regions, kept, errs_t = load_regions([zero_based[i] for i in train_idx], cfg.input_size)
+        val_regions, kept_v, errs_v = load_regions([zero_based[i] for i in val_idx], cfg.input_size)
         self.failures = errors + errs_t + errs_v
         for err in self.failures:
             log(f"skipped: {err}")
@@ -263,7 +269,7 @@ class Run:
         else:
             self.shape_model = fit_shape_model(self.train_regions, cfg)
         log(f"shape model: {self.shape_model.n_components} components keep "
-            f"{self.shape_model.explained:.1%} of the variance (asked {cfg.variance:.0%})")
+            f"{self.shape_model.explained:.1%} of the variance (asked {self.shape_model.variance_share:.1%})")
         self.model = build_model({"num_points": cfg.points, "width": cfg.width, "arch": cfg.arch,
                                   "dropout": cfg.dropout})
         self.model.set_landmark_bias(torch.as_tensor(self.shape_model.mean, dtype=torch.float32))
@@ -328,6 +334,7 @@ class Run:
             "model_config": self.model.config,
             "input_size": self.cfg.input_size,
             "crop_scale": self.cfg.crop_scale,
+            "label_origin": self.cfg.label_origin,
             "markup": self.markup.name,
             "shape_model": self.shape_model.to_dict(),
             "state_dict": {k: v.detach().cpu() for k, v in self.eval_model.state_dict().items()},
