@@ -22,7 +22,14 @@ from asmnet.geometry import (
 )
 from asmnet.markup import IBUG_68, WFLW_98
 from asmnet.pose import angles_from_matrix, flip_pose, rotate_pose_in_image, rotation_matrix
-from asmnet.training.augment import AugmentConfig, CropTransform, crop_points, crop_pose, make_sample, sample_crop
+from asmnet.training.augment import (
+    AugmentConfig,
+    CropTransform,
+    crop_points,
+    crop_pose,
+    make_sample,
+    sample_crop,
+)
 
 
 def test_warped_points_match_warped_pixels():

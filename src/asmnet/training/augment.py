@@ -13,7 +13,15 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from ..geometry import CROP_SCALE, box_center_size, crop_matrix, tight_box, to_normalised, transform_points, warp
+from ..geometry import (
+    CROP_SCALE,
+    box_center_size,
+    crop_matrix,
+    tight_box,
+    to_normalised,
+    transform_points,
+    warp,
+)
 from ..markup import Markup
 from ..pose import flip_pose, rotate_pose_in_image
 
