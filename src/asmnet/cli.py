@@ -267,6 +267,12 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="a .pt checkpoint (best.pt / last.pt)")
     p.add_argument("--out", required=True, help="a folder (package) or a file ending in .onnx")
     p.add_argument("--name", default=None)
+    p.add_argument("--int8", action="store_true",
+                   help="also write OUT-int8/: ONNX Runtime static INT8 quantisation calibrated on --calib-data faces")
+    p.add_argument("--calib-data", action="append", default=[], metavar="DIR", help="faces for INT8 calibration")
+    p.add_argument("--calib-count", type=int, default=300)
+    p.add_argument("--exclude-keys", default=None, metavar="FILE",
+                   help="a split.json: keep its validation faces out of the calibration")
     p.set_defaults(func=cmd_export)
 
 
@@ -278,6 +284,54 @@ def cmd_export(args: argparse.Namespace) -> int:
           + (f" and {rep['weights']}" if rep["weights"] else ""))
     print(f"denormal weights flushed to zero: {rep['denormals_flushed']}; "
           f"ONNX Runtime vs PyTorch max abs difference {rep['max_abs_diff']:.2e}")
+    if args.int8:
+        from pathlib import Path
+
+        from .evaluation import read_keys
+        from .formats import load_faces
+        from .training.quantize import quantize_package
+
+        package = Path(rep["json"]).parent
+        if Path(args.out).suffix == ".onnx":
+            return _fail("--int8 needs a package folder as --out")
+        skip = read_keys(args.exclude_keys) if args.exclude_keys else set()
+        records = [r for d in args.calib_data for r in load_faces(d)[0] if r.key not in skip]
+        q = quantize_package(package, package.with_name(package.name + "-int8"), records, args.calib_count)
+        print(f"wrote {q['out']}: INT8 model {q['bytes_int8'] / 1e6:.1f} MB (float {q['bytes_float'] / 1e6:.1f} MB), "
+              f"calibrated on {q['calibration_faces']} faces")
+    return EXIT_OK
+
+
+# -- benchmark ---------------------------------------------------------------------------------
+def add_benchmark(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("benchmark", help="ms per face: detector, landmark stage, whole pipeline")
+    p.add_argument("--image", default=None, help="a photo with a face (default: skimage's astronaut)")
+    p.add_argument("--model", default=None)
+    p.add_argument("--detector", default="auto")
+    p.add_argument("--backends", default="onnx,torch", help="comma-separated: onnx,torch")
+    p.add_argument("--seconds", type=float, default=1.0, help="minimum time per measurement")
+    p.add_argument("--json", default=None, metavar="OUT")
+    p.set_defaults(func=cmd_benchmark)
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from .benchmark import benchmark, format_report
+    from .fileio import write_json_atomic
+    from .formats import read_image
+
+    if args.image:
+        image = read_image(args.image)
+    else:
+        try:
+            from skimage import data
+        except ImportError:
+            return _fail("pass --image (the default photo comes from scikit-image: pip install 'asmnet[demo]')")
+        image = np.ascontiguousarray(data.astronaut()[:, :, ::-1])
+    rep = benchmark(image, args.model, args.detector, tuple(b for b in args.backends.split(",") if b),
+                    min_seconds=args.seconds)
+    print(format_report(rep))
+    if args.json:
+        write_json_atomic(args.json, rep)
     return EXIT_OK
 
 
@@ -291,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = [add_demo, add_predict, add_evaluate, add_train, add_export, add_info]
+COMMANDS = [add_demo, add_predict, add_evaluate, add_train, add_export, add_benchmark, add_info]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,100 @@
+"""``asmnet benchmark``: milliseconds per face for the detector, the landmark + pose stage and the
+whole pipeline, per backend, thread count and batch size, on a real face image."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ModelError
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo, else platform)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def timed(fn: Callable[[], object], per: int = 1, warmup: int = 10, min_runs: int = 30,
+          min_seconds: float = 1.0) -> dict[str, float]:
+    """Median and p90 milliseconds of ``fn`` divided by ``per`` (faces per call)."""
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < min_runs or time.perf_counter() - start < min_seconds:
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000.0 / per)
+    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)), "runs": len(times)}
+
+
+def benchmark(image_bgr: np.ndarray, model: str | None = None, detector: str = "auto",
+              backends: tuple[str, ...] = ("onnx", "torch"), batches: tuple[int, ...] = (1, 8),
+              min_seconds: float = 1.0) -> dict:
+    """Measure every combination; backends that are not installed are reported as skipped."""
+    from .api import FaceAligner
+    from .inference import crop_faces
+    from .runtime import load_model
+
+    default_threads = os.cpu_count() or 1
+    aligner = FaceAligner(model, detector=detector, threads=1)
+    dets = aligner.detector.detect(image_bgr)
+    if not dets:
+        raise ModelError(None, "no face found in the benchmark image: pass --image with a face")
+    face = aligner(image_bgr, channel_order="bgr")[0]
+    ref = np.array([face.landmarks[:, 0].min(), face.landmarks[:, 1].min(),
+                    face.landmarks[:, 0].max(), face.landmarks[:, 1].max()])
+    info = aligner.model.info
+    crops, _ = crop_faces(image_bgr, ref[None], info.input_size, info.crop_scale)
+    out = {"cpu": cpu_name(), "cores": default_threads, "model": info.name, "input_size": info.input_size,
+           "image_size": [int(image_bgr.shape[1]), int(image_bgr.shape[0])],
+           "detector": {"name": aligner.detector.name,
+                        **timed(lambda: aligner.detector.detect(image_bgr), min_seconds=min_seconds)},
+           "landmarks": [], "pipeline": []}
+    for backend in backends:
+        for threads in sorted({1, default_threads}):
+            try:
+                m = load_model(model, backend=backend, threads=threads)
+            except ModelError as exc:
+                out["landmarks"].append({"backend": backend, "threads": threads, "skipped": str(exc)})
+                continue
+            for batch in batches:
+                batch_crops = np.repeat(crops, batch, axis=0)
+                out["landmarks"].append({"backend": backend, "threads": threads, "batch": batch,
+                                         **timed(lambda m=m, c=batch_crops: m.run(c), per=batch,
+                                                 min_seconds=min_seconds)})
+            if backend == backends[0]:
+                a = FaceAligner(model, detector=aligner.detector, backend=backend, threads=threads)
+                out["pipeline"].append({"backend": backend, "threads": threads,
+                                        **timed(lambda a=a: a(image_bgr, channel_order="bgr"),
+                                                min_seconds=min_seconds)})
+    return out
+
+
+def format_report(rep: dict) -> str:
+    lines = [f"CPU: {rep['cpu']} ({rep['cores']} cores); model {rep['model']} at {rep['input_size']} px; "
+             f"image {rep['image_size'][0]}x{rep['image_size'][1]}",
+             f"detector {rep['detector']['name']}: median {rep['detector']['median_ms']:.2f} ms, "
+             f"p90 {rep['detector']['p90_ms']:.2f} ms per image",
+             "landmark + pose stage (ms per face):",
+             f"  {'backend':8} {'threads':>7} {'batch':>5} {'median':>8} {'p90':>8}"]
+    for r in rep["landmarks"]:
+        if "skipped" in r:
+            lines.append(f"  {r['backend']:8} {r['threads']:>7}  skipped: {r['skipped']}")
+        else:
+            lines.append(f"  {r['backend']:8} {r['threads']:>7} {r['batch']:>5} {r['median_ms']:>8.3f} {r['p90_ms']:>8.3f}")
+    lines.append("whole pipeline, one image with one face (detector + landmarks), ms:")
+    for r in rep["pipeline"]:
+        lines.append(f"  {r['backend']:8} {r['threads']:>7} threads: median {r['median_ms']:.2f}, p90 {r['p90_ms']:.2f}")
+    return "\n".join(lines)
