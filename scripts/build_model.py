@@ -23,7 +23,9 @@ from asmnet.evaluation import evaluate, read_keys
 from asmnet.fileio import write_json_atomic, write_text_atomic
 from asmnet.formats import load_faces
 from asmnet.runtime import load_model
+from asmnet.training.checkpoint import load_checkpoint, save_checkpoint
 from asmnet.training.export import export_model
+from asmnet.training.quantize import quantize_package
 
 QUALITY_FLAG_SHARE = 0.05  # flag the least plausible 5 % of validation faces
 
@@ -71,13 +73,31 @@ def main() -> None:
     ap.add_argument("--name", default="default")
     ap.add_argument("--calibration", default="src/asmnet/models/detector_calibration.json")
     ap.add_argument("--baseline", action="append", default=[], help="JSON results of a peer (dlib_baseline.py)")
+    ap.add_argument("--int8", action="store_true", help="ship the INT8 ONNX graph (float ONNX goes to OUT-fp32/)")
+    ap.add_argument("--no-weights", action="store_true", help="ship no weights.pt (ONNX only)")
+    ap.add_argument("--ced", default=None, help="CED plot of this model and the --baseline peers (PNG)")
     args = ap.parse_args()
 
     out, run = Path(args.out), Path(args.run_dir)
-    report = export_model(args.checkpoint, out, args.name)
-    model = load_model(out, backend="onnx")
     keys = read_keys(run / "split.json")
-    records = [r for d in args.data for r in load_faces(d, n_points=model.info.markup.n_points)[0] if r.key in keys]
+    all_records = [r for d in args.data for r in load_faces(d)[0]]
+    records = [r for r in all_records if r.key in keys]
+    float_dir = out.with_name(out.name + "-fp32") if args.int8 else out
+    report = export_model(args.checkpoint, float_dir, float_dir.name)
+    float_res = evaluate(load_model(float_dir, backend="onnx"), records, progress=False)
+    if args.int8:
+        train_faces = [r for r in all_records if r.key not in keys]
+        quantize_package(float_dir, out, train_faces, count=300)
+        (float_dir / "weights.pt").unlink()  # one copy of the weights, in the INT8 package
+    weights = out / "weights.pt"
+    if args.no_weights:
+        weights.unlink(missing_ok=True)
+    elif weights.exists():
+        # half precision halves the file; the network computes in float32 after loading
+        ckpt = load_checkpoint(weights)
+        ckpt["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+        save_checkpoint(weights, ckpt)
+    model = load_model(out, backend="onnx")
     res = evaluate(model, records)
     nmes = np.array([p["nme"] for p in res["per_image"]])
     quality = np.array([p["quality"] for p in res["per_image"]])
@@ -120,19 +140,41 @@ def main() -> None:
         "quality": quality_report,
         "asm_blend": blends,
         "speed": {"cpu": cpu_name(), "backend": "onnxruntime", "landmark_stage": speeds},
+        "precision": "int8 (ONNX Runtime static QDQ, per-channel)" if args.int8 else "float32",
+        "float32_validation": {k: float_res[k] for k in ("nme_mean", "nme_median", "fr_0.08", "fr_0.10")},
         "denormals_flushed": report["denormals_flushed"],
         "onnx_max_abs_diff": report["max_abs_diff"],
         "baselines": {Path(b).stem: json.loads(Path(b).read_text()).get("summary") for b in args.baseline},
         "epochs_val_nme": [round(h["val_nme"], 4) for h in history],
     }
     meta = json.loads((out / "model.json").read_text())
-    meta["calibrations"] = {k: v["calibration"] if "calibration" in v else v for k, v in calibrations.items()}
+    meta["calibrations"] = {k: v["calibration"] for k, v in calibrations.items() if not k.startswith("_")}
     meta["quality_threshold"] = threshold
     meta["card"] = card
     write_json_atomic(out / "model.json", meta)
+    if args.int8:  # the float package carries the same card and calibrations
+        fmeta = json.loads((float_dir / "model.json").read_text())
+        fmeta.update({k: meta[k] for k in ("calibrations", "quality_threshold")})
+        fmeta["card"] = {**card, "precision": "float32", "validation": card["float32_validation"]}
+        write_json_atomic(float_dir / "model.json", fmeta)
     write_json_atomic(out / "validation.json", res)
     write_text_atomic(out / "MODEL_CARD.md", render_card(card))
+    if args.ced:
+        plot_comparison(res, args.baseline, Path(args.ced), args.name)
     print(json.dumps({k: card[k] for k in ("validation", "quality", "asm_blend", "speed")}, indent=1))
+
+
+def plot_comparison(res: dict, baselines: list[str], out_png: Path, name: str) -> None:
+    """CED of this model and of each peer's protocols on the same validation faces."""
+    from asmnet.metrics import plot_ced
+
+    curves = {f"asmnet {name} (GT box)": np.array([p["nme"] for p in res["per_image"]])}
+    for b in baselines:
+        data = json.loads(Path(b).read_text())
+        for protocol, per_image in data.get("per_image", {}).items():
+            values = np.array([v for v in per_image.values() if v is not None])
+            curves[f"{Path(b).stem.split('_')[0]} ({protocol.replace('_', ' ')})"] = values
+    plot_ced(curves, out_png, max_percent=10.0, title="validation faces (100 LFPW + 371 Udacity)")
 
 
 def render_card(card: dict) -> str:

@@ -90,10 +90,12 @@ class FaceAligner:
         backend: str = "auto",
         threads: int | None = None,
         asm_blend: float = 0.0,
+        min_score: float | None = None,
         **detector_options: Any,
     ):
         self.model = load_model(model, backend=backend, threads=threads)
         self.asm_blend = float(asm_blend)
+        self.min_score = min_score  # detections scoring below this are dropped (detector's own scale)
         self.quality_threshold = self.model.info.quality_threshold
         self._detector_spec, self._detector_options = detector, detector_options
         self._detector = None if isinstance(detector, str) else detector
@@ -116,6 +118,8 @@ class FaceAligner:
             from .detect import BoxCalibration, to_reference_box
 
             dets = self.detector.detect(bgr)
+            if self.min_score is not None:
+                dets = [d for d in dets if d.score >= self.min_score]
             calib = self.model.info.calibrations.get(self.detector.name)
             if calib is None and dets:
                 raise ModelError(None, f"model {self.model.info.name!r} has no box calibration for "
