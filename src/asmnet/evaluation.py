@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .errors import DataError
+from .errors import DataError, ModelError
 from .formats import FaceRecord, read_image
+from .formats.image import max_pixels_limit
 from .formats.wflw import WFLW_ATTRIBUTES
 from .geometry import tight_box
 from .inference import crop_faces, predict_crops, units_to_image
 from .metrics import nme as nme_percent
-from .metrics import summarize
+from .metrics import normalising_distance, summarize
 from .runtime import LandmarkModel
 
 
@@ -52,7 +53,7 @@ def reference_box(record: FaceRecord, image: np.ndarray, model: LandmarkModel, d
         return None
     calib = model.info.calibrations.get(detector.name)
     if calib is None:
-        raise DataError(None, f"the model has no box calibration for detector {detector.name!r}")
+        raise ModelError(None, f"model {model.info.name!r} has no box calibration for detector {detector.name!r}")
     return to_reference_box(det.box, BoxCalibration.from_dict(calib))
 
 
@@ -69,6 +70,10 @@ def evaluate(
     per-folder and per-attribute NME, detector misses, quality scores and unreadable files."""
     kept, preds, poses, quality, failures, misses = [], [], [], [], [], []
     pending: list[tuple[FaceRecord, np.ndarray, np.ndarray]] = []
+    # settings that would fail every face fail once, here
+    max_pixels_limit()
+    if detector is not None and detector.name not in model.info.calibrations:
+        raise ModelError(None, f"model {model.info.name!r} has no box calibration for detector {detector.name!r}")
 
     def flush() -> None:
         if not pending:
@@ -76,24 +81,31 @@ def evaluate(
         crops = np.concatenate([c for _, c, _ in pending])
         mats = np.concatenate([m for _, _, m in pending])
         units, pose, q = predict_crops(model, crops, batch_size, asm_blend)
+        if not (np.isfinite(units).all() and np.isfinite(pose).all()):
+            raise ModelError(None, f"model {model.info.name!r} predicts NaN or infinite values (corrupt weights?)")
         preds.extend(units_to_image(units, mats, model.info.input_size) + model.info.label_origin)
         poses.extend(pose)
         quality.extend(q)
         kept.extend(r for r, _, _ in pending)
         pending.clear()
 
-    for rec in tqdm(records, desc="evaluate", disable=not progress or None, file=sys.stderr, leave=False):
+    usable, unusable = split_by_normaliser(records, model, norm)
+    failures += unusable
+    for rec in tqdm(usable, desc="evaluate", disable=not progress or None, file=sys.stderr, leave=False):
         try:
             image = read_image(rec.image)
+            box = reference_box(rec, image, model, detector)
+            if box is None:
+                misses.append(rec.key)
+                continue
+            crops, mats = crop_faces(image, box[None] - model.info.label_origin, model.info.input_size,
+                                     model.info.crop_scale)
         except DataError as exc:
-            failures.append(str(exc))
+            failures.append(str(exc) if exc.path is not None else f"{rec.image}: {exc}")
             continue
-        box = reference_box(rec, image, model, detector)
-        if box is None:
-            misses.append(rec.key)
+        except ValueError as exc:  # a face box the crop cannot use (degenerate or non-finite)
+            failures.append(f"{rec.image}: cannot crop the face ({exc})")
             continue
-        crops, mats = crop_faces(image, box[None] - model.info.label_origin, model.info.input_size,
-                                 model.info.crop_scale)
         pending.append((rec, crops, mats))
         if len(pending) >= batch_size:
             flush()
@@ -102,6 +114,25 @@ def evaluate(
         raise DataError(None, "no face could be evaluated" + (f" ({failures[0]})" if failures else ""))
     return summarize_results(model, kept, np.stack(preds), np.stack(poses), np.array(quality), norm,
                              failures, misses, len(records))
+
+
+def split_by_normaliser(
+    records: list[FaceRecord], model: LandmarkModel, norm: str
+) -> tuple[list[FaceRecord], list[str]]:
+    """The records with a positive ``norm`` distance, and one line for each of the others."""
+    usable, unusable = [], []
+    for rec in records:
+        if rec.n_points != model.info.markup.n_points:
+            unusable.append(f"{rec.image}: its annotation has {rec.n_points} points, the model "
+                            f"{model.info.markup.n_points}")
+            continue
+        distance = normalising_distance(rec.points, model.info.markup, norm)[0]
+        if distance > 0 and np.isfinite(distance):
+            usable.append(rec)
+        else:
+            unusable.append(f"{rec.image}: the {norm} normalising distance of its annotation is {distance:g}, "
+                            "so its NME is undefined")
+    return usable, unusable
 
 
 def summarize_results(model, kept, preds, poses, quality, norm, failures, misses, n_total) -> dict:

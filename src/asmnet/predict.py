@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import TextIO
 
 import cv2
+import numpy as np
 from tqdm import tqdm
 
-from .errors import AsmnetError, DataError
+from .errors import AsmnetError, DataError, ModelError
 from .formats import IMAGE_EXTENSIONS, read_image
+from .formats.image import max_pixels_limit
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 
@@ -38,6 +40,7 @@ class PredictOptions:
     redetect_every: int = 15  # video: the detector runs again after this many frames
     smooth: bool = True
     max_frames: int | None = None
+    min_score: float | None = None  # drop detections scoring below this
 
 
 @dataclass
@@ -95,33 +98,83 @@ def annotated_path(out_dir: Path, path: Path, roots: list[Path]) -> Path:
 
 # -- per-process state for worker pools ------------------------------------------------------
 _ALIGNER = None
+_INIT_ERROR: str | None = None
+
+
+def _make_aligner(opts: PredictOptions):
+    from .api import FaceAligner
+
+    return FaceAligner(opts.model, detector=opts.detector, backend=opts.backend, threads=opts.threads or 1,
+                       min_score=opts.min_score)
 
 
 def _init_worker(opts: PredictOptions) -> None:
-    global _ALIGNER
+    """Pool initializer. It never raises: a pool whose initializer fails starts new workers forever."""
+    global _ALIGNER, _INIT_ERROR
     cv2.setNumThreads(1)
-    from .api import FaceAligner
+    _ALIGNER, _INIT_ERROR = None, None
+    try:
+        _ALIGNER = _make_aligner(opts)
+    except AsmnetError as exc:
+        _INIT_ERROR = str(exc)
+    except Exception as exc:  # noqa: BLE001 - reported once by the parent instead of a hang
+        _INIT_ERROR = f"cannot start a worker ({one_line(exc)})"
 
-    _ALIGNER = FaceAligner(opts.model, detector=opts.detector, backend=opts.backend, threads=opts.threads or 1)
+
+def one_line(exc: BaseException) -> str:
+    """``Type: message`` of an exception, on one line (OpenCV puts its message on the last line)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[-1][:160]}" if lines else type(exc).__name__
 
 
-def _process_image(task: tuple[str, str | None]) -> tuple[dict | None, str | None]:
+def _named(path: str, exc: AsmnetError) -> str:
+    text = str(exc)
+    return text if text.startswith(str(path)) else f"{path}: {text}"
+
+
+def _process_image(task: tuple[str, str | None]) -> tuple[dict | None, str | None, str | None]:
+    """(record, None, None) on success, (None, error line, None) for a bad file, and
+    (None, None, message) for a problem of the model or detector, which stops the run."""
     path, out_file = task
+    if _ALIGNER is None:
+        return None, None, _INIT_ERROR or "the worker has no model"
     try:
         image = read_image(path)
         faces = _ALIGNER(image, channel_order="bgr")
-        if out_file:
-            from .draw import draw_faces
-            from .fileio import write_atomic
+    except ModelError as exc:
+        return None, None, str(exc)
+    except AsmnetError as exc:
+        return None, _named(path, exc), None
+    except cv2.error as exc:
+        return None, f"{path}: OpenCV failed ({one_line(exc)})", None
+    except Exception as exc:  # noqa: BLE001 - one line per file; the batch goes on
+        return None, f"{path}: unexpected error ({one_line(exc)})", None
+    if not all_finite(faces):
+        return None, None, f"model {_ALIGNER.model.info.name!r} predicts NaN or infinite values (corrupt weights?)"
+    if out_file:
+        from .draw import draw_faces
+        from .fileio import write_atomic
 
+        try:
             Path(out_file).parent.mkdir(parents=True, exist_ok=True)
             ok, buf = cv2.imencode(".jpg", draw_faces(image, faces), [cv2.IMWRITE_JPEG_QUALITY, 92])
+            if not ok:
+                return None, f"{path}: OpenCV could not encode the annotated image", None
             write_atomic(out_file, lambda p: p.write_bytes(buf.tobytes()))
-        return image_record(path, None, image.shape, faces, _ALIGNER.model.info.name), None
-    except AsmnetError as exc:
-        return None, str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}"
-    except cv2.error as exc:
-        return None, f"{path}: OpenCV failed ({str(exc).strip().splitlines()[-1][:120]})"
+        except OSError as exc:
+            return None, f"{out_file}: cannot write the annotated image ({exc.strerror or exc})", None
+    return image_record(path, None, image.shape, faces, _ALIGNER.model.info.name), None, None
+
+
+def all_finite(faces: list) -> bool:
+    """Whether every landmark and pose value is a finite number (NaN means a broken model)."""
+    return all(np.isfinite(f.landmarks).all() and np.isfinite(f.pose).all() for f in faces)
+
+
+def _failed(report: PredictReport, line: str) -> None:
+    """Record a failed input and say so at once (the list is printed again at the end)."""
+    report.failures.append(line)
+    tqdm.write(f"asmnet: failed: {line}", file=sys.stderr)
 
 
 def _write(sink: TextIO | None, record: dict) -> None:
@@ -132,6 +185,7 @@ def _write(sink: TextIO | None, record: dict) -> None:
 
 def run_images(images: list[Path], roots: list[Path], opts: PredictOptions, sink, report: PredictReport,
                done: set) -> None:
+    global _ALIGNER, _INIT_ERROR
     out_dir = Path(opts.out_dir) if opts.out_dir else None
     tasks = []
     for p in images:
@@ -141,25 +195,34 @@ def run_images(images: list[Path], roots: list[Path], opts: PredictOptions, sink
         tasks.append((str(p), str(annotated_path(out_dir, p, roots)) if out_dir else None))
     if not tasks:
         return
+    # the model and detector load here first: a bad one stops the run with one line, before any
+    # worker starts (in a pool every worker would fail the same way)
+    aligner = _make_aligner(opts)
+    aligner.detector  # noqa: B018 - builds the detector now, so that a bad name fails here
     bar = tqdm(total=len(tasks), desc="images", unit="img", file=sys.stderr, disable=None)
-    if opts.workers > 1:
-        import multiprocessing as mp
+    try:
+        if opts.workers > 1:
+            import multiprocessing as mp
 
-        ctx = mp.get_context("spawn")  # a fresh interpreter per worker: no inherited thread pools
-        with ctx.Pool(opts.workers, initializer=_init_worker, initargs=(opts,)) as pool:
-            results: Iterator = pool.imap_unordered(_process_image, tasks, chunksize=8)
-            _collect(results, sink, report, bar)
-    else:
-        _init_worker(opts)
-        _collect(map(_process_image, tasks), sink, report, bar)
-    bar.close()
+            del aligner
+            ctx = mp.get_context("spawn")  # a fresh interpreter per worker: no inherited thread pools
+            with ctx.Pool(opts.workers, initializer=_init_worker, initargs=(opts,)) as pool:
+                results: Iterator = pool.imap_unordered(_process_image, tasks, chunksize=8)
+                _collect(results, sink, report, bar)
+        else:
+            cv2.setNumThreads(1)
+            _ALIGNER, _INIT_ERROR = aligner, None
+            _collect(map(_process_image, tasks), sink, report, bar)
+    finally:
+        bar.close()
 
 
 def _collect(results, sink, report: PredictReport, bar) -> None:
-    for record, error in results:
+    for record, error, fatal in results:
+        if fatal:
+            raise ModelError(None, fatal)
         if error:
-            report.failures.append(error)
-            tqdm.write(f"asmnet: failed: {error}", file=sys.stderr)
+            _failed(report, error)
         else:
             _write(sink, record)
             report.done += 1
@@ -167,7 +230,24 @@ def _collect(results, sink, report: PredictReport, bar) -> None:
 
 
 def run_video(source: str | int, opts: PredictOptions, sink, report: PredictReport, done: set) -> None:
-    """Track faces through a video file or camera, writing one record per frame."""
+    """Track faces through a video file or camera, writing one record per frame. A video that
+    cannot be read, or stops early, is listed in ``report.failures``; the frames read are kept."""
+    # FFmpeg prints its decoder complaints ("moov atom not found", ...) straight to stderr; the
+    # one-line failure below says it better. Read once, when OpenCV first uses FFmpeg.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    try:
+        _track(source, opts, sink, report, done)
+    except ModelError:
+        raise
+    except AsmnetError as exc:
+        _failed(report, _named(str(source), exc))
+    except cv2.error as exc:
+        _failed(report, f"{source}: OpenCV failed ({one_line(exc)})")
+    except OSError as exc:
+        _failed(report, f"{source}: {exc.strerror or one_line(exc)}")
+
+
+def _track(source: str | int, opts: PredictOptions, sink, report: PredictReport, done: set) -> None:
     from .api import FaceAligner
     from .draw import draw_faces
     from .video import FaceTracker
@@ -175,9 +255,16 @@ def run_video(source: str | int, opts: PredictOptions, sink, report: PredictRepo
     name = str(source)
     cap = cv2.VideoCapture(source)
     if not cap.isOpened():
-        report.failures.append(f"{name}: cannot open video")
+        cap.release()
+        _failed(report, f"{name}: cannot open video" + ("" if isinstance(source, int) else
+                                                        " (not a video, or a format or codec this OpenCV lacks)"))
         return
-    aligner = FaceAligner(opts.model, detector=opts.detector, backend=opts.backend, threads=opts.threads)
+    try:
+        aligner = FaceAligner(opts.model, detector=opts.detector, backend=opts.backend, threads=opts.threads,
+                          min_score=opts.min_score)
+    except BaseException:
+        cap.release()
+        raise
     tracker = FaceTracker(aligner, redetect_every=opts.redetect_every, smooth=opts.smooth)
     fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
@@ -196,6 +283,9 @@ def run_video(source: str | int, opts: PredictOptions, sink, report: PredictRepo
                 break
             tracked = tracker.update(frame, frame_idx / fps)
             faces = [t.face for t in tracked]
+            if not all_finite(faces):
+                raise ModelError(None, f"model {aligner.model.info.name!r} predicts NaN or infinite values "
+                                 "(corrupt weights?)")
             if (name, frame_idx) not in done:
                 _write(sink, image_record(name, frame_idx, frame.shape, faces, aligner.model.info.name,
                                           track_ids=[t.id for t in tracked]))
@@ -203,7 +293,12 @@ def run_video(source: str | int, opts: PredictOptions, sink, report: PredictRepo
                 if writer is None:
                     writer = cv2.VideoWriter(str(tmp_video), cv2.VideoWriter_fourcc(*"mp4v"), fps,
                                              (frame.shape[1], frame.shape[0]))
-                writer.write(draw_faces(frame, faces))
+                    if not writer.isOpened():
+                        _failed(report, f"{final_video}: cannot write the annotated video (this OpenCV has no "
+                                "mp4v encoder); the JSON records are written")
+                        tmp_video = None
+                if tmp_video is not None:
+                    writer.write(draw_faces(frame, faces))
             frame_idx += 1
             bar.update(1)
             bar.set_postfix(fps=f"{frame_idx / max(1e-9, time.time() - t0):.1f}")
@@ -212,13 +307,15 @@ def run_video(source: str | int, opts: PredictOptions, sink, report: PredictRepo
         bar.close()
         if writer is not None:
             writer.release()
-            os.replace(tmp_video, final_video)
+            if tmp_video is not None and tmp_video.exists():
+                os.replace(tmp_video, final_video)
     if frame_idx == 0:
-        report.failures.append(f"{name}: no frame could be decoded")
+        _failed(report, f"{name}: no frame could be decoded")
     else:
         report.done += 1
         if total and frame_idx < total and opts.max_frames is None:
-            report.failures.append(f"{name}: stopped at frame {frame_idx} of {total} (corrupt or truncated video)")
+            _failed(report, f"{name}: stopped at frame {frame_idx} of {total} (corrupt or truncated video; "
+                    "the frames before are kept)")
         tqdm.write(f"{name}: {frame_idx} frames, {frame_idx / max(1e-9, time.time() - t0):.1f} frames/s, "
                    f"detector ran on {tracker.detector_runs} frames", file=sys.stderr)
 
@@ -226,16 +323,20 @@ def run_video(source: str | int, opts: PredictOptions, sink, report: PredictRepo
 def predict(inputs: list[str], opts: PredictOptions, webcam: int | None = None) -> PredictReport:
     """Run the whole job; failures are collected in the report, never raised per file."""
     report = PredictReport()
+    max_pixels_limit()  # a bad $ASMNET_MAX_PIXELS fails here once, not for every image
     images, videos, errors = expand_inputs(inputs)
-    report.failures += errors
     for e in errors:
-        print(f"asmnet: failed: {e}", file=sys.stderr)
+        _failed(report, e)
     if not images and not videos and webcam is None:
         if not errors:
             raise DataError(None, "no images or videos found in the inputs")
         return report
-    done = done_inputs(Path(opts.json_path)) if opts.resume and opts.json_path else set()
-    sink = open(opts.json_path, "a" if opts.resume else "w", encoding="utf-8") if opts.json_path else None
+    if opts.out_dir:
+        try:
+            Path(opts.out_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(opts.out_dir, f"cannot create the output folder ({exc.strerror or exc})") from None
+    sink, done = _open_output(opts)
     try:
         roots = [Path(i) for i in inputs if Path(i).is_dir()]
         run_images(images, roots, opts, sink, report, done)
@@ -247,6 +348,19 @@ def predict(inputs: list[str], opts: PredictOptions, webcam: int | None = None) 
         if sink is not None:
             sink.close()
     return report
+
+
+def _open_output(opts: PredictOptions) -> tuple[TextIO | None, set]:
+    """The JSON Lines file, open for writing, and the inputs it already holds (with ``resume``)."""
+    if not opts.json_path:
+        return None, set()
+    path = Path(opts.json_path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        done = done_inputs(path) if opts.resume else set()
+        return open(path, "a" if opts.resume else "w", encoding="utf-8"), done
+    except OSError as exc:
+        raise DataError(path, f"cannot write the JSON Lines output ({exc.strerror or exc})") from None
 
 
 def summary_line(report: PredictReport) -> str:

@@ -1,7 +1,9 @@
 """Annotated faces from any supported source: 300W folders, WFLW lists, .pts and .mat files.
 
 :func:`load_faces` never decodes images (it only checks that they exist) and never stops at one
-bad file: malformed annotations come back as :class:`DataError` entries beside the faces.
+bad file: malformed annotations come back as :class:`DataError` entries beside the faces. Points
+that cannot be a face (see :func:`check_points`) are refused here, so that no crop or NME fails
+later, deep inside training or evaluation.
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ from asmnet.formats.pts import read_pts
 
 POSE_CSV = "pose.csv"
 _ANNOTATIONS = (".pts", ".mat")
+# Annotations beyond this many pixels from the origin are refused: no image within the pixel
+# limit puts a face there, and such values overflow the crop arithmetic.
+MAX_COORDINATE = 1e7
+# 0-based indices of the outer eye corners (the inter-ocular distance) per markup size
+_EYE_CORNERS = {68: (36, 45), 98: (60, 72)}
 
 
 @dataclass(eq=False)
@@ -62,6 +69,23 @@ def _vector_array(value: object, name: str, shape: tuple[int, ...]) -> np.ndarra
     return array
 
 
+def check_points(points: np.ndarray, path: str | Path | None, line: int | None = None) -> None:
+    """DataError unless ``points`` (N, 2) can be a face: within +-MAX_COORDINATE pixels, spread
+    over at least one pixel and, for the 68/98-point markups, with distinct outer eye corners."""
+    far = np.flatnonzero(np.abs(points).max(axis=1) > MAX_COORDINATE)
+    if far.size:
+        x, y = points[far[0]]
+        raise DataError(path, f"point {far[0] + 1} ({x:g}, {y:g}) lies beyond +-{MAX_COORDINATE:.0f} pixels", line)
+    extent = float((points.max(axis=0) - points.min(axis=0)).max())
+    if not extent >= 1.0:
+        raise DataError(path, f"degenerate annotation: all {len(points)} points lie within one pixel", line)
+    corners = _EYE_CORNERS.get(len(points))
+    if corners is not None and np.array_equal(points[corners[0]], points[corners[1]]):
+        a, b = corners
+        raise DataError(path, f"degenerate annotation: points {a + 1} and {b + 1} (the outer eye corners) "
+                        "coincide", line)
+
+
 def _walk(root: Path, errors: list[DataError]) -> Iterator[tuple[Path, list[str]]]:
     """Each folder under ``root`` (sorted, hidden ones skipped, links followed once) and its files."""
     seen: set[str] = set()
@@ -97,10 +121,13 @@ def _read_annotation(
     """Landmarks (from the .pts file if any, else the .mat file) and the .mat pose, if any."""
     mat_points, mat_pose = read_pose_mat(mat) if mat is not None else (None, None)
     if pts is not None:
-        return read_pts(pts, n_points), mat_pose
+        points = read_pts(pts, n_points)
+        check_points(points, pts)
+        return points, mat_pose
     assert mat is not None and mat_points is not None
     if n_points is not None and len(mat_points) != n_points:
         raise DataError(mat, f"has {len(mat_points)} points, expected {n_points}")
+    check_points(mat_points, mat)
     return mat_points, mat_pose
 
 
@@ -119,7 +146,7 @@ class _PoseSource:
         try:
             return cls(read_pose_csv(path), path)
         except DataError as exc:
-            errors.append(exc)
+            errors.append(DataError(path, f"{exc.problem} (no pose taken from this file)", exc.line))
             return cls(None, path)
 
 
@@ -133,7 +160,8 @@ def _build_face(
         if image.stem in source.poses:
             pose = source.poses[image.stem]
         else:
-            errors.append(DataError(source.path, f"no pose row for {image.stem!r}"))
+            kept = "face kept without pose" if pose is None else "pose taken from the .mat file"
+            errors.append(DataError(source.path, f"no pose row for {image.stem!r} ({kept})"))
     return FaceRecord(image=image, points=points, pose=pose, key=key)
 
 

@@ -8,6 +8,7 @@ EXIF orientation is applied (as ``cv2.imread`` does), alpha is dropped (as ``cv2
 from __future__ import annotations
 
 import os
+import re
 import threading
 import warnings
 from collections.abc import Iterator
@@ -114,8 +115,9 @@ def _available_formats() -> list[str]:
 
 def _describe(exc: Exception) -> str:
     text = str(exc)
-    if "truncated" in text:
-        return f"file is truncated: {text}"
+    if "truncated" in text.lower():  # Pillow: "image file is truncated (N bytes not processed)", "Truncated File Read"
+        detail = re.search(r"\(([^()]*)\)", text)
+        return "file is truncated" + (f", {detail.group(1)}" if detail else "")
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

@@ -14,7 +14,7 @@ from pathlib import Path, PurePath
 import numpy as np
 
 from asmnet.errors import DataError
-from asmnet.formats.faces import FaceRecord
+from asmnet.formats.faces import FaceRecord, check_points
 from asmnet.formats.pts import parse_float, read_text_lines
 
 WFLW_ATTRIBUTES = ("pose", "expression", "illumination", "make-up", "occlusion", "blur")
@@ -49,9 +49,12 @@ def _parse_line(text: str, path: str | Path, line: int, root: Path, counts: dict
             line,
         )
     relative = tokens[-1]
+    if not PurePath(relative.replace("\\", "/")).name:
+        raise DataError(path, f"image path {relative[:80]!r} names no file", line)
     key = _record_key(root, relative, counts)  # counted before checks: keys survive a bad line
     numbers = np.asarray([parse_float(t, path, line) for t in tokens[:_N_NUMBERS]], dtype=np.float64)
     attributes = _parse_flags(tokens[_N_NUMBERS:-1], path, line)
+    check_points(numbers[: 2 * WFLW_POINTS].reshape(WFLW_POINTS, 2), path, line)
     return FaceRecord(
         image=root / relative,
         points=numbers[: 2 * WFLW_POINTS].reshape(WFLW_POINTS, 2),
