@@ -73,3 +73,17 @@ def make_synthetic_set(folder: Path, n: int, seed: int = 0, size: int = 96) -> P
 @pytest.fixture(scope="session")
 def synthetic_set(tmp_path_factory) -> Path:
     return make_synthetic_set(tmp_path_factory.mktemp("synthetic") / "synth", 64)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """One intra-op thread: on a loaded 2-core machine two threads made tiny training steps 100x slower."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

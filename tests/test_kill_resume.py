@@ -209,10 +209,6 @@ def test_truncated_or_corrupt_checkpoints_are_one_line(runs, data, tmp_path, cap
         assert "corrupt or truncated" in problem or "not an asmnet checkpoint" in problem, err
 
 
-@pytest.mark.xfail(reason="checkpoint.load_checkpoint lets some corrupt files through: a tiny non-zip file raises "
-                   "KeyError from torch.load (not caught), and bytes flipped inside a tensor load silently "
-                   "(torch does not check the zip CRCs); checkpoint.py is not this suite's to change",
-                   strict=False)
 @pytest.mark.parametrize("damage", ["short-text", "flipped-bytes"])
 def test_every_corrupt_checkpoint_is_refused(runs, data, tmp_path, capsys, damage: str) -> None:
     good = bytearray((runs["reference"] / "last.pt").read_bytes())

@@ -37,11 +37,15 @@ def crop_matrix(
     ``angle_deg`` rotates the content counter-clockwise as displayed (as
     ``cv2.getRotationMatrix2D`` does); ``flip`` mirrors the crop horizontally afterwards.
     """
-    if side <= 0 or not np.isfinite(side):
+    center = np.asarray(center, dtype=np.float64)
+    if not (np.isfinite(side) and side > 0 and np.isfinite(out_size / side)):
         raise ValueError(f"crop side must be positive and finite, got {side}")
-    scale = out_size / side
-    m = cv2.getRotationMatrix2D((float(center[0]), float(center[1])), float(angle_deg), scale)
-    m[:, 2] += (out_size - 1) / 2.0 - np.asarray(center, dtype=np.float64)
+    if not (np.all(np.abs(center) < 1e9) and np.isfinite(angle_deg)) or out_size < 1:  # abs(nan) < x is False
+        raise ValueError(f"bad crop: centre {center.tolist()}, angle {angle_deg}, size {out_size}")
+    # built in float64 (cv2.getRotationMatrix2D takes a float32 centre: 0.06 px off far from 0)
+    a, scale = np.deg2rad(angle_deg), out_size / side
+    m = np.array([[scale * np.cos(a), scale * np.sin(a), 0.0], [-scale * np.sin(a), scale * np.cos(a), 0.0]])
+    m[:, 2] = (out_size - 1) / 2.0 - m[:, :2] @ center
     if flip:
         m[0] = -m[0]
         m[0, 2] += out_size - 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -44,9 +43,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise ModelError(path, "no such checkpoint file")
     try:
+        with zipfile.ZipFile(path) as archive:  # torch.load does not check the CRCs: flipped bytes load silently
+            bad = archive.testzip()
+        if bad is not None:
+            raise ModelError(path, f"corrupt checkpoint (checksum error in {bad})")
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except ModelError:
+        raise
+    except Exception as exc:  # torch.load raises many types (KeyError, RuntimeError, pickle errors ...)
+        first = str(exc).strip().split(". ")[0].splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(path, f"corrupt or truncated checkpoint ({first[:160]})") from None
     validate_checkpoint(ckpt, path)
     return ckpt
@@ -61,6 +66,9 @@ def validate_checkpoint(ckpt: object, path: str | Path | None = None) -> None:
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise ModelError(path, f"checkpoint lacks {', '.join(missing)}")
+    for key in ("model_config", "state_dict", "shape_model"):
+        if not isinstance(ckpt[key], dict):
+            raise ModelError(path, f"checkpoint {key} is not a mapping")
     size = ckpt["input_size"]
     if not isinstance(size, int) or not 32 <= size <= 1024:
         raise ModelError(path, f"checkpoint input size {size!r} is not an integer in 32..1024")
