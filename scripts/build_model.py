@@ -75,6 +75,8 @@ def main() -> None:
     ap.add_argument("--baseline", action="append", default=[], help="JSON results of a peer (dlib_baseline.py)")
     ap.add_argument("--int8", action="store_true", help="ship the INT8 ONNX graph (float ONNX goes to OUT-fp32/)")
     ap.add_argument("--no-weights", action="store_true", help="ship no weights.pt (ONNX only)")
+    ap.add_argument("--train-commit", default=None, help="commit of the code that trained it, if the run lacks it")
+    ap.add_argument("--history", action="append", default=[], help="earlier run folders (pre-training) for the card")
     ap.add_argument("--ced", default=None, help="CED plot of this model and the --baseline peers (PNG)")
     args = ap.parse_args()
 
@@ -131,12 +133,19 @@ def main() -> None:
             "split": train_card["split"], "config": train_card["config"],
             "epochs_done": train_card["epochs_done"], "best_epoch": train_card["best_epoch"],
             "wall_time_s": train_card["wall_time_s"], "device": train_card["device"],
-            "torch": train_card["torch"], "git_commit": train_card["git_commit"],
+            "torch": train_card["torch"],
+            "git_commit": args.train_commit if train_card["git_commit"] == "unknown" and args.train_commit
+            else train_card["git_commit"],
+            "earlier_stages": [
+                {k: json.loads((Path(h) / "model_card.json").read_text()).get(k)
+                 for k in ("config", "epochs_done", "wall_time_s", "device", "torch", "git_commit", "best", "best_epoch")}
+                for h in args.history],
         },
         "validation": {k: res[k] for k in ("n", "nme_mean", "nme_median", "fr_0.08", "fr_0.10",
                                            "auc_0.08", "auc_0.10", "pose_mae", "per_folder")},
         "shape_model": {"components": model.info.shape_model.n_components,
-                        "explained": model.info.shape_model.explained},
+                        "explained": model.info.shape_model.explained,
+                        "variance_share": model.info.shape_model.variance_share},
         "quality": quality_report,
         "asm_blend": blends,
         "speed": {"cpu": cpu_name(), "backend": "onnxruntime", "landmark_stage": speeds},
@@ -158,6 +167,7 @@ def main() -> None:
         fmeta["card"] = {**card, "precision": "float32", "validation": card["float32_validation"]}
         write_json_atomic(float_dir / "model.json", fmeta)
     write_json_atomic(out / "validation.json", res)
+    write_text_atomic(out / "val_keys.txt", "".join(k + "\n" for k in sorted(keys)))
     write_text_atomic(out / "MODEL_CARD.md", render_card(card))
     if args.ced:
         plot_comparison(res, args.baseline, Path(args.ced), args.name)
@@ -179,6 +189,12 @@ def plot_comparison(res: dict, baselines: list[str], out_png: Path, name: str) -
 
 def render_card(card: dict) -> str:
     v, t = card["validation"], card["training"]
+    earlier = "".join(
+        f"- Started from an earlier stage: {e['epochs_done']} epochs ({e['wall_time_s']:.0f} s on {e['device']}, "
+        f"torch {e['torch']}), loss `{e['config']['loss']}` / `{e['config']['point_loss']}`, "
+        f"{e['config']['input_size']} px, lr {e['config']['lr']}, batch {e['config']['batch_size']}, "
+        f"planned {e['config']['epochs']} epochs; its best validation NME {e['best']['val_nme']:.3f} %.\n"
+        for e in t.get("earlier_stages", []))
     rows = "\n".join(f"| {f} | {d['n']} | {d['nme_mean']:.2f} | {d['nme_median']:.2f} |" for f, d in v["per_folder"].items())
     speed = "\n".join(f"| {s['threads']} | {s['batch']} | {s['ms_per_face_median']:.2f} | {s['ms_per_face_p90']:.2f} |"
                       for s in card["speed"]["landmark_stage"])
@@ -195,12 +211,12 @@ ASMNet ({card['architecture']}, {card['parameters']:,} parameters), {card['input
 - Split: {t['split']['n_train']} training / {t['split']['n_val']} validation faces, by group
   (`{t['split']['group_pattern']}`: Udacity frames of one clip stay together), split seed {t['split']['split_seed']}.
 - Config: loss `{t['config']['loss']}` (point distance `{t['config']['point_loss']}`), shape model
-  {card['shape_model']['components']} components ({card['shape_model']['explained']:.1%} of variance, asked {t['config']['variance']:.0%}),
+  {card['shape_model']['components']} components ({card['shape_model']['explained']:.1%} of variance, asked {card['shape_model']['variance_share']:.0%}),
   AdamW lr {t['config']['lr']}, batch {t['config']['batch_size']}, planned {t['config']['epochs']} epochs,
   seed {t['config']['seed']}.
 - Ran {t['epochs_done']} epochs ({t['wall_time_s']:.0f} s on {t['device']}, torch {t['torch']}); best
   validation epoch {t['best_epoch']} (selected on validation NME); commit {t['git_commit']}.
-
+{earlier}
 ## Validation (ground-truth box protocol, inter-ocular NME)
 All {v['n']} faces: NME mean {v['nme_mean']:.2f} %, median {v['nme_median']:.2f} %, FR@8 % {v['fr_0.08']:.2f} %,
 FR@10 % {v['fr_0.10']:.2f} %, AUC@0.08 {v['auc_0.08']:.4f}, AUC@0.10 {v['auc_0.10']:.4f}.
