@@ -106,3 +106,17 @@ def test_prediction_shapes_from_the_api(trained, synthetic_set, tmp_path):
     assert len(faces) == 2 and faces[0].landmarks.shape == (68, 2) and faces[0].pose.shape == (3,)
     assert np.allclose(faces[0].landmarks, faces[1].landmarks)
     assert json.dumps(faces[0].to_dict())
+
+
+def test_int8_export_is_close_to_float(trained, synthetic_set, tmp_path, capsys):
+    pkg = tmp_path / "pkg"
+    rc = main(["export", "--model", str(trained / "best.pt"), "--out", str(pkg), "--int8",
+               "--calib-data", str(synthetic_set), "--calib-count", "16"])
+    assert rc == 0 and "INT8 model" in capsys.readouterr().out
+    results = {}
+    for name in ("pkg", "pkg-int8"):
+        out = tmp_path / f"{name}.json"
+        assert main(["evaluate", "--data", str(synthetic_set), "--model", str(tmp_path / name), "--json", str(out)]) == 0
+        results[name] = json.loads(out.read_text())["nme_mean"]
+    assert (tmp_path / "pkg-int8" / "model.onnx").stat().st_size < (pkg / "model.onnx").stat().st_size
+    assert abs(results["pkg-int8"] - results["pkg"]) < 0.1 * results["pkg"]  # within 10 % of float
