@@ -37,6 +37,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from asmnet.detect import box_iou
 from asmnet.errors import DataError
 from asmnet.formats import FaceRecord, load_faces, read_image
 from asmnet.geometry import box_center_size, tight_box
@@ -90,17 +91,6 @@ def predictor_path() -> Path:
     return path
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two (x1, y1, x2, y2) boxes."""
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
 def rect_to_box(rect) -> np.ndarray:
     """dlib rectangle -> float (left, top, right, bottom)."""
     return np.array([rect.left(), rect.top(), rect.right(), rect.bottom()], dtype=np.float64)
@@ -134,7 +124,7 @@ def detect(detector, face: Face, image: np.ndarray) -> None:
     best, best_iou = None, IOU_MIN
     for rect in rects:
         box = rect_to_box(rect)
-        overlap = iou(box, gt)
+        overlap = box_iou(box, gt)
         if overlap >= best_iou:
             best, best_iou = box, overlap
     face.det_box = best

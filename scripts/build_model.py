@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
+from asmnet.benchmark import cpu_name
 from asmnet.evaluation import evaluate, read_keys
 from asmnet.fileio import write_json_atomic, write_text_atomic
 from asmnet.formats import load_faces
@@ -52,16 +52,6 @@ def time_landmark_stage(model_dir: Path, threads: int, batch: int, repeats: int 
         times.append((time.perf_counter() - t0) * 1000 / batch)
     return {"threads": threads, "batch": batch, "ms_per_face_median": float(np.median(times)),
             "ms_per_face_p90": float(np.percentile(times, 90))}
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

@@ -8,7 +8,6 @@ Only NumPy is needed; matplotlib is imported inside :func:`plot_ced`.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -219,16 +218,10 @@ def _curve_label(label: str, nmes: np.ndarray) -> str:
 
 
 def _save_figure_atomically(figure, out_png: Path) -> None:
-    """Write ``figure`` as PNG through a temporary file in the target folder, then os.replace."""
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out_png.name}.", suffix=".tmp", dir=out_png.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            figure.savefig(handle, format="png", dpi=120)
-        os.replace(tmp_name, out_png)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    """Write ``figure`` as PNG atomically (temporary file in the target folder, then rename)."""
+    from .fileio import write_atomic
+
+    write_atomic(out_png, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
 
 
 def plot_ced(

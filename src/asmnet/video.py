@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .api import Face
+from .detect import box_iou
 from .geometry import tight_box
 
 __all__ = ["FaceSmoother", "FaceTracker", "OneEuroFilter", "TrackedFace", "box_iou"]
@@ -153,17 +154,6 @@ class FaceSmoother:
         """A copy of ``face`` with smoothed landmarks and pose (box, score and quality as given)."""
         landmarks, pose = self.smooth(face.landmarks, face.pose, t)
         return replace(face, landmarks=landmarks, pose=pose)
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two boxes (x1, y1, x2, y2); 0 for empty boxes."""
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 @dataclass
