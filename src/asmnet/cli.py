@@ -51,7 +51,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("train", help="train a model on annotated faces",
                        description="Train ASMNet. Every epoch writes last.pt/best.pt atomically; "
-                       "--resume continues exactly where a run stopped.")
+                       "--resume continues exactly where a run stopped. Data-parallel: --nproc N, or "
+                       "torchrun --nproc-per-node N -m asmnet train ... (docs/distributed.md).")
     p.add_argument("--data", action="append", required=True, metavar="DIR",
                    help="a 300W-layout folder (.pts beside images), a WFLW list or a .mat folder; repeatable")
     p.add_argument("--out", required=True, metavar="DIR", help="run folder (checkpoints, metrics, card)")
@@ -63,7 +64,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--arch", default="asmnet", choices=("asmnet", "mnv2"))
     p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="global batch: with N processes each takes batch/N per step (must divide evenly)")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--init", default=None, metavar="PT", help="start from these weights and their shape model")
@@ -87,13 +89,69 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    p.set_defaults(func=cmd_train)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (under DDP: cpu, or cuda:LOCAL_RANK)")
+    p.add_argument("--dropout", type=float, default=0.3, help="dropout before the heads")
+    p.add_argument("--nproc", type=int, default=None, metavar="N",
+                   help="train with N processes on this machine: launches torchrun --standalone "
+                   "--nproc-per-node N -m asmnet train with the other arguments")
+    p.add_argument("--no-sync-bn", action="store_true",
+                   help="DDP: BatchNorm statistics per process instead of over the global batch (faster)")
+    p.add_argument("--dist-timeout", type=float, default=15.0, metavar="MIN",
+                   help="DDP: a rank that waits this many minutes for the others fails the job")
+    p.set_defaults(func=cmd_train, _train_parser=p)
+
+
+def _train_argv(args: argparse.Namespace) -> list[str]:
+    """The train command's arguments as parsed, minus --nproc (for the processes torchrun starts)."""
+    argv: list[str] = []
+    for action in args._train_parser._actions:
+        if not action.option_strings or action.dest in ("help", "nproc"):
+            continue
+        flag, value = max(action.option_strings, key=len), getattr(args, action.dest)
+        if action.nargs == 0:  # a switch
+            argv += [flag] if value else []
+        elif isinstance(value, list):
+            argv += [f"{flag}={v}" for v in value]
+        elif value is not None:
+            argv.append(f"{flag}={value}")  # "=": values that start with "-" stay values
+    return argv
+
+
+def _launch_torchrun(args: argparse.Namespace) -> int:
+    """``asmnet train --nproc N ...``: run torchrun on this machine with the same arguments."""
+    import shlex
+    import subprocess
+
+    from .training import distributed
+
+    if distributed.under_launcher():
+        return _fail("--nproc starts torchrun itself: leave it out when launching with torchrun")
+    if not args.resume:  # fail here, not in N processes (a resumed run has its saved batch)
+        distributed.per_rank_batch(args.batch_size, args.nproc)
+    cmd = distributed.torchrun_command(args.nproc, _train_argv(args))
+    print(f"asmnet: launching {args.nproc} processes: {shlex.join(cmd)}", file=sys.stderr, flush=True)
+    proc = subprocess.Popen(cmd, env=distributed.launch_env(args.nproc))
+    try:
+        rc = proc.wait()
+    except KeyboardInterrupt:  # torchrun got the Ctrl-C too and stops its workers
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise
+    if rc != 0:
+        return _fail(f"torchrun exited with status {rc}: see the failing rank's message above")
+    return EXIT_OK
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .training import distributed
     from .training.trainer import TrainConfig, train
 
+    if args.nproc is not None and args.nproc < 1:
+        return _fail(f"--nproc must be at least 1, got {args.nproc}")
+    if args.nproc is not None and args.nproc > 1:
+        return _launch_torchrun(args)
     cfg = TrainConfig(
         data=args.data, out=args.out, points=args.points, input_size=args.input_size, width=args.width,
         arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -102,9 +160,27 @@ def cmd_train(args: argparse.Namespace) -> int:
         pose_weight=args.pose_weight, bn_momentum=args.bn_momentum, head_l2=args.head_l2,
         crop_scale=args.crop_scale, label_origin=args.label_origin,
         val_fraction=args.val_fraction, group_pattern=args.group_pattern, split_seed=args.split_seed,
-        seed=args.seed, workers=args.workers, device=args.device,
+        seed=args.seed, workers=args.workers, device=args.device, dropout=args.dropout,
+        sync_bn=not args.no_sync_bn,
     )
-    train(cfg, resume=args.resume, stop_after=args.stop_after)
+    ctx = distributed.env_context()
+    if not ctx.enabled:
+        train(cfg, resume=args.resume, stop_after=args.stop_after)
+        return EXIT_OK
+    try:
+        train(cfg, resume=args.resume, stop_after=args.stop_after, timeout_min=args.dist_timeout)
+    except BaseException as exc:
+        # torchrun prints this file's message in its failure summary
+        from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
+
+        ErrorHandler().record_exception(exc)
+        if isinstance(exc, AsmnetError):
+            raise AsmnetError(f"rank {ctx.rank}/{ctx.world_size}: {exc}") from None
+        if distributed.is_peer_failure(exc):  # the cause is another rank's: say so in one line
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise AsmnetError(f"rank {ctx.rank}/{ctx.world_size}: lost contact with the other ranks ({first}); "
+                              "another rank failed or stalled: see its message and torchrun's summary") from None
+        raise
     return EXIT_OK
 
 

@@ -104,14 +104,39 @@ class FaceDataset(Dataset):
 
 
 class EpochSampler(Sampler):
-    """Yields (index, epoch) in a seeded order per epoch; optionally this rank's share (DDP)."""
+    """Yields (index, epoch) in a seeded order per epoch; optionally this rank's share (DDP).
 
-    def __init__(self, n: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1):
+    Rank ``r`` of ``world_size`` takes every ``world_size``-th sample of the epoch's order from
+    position ``r``; the order is padded by repetition so that every rank gets as many. With
+    ``batch_size`` (the global batch, a multiple of ``world_size``) and more samples than one batch,
+    the epoch keeps only whole global batches instead (as ``DataLoader(drop_last=True)`` does in one
+    process): then the ranks' k-th batches of ``batch_size / world_size`` samples together are
+    exactly the k-th batch a single process would draw.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        seed: int,
+        shuffle: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+        batch_size: int | None = None,
+    ):
+        if batch_size is not None and batch_size % world_size:
+            raise ValueError(f"global batch {batch_size} is not a multiple of the world size {world_size}")
         self.n, self.seed, self.shuffle = n, seed, shuffle
         self.rank, self.world_size, self.epoch = rank, world_size, 0
+        self.batch_size = batch_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def _used(self) -> int:
+        """Samples taken per epoch over all ranks."""
+        if self.batch_size and self.n > self.batch_size:
+            return self.n // self.batch_size * self.batch_size
+        return -(-self.n // self.world_size) * self.world_size
 
     def __iter__(self):
         if self.shuffle:
@@ -119,9 +144,9 @@ class EpochSampler(Sampler):
             order = torch.randperm(self.n, generator=g).tolist()
         else:
             order = list(range(self.n))
-        per_rank = -(-self.n // self.world_size)
-        order += order[: per_rank * self.world_size - self.n]  # pad so every rank gets as many
+        used = self._used()
+        order = order[:used] + order[: max(0, used - self.n)]  # pad so every rank gets as many
         return iter([(i, self.epoch) for i in order[self.rank :: self.world_size]])
 
     def __len__(self) -> int:
-        return -(-self.n // self.world_size)
+        return self._used() // self.world_size

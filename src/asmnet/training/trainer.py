@@ -4,6 +4,11 @@ Everything a run needs to continue is in ``last.pt`` (model, optimiser, schedule
 epoch, shape model, history), written atomically at the end of every epoch. A resumed run repeats
 the interrupted epoch from its start with the same samples, so it ends where an uninterrupted
 run would.
+
+Data-parallel training (``torchrun -m asmnet train`` or ``asmnet train --nproc N``) runs this same
+loop in every process; see :mod:`asmnet.training.distributed` and docs/distributed.md. ``batch_size``
+is the global batch: each of the W ranks takes ``batch_size / W`` of every step's samples, so the
+steps, the schedule and (with synchronised BatchNorm) the maths are those of one process.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -37,9 +43,11 @@ from ..metrics import pose_mae
 from ..nn import build_model, count_parameters
 from ..nn.losses import ASMLoss
 from ..shape_model import ShapeModel
+from . import distributed
 from .augment import AugmentConfig, augmented_shapes, make_sample
 from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from .data import EpochSampler, FaceDataset, FaceRegion, load_regions
+from .distributed import DistContext
 from .split import split_keys
 
 
@@ -79,6 +87,7 @@ class TrainConfig:
     seed: int = 0
     workers: int = 2
     device: str = "auto"
+    sync_bn: bool = True  # data-parallel runs: BatchNorm statistics over the global batch
     augment: dict = field(default_factory=lambda: AugmentConfig().to_dict())
 
     @classmethod
@@ -172,8 +181,28 @@ def predict_tensors(model: torch.nn.Module, crops: torch.Tensor, device: torch.d
 
 def validate(model, val_data, val_keys: list[str], cfg: TrainConfig, device) -> dict:
     """Validation NME (percent, inter-ocular) overall and per data folder, and pose MAE."""
-    crops, targets, poses = val_data
-    pred, pred_pose = predict_tensors(model, crops, device)
+    pred, pred_pose = predict_tensors(model, val_data[0], device)
+    return validation_metrics(pred, pred_pose, val_data, val_keys, cfg)
+
+
+def validate_sharded(model, val_data, val_keys: list[str], cfg: TrainConfig, ctx: DistContext) -> dict:
+    """:func:`validate` with each rank predicting its own slice of the faces; the predictions are
+    gathered in order, so every rank gets the numbers of a single-process validation."""
+    crops = val_data[0]
+    lo, hi = distributed.shard_range(len(crops), ctx)
+    n2 = 2 * cfg.points
+    if hi > lo:
+        pred, pred_pose = (torch.from_numpy(a) for a in predict_tensors(model, crops[lo:hi], ctx.device))
+    else:  # more ranks than faces
+        pred, pred_pose = torch.zeros((0, n2)), torch.zeros((0, 3))
+    pred = distributed.gather_rows(ctx, pred, len(crops)).numpy()
+    pred_pose = distributed.gather_rows(ctx, pred_pose, len(crops)).numpy()
+    return validation_metrics(pred, pred_pose, val_data, val_keys, cfg)
+
+
+def validation_metrics(pred: np.ndarray, pred_pose: np.ndarray, val_data, val_keys: list[str], cfg: TrainConfig) -> dict:
+    """The numbers of :func:`validate` from predictions ``(F, 2N)`` and poses ``(F, 3)``."""
+    _, targets, poses = val_data
     n = cfg.points
     nmes = nme_percent(pred.reshape(-1, n, 2), targets.numpy().reshape(-1, n, 2), markup_for(n))
     out = {
@@ -216,30 +245,56 @@ def plot_curves(history: list[dict], path: Path) -> None:
 
 
 class Run:
-    """One training run: its folder, data, model and state. ``Run(cfg).fit()`` trains it."""
+    """One training run: its folder, data, model and state. ``Run(cfg).fit()`` trains it.
 
-    def __init__(self, cfg: TrainConfig, resume: bool = False):
+    With a :class:`DistContext` of several ranks (made by :func:`distributed.setup`), every rank
+    builds the same run, trains its share of each global batch under DistributedDataParallel and
+    validates its share of the faces; only rank 0 logs and writes the run folder.
+    """
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False, dist: DistContext | None = None):
+        self.dist = dist or distributed.SINGLE
         self.out = Path(cfg.out)
         self.last_path, self.best_path = self.out / "last.pt", self.out / "best.pt"
+        # every rank reads last.pt itself, onto the CPU (load_checkpoint's map_location)
         self.ckpt = load_checkpoint(self.last_path) if resume and self.last_path.exists() else None
+        self._check_ranks_agree_on_start()
         if resume and self.ckpt is None:
-            log(f"{self.last_path}: no checkpoint to resume from; starting a new run")
+            self._log(f"{self.last_path}: no checkpoint to resume from; starting a new run")
         if self.ckpt is not None:
             saved = TrainConfig.from_dict(self.ckpt["train_config"])
             if cfg.epochs != saved.epochs:
-                log(f"resume: planned epochs changed {saved.epochs} -> {cfg.epochs} (the schedule stretches)")
+                self._log(f"resume: planned epochs changed {saved.epochs} -> {cfg.epochs} (the schedule stretches)")
             saved.epochs, saved.workers, saved.device, saved.out = cfg.epochs, cfg.workers, cfg.device, cfg.out
             cfg = saved
         self.cfg = cfg
-        self.device = pick_device(cfg.device)
+        self.per_rank_batch = distributed.per_rank_batch(cfg.batch_size, self.dist.world_size)
+        self.device = self.dist.device if self.dist.enabled else pick_device(cfg.device)
         self.markup = markup_for(cfg.points)
-        self.out.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
         # DataLoader workers are the parallelism; OpenCV's own pool in each of them oversubscribes
         # the cores (2x slower on 16 cores). Set before forking: setNumThreads in a forked worker hangs.
         cv2.setNumThreads(1)
         seed_everything(cfg.seed)
         self._load_data()
         self._build()
+
+    def _log(self, msg: str) -> None:
+        """Log from rank 0 only (every rank would say the same)."""
+        if self.dist.is_main:
+            log(msg)
+
+    def _check_ranks_agree_on_start(self) -> None:
+        """Under DDP, every rank must resume from the same epoch (or none): a run folder that some
+        nodes cannot see would otherwise desynchronise the ranks."""
+        if not self.dist.enabled:
+            return
+        mine = None if self.ckpt is None else int(self.ckpt["epoch"])
+        seen = distributed.all_gather_object(self.dist, mine)
+        if len(set(seen)) > 1:
+            raise AsmnetError(f"{self.last_path}: the ranks see different checkpoints (epoch per rank: {seen}); "
+                              "the run folder must be on a file system every node shares")
 
     def _load_data(self) -> None:
         cfg = self.cfg
@@ -248,28 +303,32 @@ class Run:
         train_idx, val_idx, split = split_keys(keys, cfg.val_fraction, cfg.group_pattern, cfg.split_seed)
         if not train_idx:
             raise AsmnetError("no training faces left after the validation split")
-        write_json_atomic(self.out / "split.json", split)
+        if self.dist.is_main:
+            write_json_atomic(self.out / "split.json", split)
         self.split = {k: v for k, v in split.items() if k != "val_keys"}
         zero_based = [dataclasses.replace(r, points=r.points - cfg.label_origin) for r in records]
         train_regions, kept, errs_t = load_regions([zero_based[i] for i in train_idx], cfg.input_size)
         val_regions, kept_v, errs_v = load_regions([zero_based[i] for i in val_idx], cfg.input_size)
         self.failures = errors + errs_t + errs_v
         for err in self.failures:
-            log(f"skipped: {err}")
+            self._log(f"skipped: {err}")
         self.val_keys = [records[val_idx[i]].key for i in kept_v]
         self.train_regions, self.val_regions = train_regions, val_regions
-        log(f"data: {len(train_regions)} training faces, {len(val_regions)} validation faces "
-            f"({split['n_val_groups']} groups), {len(self.failures)} skipped")
+        self._log(f"data: {len(train_regions)} training faces, {len(val_regions)} validation faces "
+                  f"({split['n_val_groups']} groups), {len(self.failures)} skipped")
 
     def _build(self) -> None:
         cfg = self.cfg
         init = load_checkpoint(cfg.init) if cfg.init and self.ckpt is None else None
         if self.ckpt is not None or init is not None:
             self.shape_model = ShapeModel.from_dict((self.ckpt or init)["shape_model"])
-        else:
+        elif not self.dist.enabled:
             self.shape_model = fit_shape_model(self.train_regions, cfg)
-        log(f"shape model: {self.shape_model.n_components} components keep "
-            f"{self.shape_model.explained:.1%} of the variance (asked {self.shape_model.variance_share:.1%})")
+        else:  # rank 0 fits it, the others receive it: every rank holds the very same numbers
+            fitted = fit_shape_model(self.train_regions, cfg).to_dict() if self.dist.is_main else None
+            self.shape_model = ShapeModel.from_dict(distributed.broadcast_object(self.dist, fitted))
+        self._log(f"shape model: {self.shape_model.n_components} components keep "
+                  f"{self.shape_model.explained:.1%} of the variance (asked {self.shape_model.variance_share:.1%})")
         self.model = build_model({"num_points": cfg.points, "width": cfg.width, "arch": cfg.arch,
                                   "dropout": cfg.dropout})
         self.model.set_landmark_bias(torch.as_tensor(self.shape_model.mean, dtype=torch.float32))
@@ -278,15 +337,24 @@ class Run:
                 m.momentum = cfg.bn_momentum
         if init is not None:
             self.model.load_state_dict(model_from_checkpoint(init, cfg.init).state_dict())
-            log(f"initialised from {cfg.init}")
+            self._log(f"initialised from {cfg.init}")
         self.model.to(self.device)
         # the averaged weights are what validation sees and best.pt ships, when enabled
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False) if cfg.ema > 0 else None
+        # self.model stays the plain network (config, state dicts without "module."); self.net is
+        # what the training step calls: the same network, or DDP around it
+        self.net: torch.nn.Module = self.model
+        if self.dist.enabled:
+            self._wrap_ddp()
         self.loss_fn = ASMLoss(self.shape_model, cfg.loss, cfg.point_loss, cfg.pose_weight, cfg.head_l2).to(self.device)
         self.dataset = FaceDataset(self.train_regions, cfg.input_size, self.markup,
                                    AugmentConfig(**cfg.augment), cfg.seed, cfg.crop_scale)
-        self.sampler = EpochSampler(len(self.dataset), cfg.seed)
-        self.loader = DataLoader(self.dataset, batch_size=cfg.batch_size, sampler=self.sampler,
+        if self.dist.enabled:  # whole global batches, each rank its share of every one
+            self.sampler = EpochSampler(len(self.dataset), cfg.seed, rank=self.dist.rank,
+                                        world_size=self.dist.world_size, batch_size=cfg.batch_size)
+        else:
+            self.sampler = EpochSampler(len(self.dataset), cfg.seed)
+        self.loader = DataLoader(self.dataset, batch_size=self.per_rank_batch, sampler=self.sampler,
                                  num_workers=cfg.workers, drop_last=len(self.dataset) > cfg.batch_size,
                                  pin_memory=self.device.type == "cuda", persistent_workers=cfg.workers > 0)
         self.steps_per_epoch = len(self.loader)
@@ -297,6 +365,18 @@ class Run:
         self.start_epoch, self.history, self.best_nme, self.wall_time = 0, [], float("inf"), 0.0
         if self.ckpt is not None:
             self._restore(self.ckpt)
+
+    def _wrap_ddp(self) -> None:
+        """Synchronised BatchNorm (cfg.sync_bn), DistributedDataParallel, per-rank dropout masks."""
+        cfg, ctx = self.cfg, self.dist
+        if cfg.sync_bn:
+            self.model = distributed.convert_sync_batchnorm(self.model, self.device)
+        # DDP copies rank 0's weights and buffers to every rank here
+        self.net = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if self.ema is not None:
+            self.ema.load_state_dict(self.model.state_dict())
+        # the same seed built the same network everywhere; dropout should differ between ranks
+        torch.manual_seed(cfg.seed + 1_000_003 * (ctx.rank + 1))
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -323,13 +403,28 @@ class Run:
         self.start_epoch = ckpt["epoch"] + 1
         self.history, self.best_nme = list(ckpt["history"]), ckpt["best_nme"]
         self.wall_time = ckpt.get("wall_time", 0.0)
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if self.device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
-        log(f"resumed {self.last_path} after epoch {self.start_epoch} (best val NME {self.best_nme:.3f} %)")
+        rng, saved_world = ckpt["rng"], ckpt.get("world_size", 1)
+        if self.dist.enabled:
+            ranks = rng.get("ranks") or []
+            rng = ranks[self.dist.rank] if len(ranks) == self.dist.world_size else None
+            if rng is None:
+                self._log(f"resume: {saved_world} process(es) -> {self.dist.world_size}: the same global batch and "
+                          "schedule go on; dropout masks are drawn afresh")
+        if rng is not None:
+            torch.set_rng_state(rng["torch"])
+            if self.device.type == "cuda" and rng.get("cuda") is not None:
+                torch.cuda.set_rng_state(rng["cuda"])
+        self._log(f"resumed {self.last_path} after epoch {self.start_epoch} (best val NME {self.best_nme:.3f} %)")
 
     def checkpoint(self, epoch: int) -> dict:
+        """Everything to resume from (the unwrapped model's weights). Under DDP every rank must
+        call it (it gathers each rank's RNG state); only rank 0 gets the checkpoint, the others {}."""
         cuda_rng = torch.cuda.get_rng_state() if self.device.type == "cuda" else None
+        rng = {"torch": torch.get_rng_state(), "cuda": cuda_rng}
+        if self.dist.enabled:
+            rng["ranks"] = distributed.all_gather_object(self.dist, dict(rng))
+        if not self.dist.is_main:
+            return {}
         return {
             "model_config": self.model.config,
             "input_size": self.cfg.input_size,
@@ -346,7 +441,8 @@ class Run:
             "history": self.history,
             "best_nme": self.best_nme,
             "wall_time": self.wall_time,
-            "rng": {"torch": torch.get_rng_state(), "cuda": cuda_rng},
+            "rng": rng,
+            "world_size": self.dist.world_size,
             "train_config": asdict(self.cfg),
             "split": self.split,
             "package_version": __version__,
@@ -354,16 +450,18 @@ class Run:
         }
 
     def train_epoch(self, epoch: int) -> dict:
-        self.model.train()
+        """One pass over the training set; the mean loss parts over all ranks, and global img/s."""
+        self.net.train()
         self.sampler.set_epoch(epoch)
         sums: dict[str, float] = {}
         n_batches, seen, t0 = 0, 0, time.time()
         bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", leave=False,
-                   disable=None, file=sys.stderr, dynamic_ncols=True)
+                   disable=None if self.dist.is_main else True, file=sys.stderr, dynamic_ncols=True)
+        world = self.dist.world_size
         for crops, targets, poses in bar:
             crops = crops.to(self.device, non_blocking=True).float()
             targets, poses = targets.to(self.device), poses.to(self.device)
-            pred_pts, pred_pose = self.model(crops)
+            pred_pts, pred_pose = self.net(crops)
             loss, parts = self.loss_fn(pred_pts, pred_pose, targets, poses, epoch, self.cfg.epochs, self.model)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -375,25 +473,40 @@ class Run:
                 sums[k] = sums.get(k, 0.0) + v
             n_batches += 1
             seen += len(crops)
-            bar.set_postfix(loss=f"{parts['total']:.4g}", img_s=f"{seen / (time.time() - t0):.0f}")
+            bar.set_postfix(loss=f"{parts['total']:.4g}", img_s=f"{seen * world / (time.time() - t0):.0f}")
+        elapsed = time.time() - t0
+        if self.dist.enabled:
+            merged: dict[str, float] = {}
+            gathered = distributed.all_gather_object(self.dist, (sums, n_batches))
+            for rank_sums, _ in gathered:
+                for k, v in rank_sums.items():
+                    merged[k] = merged.get(k, 0.0) + v
+            sums, n_batches = merged, sum(b for _, b in gathered)
         out = {k: v / max(1, n_batches) for k, v in sums.items()}
-        out["images_per_s"] = seen / max(1e-9, time.time() - t0)
+        out["images_per_s"] = seen * world / max(1e-9, elapsed)
         return out
 
     def fit(self, stop_after: int | None = None) -> dict:
         """Train to the planned epoch count, or only up to epoch ``stop_after`` (the rest resumes
         later with the same plan: time-boxed sessions)."""
         cfg = self.cfg
-        log(f"training {self.model.config} at {cfg.input_size} px, {count_parameters(self.model):,} parameters, "
-            f"on {self.device}, batch {cfg.batch_size}, lr {cfg.lr}, {cfg.epochs} epochs, seed {cfg.seed}")
-        write_json_atomic(self.out / "config.json", asdict(cfg))
+        if self.dist.enabled:
+            where = (f"on {self.dist.world_size} processes ({self.device.type}, {self.dist.backend}"
+                     f"{', synchronised BatchNorm' if cfg.sync_bn else ', per-rank BatchNorm'}), "
+                     f"global batch {cfg.batch_size} = {self.dist.world_size} x {self.per_rank_batch}")
+        else:
+            where = f"on {self.device}, batch {cfg.batch_size}"
+        self._log(f"training {self.model.config} at {cfg.input_size} px, {count_parameters(self.model):,} parameters, "
+                  f"{where}, lr {cfg.lr}, {cfg.epochs} epochs, seed {cfg.seed}")
+        if self.dist.is_main:
+            write_json_atomic(self.out / "config.json", asdict(cfg))
         end = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
         for epoch in range(self.start_epoch, end):
             t0 = time.time()
             train_stats = self.train_epoch(epoch)
             record = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], "train": train_stats}
             if self.val_data is not None:
-                record.update(validate(self.eval_model, self.val_data, self.val_keys, cfg, self.device))
+                record.update(self._validate())
             self.wall_time += time.time() - t0
             record["wall_time"] = self.wall_time
             self.history.append(record)
@@ -401,14 +514,24 @@ class Run:
             if improved:
                 self.best_nme = record["val_nme"]
             ckpt = self.checkpoint(epoch)
-            save_checkpoint(self.last_path, ckpt)
-            if improved or self.val_data is None:
-                save_checkpoint(self.best_path, {**ckpt, "optimizer": {}, "scheduler": {}, "train_state_dict": None})
-            self._write_reports()
+            if self.dist.is_main:
+                save_checkpoint(self.last_path, ckpt)
+                if improved or self.val_data is None:
+                    save_checkpoint(self.best_path, {**ckpt, "optimizer": {}, "scheduler": {}, "train_state_dict": None})
+                self._write_reports()
+            # no rank starts the next epoch (or returns) before this one's files are written
+            distributed.barrier(self.dist)
             val = f", val NME {record['val_nme']:.3f} %" if self.val_data is not None else ""
-            log(f"epoch {epoch + 1}/{cfg.epochs}: loss {train_stats['total']:.5f}{val}, "
-                f"{train_stats['images_per_s']:.0f} img/s, {time.time() - t0:.1f} s")
+            self._log(f"epoch {epoch + 1}/{cfg.epochs}: loss {train_stats['total']:.5f}{val}, "
+                      f"{train_stats['images_per_s']:.0f} img/s, {time.time() - t0:.1f} s")
         return self.history[-1] if self.history else {}
+
+    def _validate(self) -> dict:
+        """:func:`validate`; under DDP every rank takes a slice of the faces, with rank 0's weights."""
+        if not self.dist.enabled:
+            return validate(self.eval_model, self.val_data, self.val_keys, self.cfg, self.device)
+        distributed.broadcast_state(self.dist, self.eval_model)  # per-rank BatchNorm buffers may differ
+        return validate_sharded(self.eval_model, self.val_data, self.val_keys, self.cfg, self.dist)
 
     def _write_reports(self) -> None:
         write_text_atomic(self.out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in self.history))
@@ -425,13 +548,31 @@ class Run:
                             "explained": self.shape_model.explained},
             "parameters": count_parameters(self.model),
             "epochs_done": len(self.history), "wall_time_s": round(self.wall_time, 1),
-            "device": str(self.device), "torch": torch.__version__,
+            "device": str(self.device), "world_size": self.dist.world_size, "torch": torch.__version__,
             "best_epoch": best["epoch"] + 1,
             "best": {k: v for k, v in best.items() if k.startswith("val_")},
             "last": {k: v for k, v in self.history[-1].items() if k.startswith("val_")},
         })
 
 
-def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None) -> dict:
-    """Train (or resume) a run; returns the last epoch's record."""
-    return Run(cfg, resume).fit(stop_after)
+def train(
+    cfg: TrainConfig,
+    resume: bool = False,
+    stop_after: int | None = None,
+    timeout_min: float = distributed.DEFAULT_TIMEOUT_MIN,
+) -> dict:
+    """Train (or resume) a run; returns the last epoch's record.
+
+    Under torchrun (WORLD_SIZE > 1 in the environment) this process joins the process group as
+    one rank of a DistributedDataParallel job (collectives time out after ``timeout_min`` minutes);
+    otherwise it is a plain single-process run.
+    """
+    ctx = distributed.setup(cfg.device, timeout_min)
+    try:
+        result = Run(cfg, resume, ctx).fit(stop_after)
+    except BaseException:
+        if ctx.backend == "gloo":  # NCCL's teardown can block on a dead peer: let the process exit
+            distributed.cleanup(ctx)
+        raise
+    distributed.cleanup(ctx)
+    return result
