@@ -286,9 +286,6 @@ def test_train_uses_the_good_faces_and_lists_each_bad_file(trained, bad_300w) ->
     assert n_train + n_val == 14  # 12 good faces + the two in twin/ (they lost their pose, not their points)
     assert f"{len(bad)} skipped" in data_line
     assert load_checkpoint(out / "last.pt")["epoch"] == 0
-    if rc == 0:
-        pytest.xfail("`asmnet train` exits 0 although files were skipped (documented: 1) and lists them only "
-                     "at the start: cli.cmd_train must print Run.failures at the end and return 1")
     assert rc == 1
     tail = err.rsplit("epoch 1/1", 1)[1]
     assert all(str(path) in tail for path in bad), tail

@@ -165,10 +165,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     ctx = distributed.env_context()
     if not ctx.enabled:
-        train(cfg, resume=args.resume, stop_after=args.stop_after)
-        return EXIT_OK
+        return _train_status(train(cfg, resume=args.resume, stop_after=args.stop_after))
     try:
-        train(cfg, resume=args.resume, stop_after=args.stop_after, timeout_min=args.dist_timeout)
+        result = train(cfg, resume=args.resume, stop_after=args.stop_after, timeout_min=args.dist_timeout)
     except BaseException as exc:
         # torchrun prints this file's message in its failure summary
         from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
@@ -181,6 +180,16 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise AsmnetError(f"rank {ctx.rank}/{ctx.world_size}: lost contact with the other ranks ({first}); "
                               "another rank failed or stalled: see its message and torchrun's summary") from None
         raise
+    return _train_status(result) if ctx.rank == 0 else EXIT_OK
+
+
+def _train_status(result: dict) -> int:
+    """Exit status of a finished run: 1 when some files were skipped (listed again at the end)."""
+    skipped = result.get("skipped") or []
+    if skipped:
+        print(f"asmnet: trained without {len(skipped)} unusable files:\n" + "\n".join(f"  {e}" for e in skipped),
+              file=sys.stderr)
+        return EXIT_SOME_FAILED
     return EXIT_OK
 
 
@@ -191,6 +200,9 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image", default=None, help="use this image instead of the astronaut")
     p.add_argument("--model", default=None)
     p.add_argument("--detector", default="auto")
+    p.add_argument("--min-score", type=float, default=0.3,
+                   help="drop detections scoring below this (default %(default)s: dlib's HOG also fires at ~0.1 "
+                   "on two mission patches of the astronaut's suit)")
     p.set_defaults(func=cmd_demo)
 
 
@@ -215,7 +227,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         image, name = np.ascontiguousarray(data.astronaut()[:, :, ::-1]), "astronaut"
         ok, png = cv2.imencode(".png", image)
         write_atomic(out / f"{name}.png", lambda p: p.write_bytes(png.tobytes()))
-    aligner = FaceAligner(args.model, detector=args.detector)
+    aligner = FaceAligner(args.model, detector=args.detector, min_score=args.min_score)
     faces = aligner(image, channel_order="bgr")
     ok, jpg = cv2.imencode(".jpg", draw_faces(image, faces), [cv2.IMWRITE_JPEG_QUALITY, 92])
     write_atomic(out / f"{name}_annotated.jpg", lambda p: p.write_bytes(jpg.tobytes()))
@@ -239,7 +251,8 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, metavar="DIR", help="write annotated images / videos here")
     p.add_argument("--json", default=None, metavar="FILE", help="JSON Lines output, one record per image/frame")
     p.add_argument("--model", default=None, help="model folder, .onnx or .pt (default: the shipped model)")
-    p.add_argument("--detector", default="auto", help="auto, dlib-hog, dlib-cnn, haar, yunet:PATH.onnx")
+    p.add_argument("--detector", default="auto", help="auto, dlib-hog, dlib-cnn, haar, yunet")
+    p.add_argument("--min-score", type=float, default=None, help="drop detections scoring below this")
     p.add_argument("--backend", default="auto", choices=("auto", "onnx", "torch"))
     p.add_argument("--threads", type=int, default=None, help="inference threads per process")
     p.add_argument("--workers", type=int, default=1, help="processes for image folders")
@@ -257,7 +270,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return _fail("give images, folders, videos or --webcam")
     opts = PredictOptions(model=args.model, detector=args.detector, backend=args.backend, threads=args.threads,
                           out_dir=args.out, json_path=args.json, workers=max(1, args.workers), resume=args.resume,
-                          redetect_every=args.redetect_every, smooth=not args.no_smooth, max_frames=args.max_frames)
+                          redetect_every=args.redetect_every, smooth=not args.no_smooth, max_frames=args.max_frames,
+                          min_score=args.min_score)
     report = predict(args.inputs, opts, webcam=args.webcam)
     print(summary_line(report), file=sys.stderr)
     if report.failures:

@@ -273,6 +273,8 @@ class Run:
         self.markup = markup_for(cfg.points)
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
+            for stale in self.out.glob(".*.tmp"):  # half-written files of a killed run (never renamed)
+                stale.unlink(missing_ok=True)
         # DataLoader workers are the parallelism; OpenCV's own pool in each of them oversubscribes
         # the cores (2x slower on 16 cores). Set before forking: setNumThreads in a forked worker hangs.
         cv2.setNumThreads(1)
@@ -561,7 +563,7 @@ def train(
     stop_after: int | None = None,
     timeout_min: float = distributed.DEFAULT_TIMEOUT_MIN,
 ) -> dict:
-    """Train (or resume) a run; returns the last epoch's record.
+    """Train (or resume) a run; returns the last epoch's record, with "skipped": the unusable files.
 
     Under torchrun (WORLD_SIZE > 1 in the environment) this process joins the process group as
     one rank of a DistributedDataParallel job (collectives time out after ``timeout_min`` minutes);
@@ -569,7 +571,8 @@ def train(
     """
     ctx = distributed.setup(cfg.device, timeout_min)
     try:
-        result = Run(cfg, resume, ctx).fit(stop_after)
+        run = Run(cfg, resume, ctx)
+        result = {**run.fit(stop_after), "skipped": [str(e) for e in run.failures]}
     except BaseException:
         if ctx.backend == "gloo":  # NCCL's teardown can block on a dead peer: let the process exit
             distributed.cleanup(ctx)
