@@ -111,6 +111,8 @@ def _sync_bn_worker(rank: int, world: int, port: int, out: str) -> None:
         opt.step()
     if rank == 0:
         torch.save({"grads": grads, "state": net.state_dict()}, out)
+    # both ranks leave together: a rank tearing Gloo down while its peer still talks aborts the peer
+    torch.distributed.barrier()
     torch.distributed.destroy_process_group()
 
 

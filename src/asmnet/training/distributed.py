@@ -118,9 +118,12 @@ def setup(device_name: str, timeout_min: float = DEFAULT_TIMEOUT_MIN) -> DistCon
     return DistContext(ctx.rank, ctx.world_size, ctx.local_rank, device, backend)
 
 
-def cleanup(ctx: DistContext) -> None:
-    """Leave the process group (if this process joined one)."""
+def cleanup(ctx: DistContext, graceful: bool = False) -> None:
+    """Leave the process group (if this process joined one). ``graceful``: wait for the other ranks
+    first (a rank tearing Gloo down while a peer still talks to it can abort that peer)."""
     if ctx.enabled and dist.is_initialized():
+        if graceful:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -577,5 +577,5 @@ def train(
         if ctx.backend == "gloo":  # NCCL's teardown can block on a dead peer: let the process exit
             distributed.cleanup(ctx)
         raise
-    distributed.cleanup(ctx)
+    distributed.cleanup(ctx, graceful=True)
     return result
