@@ -56,7 +56,7 @@ def benchmark(image_bgr: np.ndarray, model: str | None = None, detector: str = "
     ref = np.array([face.landmarks[:, 0].min(), face.landmarks[:, 1].min(),
                     face.landmarks[:, 0].max(), face.landmarks[:, 1].max()])
     info = aligner.model.info
-    crops, _ = crop_faces(image_bgr, ref[None], info.input_size, info.crop_scale)
+    crops, _ = crop_faces(image_bgr, ref[None], info)
     out = {"cpu": cpu_name(), "cores": default_threads, "model": info.name, "input_size": info.input_size,
            "image_size": [int(image_bgr.shape[1]), int(image_bgr.shape[0])],
            "detector": {"name": aligner.detector.name,

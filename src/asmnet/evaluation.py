@@ -83,7 +83,7 @@ def evaluate(
         units, pose, q = predict_crops(model, crops, batch_size, asm_blend)
         if not (np.isfinite(units).all() and np.isfinite(pose).all()):
             raise ModelError(None, f"model {model.info.name!r} predicts NaN or infinite values (corrupt weights?)")
-        preds.extend(units_to_image(units, mats, model.info.input_size) + model.info.label_origin)
+        preds.extend(units_to_image(units, mats, model.info))
         poses.extend(pose)
         quality.extend(q)
         kept.extend(r for r, _, _ in pending)
@@ -98,8 +98,7 @@ def evaluate(
             if box is None:
                 misses.append(rec.key)
                 continue
-            crops, mats = crop_faces(image, box[None] - model.info.label_origin, model.info.input_size,
-                                     model.info.crop_scale)
+            crops, mats = crop_faces(image, box[None], model.info)
         except DataError as exc:
             failures.append(str(exc) if exc.path is not None else f"{rec.image}: {exc}")
             continue

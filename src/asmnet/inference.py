@@ -5,13 +5,17 @@ from __future__ import annotations
 import numpy as np
 
 from .geometry import face_crop_matrix, from_normalised, invert_affine, transform_points, warp
-from .runtime import LandmarkModel
+from .runtime import LandmarkModel, ModelInfo
 
 
-def crop_faces(image_bgr: np.ndarray, boxes: np.ndarray, input_size: int, crop_scale: float):
-    """RGB uint8 crops (K, S, S, 3) of the reference boxes (K, 4), and their image->crop matrices."""
-    matrices = np.stack([face_crop_matrix(b, input_size, crop_scale) for b in boxes])
-    crops = np.stack([warp(image_bgr, m, input_size)[:, :, ::-1] for m in matrices])
+def crop_faces(image_bgr: np.ndarray, boxes: np.ndarray, info: ModelInfo) -> tuple[np.ndarray, np.ndarray]:
+    """RGB uint8 crops (K, S, S, 3) of reference boxes (K, 4) and their image->crop matrices.
+
+    Boxes are in the annotation files' pixel convention; the crops are taken in OpenCV's 0-based
+    frame (the box is shifted by ``info.label_origin``), exactly as in training."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) - info.label_origin
+    matrices = np.stack([face_crop_matrix(b, info.input_size, info.crop_scale) for b in boxes])
+    crops = np.stack([warp(image_bgr, m, info.input_size)[:, :, ::-1] for m in matrices])
     return crops, matrices
 
 
@@ -38,10 +42,10 @@ def predict_crops(
     return units_all, pose_all, quality
 
 
-def units_to_image(units: np.ndarray, matrices: np.ndarray, input_size: int) -> np.ndarray:
-    """Network units (K, N, 2) -> image coordinates through each crop's inverse warp."""
-    crop_px = from_normalised(units, input_size)
-    return np.stack([transform_points(c, invert_affine(m)) for c, m in zip(crop_px, matrices)])
+def units_to_image(units: np.ndarray, matrices: np.ndarray, info: ModelInfo) -> np.ndarray:
+    """Network units (K, N, 2) -> image coordinates (annotation files' convention) via each inverse warp."""
+    crop_px = from_normalised(units, info.input_size)
+    return np.stack([transform_points(c, invert_affine(m)) for c, m in zip(crop_px, matrices)]) + info.label_origin
 
 
 def align_boxes(
@@ -54,7 +58,6 @@ def align_boxes(
     if len(boxes) == 0:
         n = model.info.markup.n_points
         return np.zeros((0, n, 2)), np.zeros((0, 3)), np.zeros(0)
-    size, origin = model.info.input_size, model.info.label_origin
-    crops, matrices = crop_faces(image_bgr, boxes - origin, size, model.info.crop_scale)
+    crops, matrices = crop_faces(image_bgr, boxes, model.info)
     units, pose, quality = predict_crops(model, crops, batch_size, asm_blend)
-    return units_to_image(units, matrices, size) + origin, pose, quality
+    return units_to_image(units, matrices, model.info), pose, quality

@@ -24,8 +24,7 @@ def calibration_crops(records: list[FaceRecord], package: Path, count: int, seed
     for i in chosen:
         rec = records[int(i)]
         image = read_image(rec.image)
-        box = tight_box(rec.points) - info.label_origin
-        crops.append(crop_faces(image, box[None], info.input_size, info.crop_scale)[0][0])
+        crops.append(crop_faces(image, tight_box(rec.points)[None], info)[0][0])
     return np.stack(crops).astype(np.float32).transpose(0, 3, 1, 2)
 
 
