@@ -67,6 +67,7 @@ def main() -> None:
     ap.add_argument("--no-weights", action="store_true", help="ship no weights.pt (ONNX only)")
     ap.add_argument("--train-commit", default=None, help="commit of the code that trained it, if the run lacks it")
     ap.add_argument("--history", action="append", default=[], help="earlier run folders (pre-training) for the card")
+    ap.add_argument("--ablation", default=None, help="JSON of the ASM-LOSS vs plain runs (benchmarks/results/ablation.json)")
     ap.add_argument("--ced", default=None, help="CED plot of this model and the --baseline peers (PNG)")
     args = ap.parse_args()
 
@@ -143,7 +144,8 @@ def main() -> None:
         "float32_validation": {k: float_res[k] for k in ("nme_mean", "nme_median", "fr_0.08", "fr_0.10")},
         "denormals_flushed": report["denormals_flushed"],
         "onnx_max_abs_diff": report["max_abs_diff"],
-        "baselines": {Path(b).stem: json.loads(Path(b).read_text()).get("summary") for b in args.baseline},
+        "baselines": {Path(b).stem: json.loads(Path(b).read_text())["results"] for b in args.baseline},
+        "ablation": json.loads(Path(args.ablation).read_text()) if args.ablation else None,
         "epochs_val_nme": [round(h["val_nme"], 4) for h in history],
     }
     meta = json.loads((out / "model.json").read_text())
@@ -175,6 +177,24 @@ def plot_comparison(res: dict, baselines: list[str], out_png: Path, name: str) -
             values = np.array([v for v in per_image.values() if v is not None])
             curves[f"{Path(b).stem.split('_')[0]} ({protocol.replace('_', ' ')})"] = values
     plot_ced(curves, out_png, max_percent=10.0, title="validation faces (100 LFPW + 371 Udacity)")
+
+
+def peers_and_ablation(card: dict) -> str:
+    """Markdown for the peer baselines and the ASM-LOSS ablation, when the card has them."""
+    parts = []
+    for name, protocols in (card.get("baselines") or {}).items():
+        rows = "\n".join(f"| {proto} | {folder} | {r['n']} | {r.get('miss_rate', 0):.1f} | {r['nme_mean']:.2f} | {r['fr_0.10']:.2f} |"
+                         for proto, folders in protocols.items() for folder, r in folders.items())
+        parts.append(f"## Peer on the same validation faces: {name}\n| protocol | part | faces | miss % | NME mean % | FR@10 % |\n"
+                     f"|---|---|---|---|---|---|\n{rows}\n")
+    ab = card.get("ablation")
+    if ab:
+        rows = "\n".join(f"| {a} / {b} | {ab['runs'][a]['point_loss']}, {ab['runs'][a]['input_size']} px, "
+                         f"{ab['runs'][a]['epochs_done']} ep | {ab['runs'][a]['best_val_nme']:.3f} | {ab['runs'][b]['best_val_nme']:.3f} |"
+                         for a, b in ab["pairs"])
+        parts.append(f"## ASM-LOSS against the plain loss ({ab['what']})\n| runs | setting | ASM-LOSS NME % | plain NME % |\n"
+                     f"|---|---|---|---|\n{rows}\n")
+    return "\n".join(parts)
 
 
 def render_card(card: dict) -> str:
@@ -226,6 +246,7 @@ FR@8 % among flagged {q['fr_0.08_among_flagged']}, among the rest {q['fr_0.08_am
 | 0 | {v['nme_mean']:.3f} | {v['fr_0.10']:.2f} |
 {blends}
 
+{peers_and_ablation(card)}
 ## Speed (landmark + pose stage, ONNX Runtime, {card['speed']['cpu']})
 | threads | batch | ms/face median | p90 |
 |---|---|---|---|
