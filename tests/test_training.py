@@ -120,3 +120,31 @@ def test_int8_export_is_close_to_float(trained, synthetic_set, tmp_path, capsys)
         results[name] = json.loads(out.read_text())["nme_mean"]
     assert (tmp_path / "pkg-int8" / "model.onnx").stat().st_size < (pkg / "model.onnx").stat().st_size
     assert abs(results["pkg-int8"] - results["pkg"]) < 0.1 * results["pkg"]  # within 10 % of float
+
+
+def test_flip_tta_unflips_points_and_pose():
+    """A network that sees every crop the same way returns a symmetric face: averaging it with its
+    mirror (points re-ordered by the flip table, x negated) must give it back; yaw and roll cancel."""
+    from conftest import template_face
+
+    from asmnet.inference import predict_crops
+    from asmnet.markup import IBUG_68
+    from asmnet.runtime import LandmarkModel, ModelInfo
+    from asmnet.shape_model import ShapeModel
+
+    face = template_face() - 0.5  # left-right symmetric about x = 0
+
+    class Constant(LandmarkModel):
+        backend = "fake"
+
+        def __init__(self):
+            sm = ShapeModel(face.reshape(-1), np.eye(136)[:, :2], np.ones(2), 0.9, 0.9, 2)
+            self.info = ModelInfo("fake", 64, 1.3, IBUG_68, sm)
+
+        def _forward(self, batch):
+            return np.repeat(face.reshape(1, -1), len(batch), 0), np.tile([10.0, 5.0, 3.0], (len(batch), 1))
+
+    crops = np.zeros((3, 64, 64, 3), np.uint8)
+    units, pose, _ = predict_crops(Constant(), crops, flip_tta=True)
+    assert np.allclose(units, face, atol=1e-9)
+    assert np.allclose(pose, [0.0, 5.0, 0.0])

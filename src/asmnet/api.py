@@ -91,10 +91,12 @@ class FaceAligner:
         threads: int | None = None,
         asm_blend: float = 0.0,
         min_score: float | None = None,
+        flip_tta: bool = False,
         **detector_options: Any,
     ):
         self.model = load_model(model, backend=backend, threads=threads)
         self.asm_blend = float(asm_blend)
+        self.flip_tta = bool(flip_tta)  # average with the mirrored crop: 2x network time, ~2 % lower NME
         self.min_score = min_score  # detections scoring below this are dropped (detector's own scale)
         self.quality_threshold = self.model.info.quality_threshold
         self._detector_spec, self._detector_options = detector, detector_options
@@ -127,7 +129,7 @@ class FaceAligner:
             shown = np.array([d.box for d in dets]).reshape(-1, 4)
             scores = np.array([d.score for d in dets])
             ref = np.array([to_reference_box(d.box, BoxCalibration.from_dict(calib)) for d in dets]).reshape(-1, 4)
-        landmarks, pose, quality = align_boxes(self.model, bgr, ref, asm_blend=self.asm_blend)
+        landmarks, pose, quality = align_boxes(self.model, bgr, ref, asm_blend=self.asm_blend, flip_tta=self.flip_tta)
         threshold = self.quality_threshold
         return [
             Face(shown[i], float(scores[i]), landmarks[i], pose[i], float(quality[i]),

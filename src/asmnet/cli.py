@@ -253,6 +253,7 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="model folder, .onnx or .pt (default: the shipped model)")
     p.add_argument("--detector", default="auto", help="auto, dlib-hog, dlib-cnn, haar, yunet")
     p.add_argument("--min-score", type=float, default=None, help="drop detections scoring below this")
+    p.add_argument("--flip-tta", action="store_true", help="average with the mirrored face (2x network time)")
     p.add_argument("--backend", default="auto", choices=("auto", "onnx", "torch"))
     p.add_argument("--threads", type=int, default=None, help="inference threads per process")
     p.add_argument("--workers", type=int, default=1, help="processes for image folders")
@@ -271,7 +272,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     opts = PredictOptions(model=args.model, detector=args.detector, backend=args.backend, threads=args.threads,
                           out_dir=args.out, json_path=args.json, workers=max(1, args.workers), resume=args.resume,
                           redetect_every=args.redetect_every, smooth=not args.no_smooth, max_frames=args.max_frames,
-                          min_score=args.min_score)
+                          min_score=args.min_score, flip_tta=args.flip_tta)
     report = predict(args.inputs, opts, webcam=args.webcam)
     print(summary_line(report), file=sys.stderr)
     if report.failures:
@@ -299,6 +300,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", default=None, metavar="OUT", help="write the full results here")
     p.add_argument("--ced", default=None, metavar="OUT.png", help="plot the CED curve")
     p.add_argument("--asm-blend", type=float, default=0.0, help="blend predictions towards their ASM projection")
+    p.add_argument("--flip-tta", action="store_true", help="average with the mirrored face (2x network time)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=32)
     p.set_defaults(func=cmd_evaluate)
@@ -328,7 +330,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from .detect import make_detector
 
         detector = make_detector(args.detector)
-    res = evaluate(model, records, args.norm, detector, args.batch_size, args.asm_blend)
+    res = evaluate(model, records, args.norm, detector, args.batch_size, args.asm_blend, flip_tta=args.flip_tta)
     res["annotation_errors"] = [str(e) for e in errors]
     for line in res["unreadable"]:
         print(f"asmnet: skipped: {line}", file=sys.stderr)

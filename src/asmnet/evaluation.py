@@ -65,6 +65,7 @@ def evaluate(
     batch_size: int = 32,
     asm_blend: float = 0.0,
     progress: bool = True,
+    flip_tta: bool = False,
 ) -> dict:
     """Evaluate on records; returns the summary dict of :func:`asmnet.metrics.summarize` plus
     per-folder and per-attribute NME, detector misses, quality scores and unreadable files."""
@@ -80,7 +81,7 @@ def evaluate(
             return
         crops = np.concatenate([c for _, c, _ in pending])
         mats = np.concatenate([m for _, _, m in pending])
-        units, pose, q = predict_crops(model, crops, batch_size, asm_blend)
+        units, pose, q = predict_crops(model, crops, batch_size, asm_blend, flip_tta)
         if not (np.isfinite(units).all() and np.isfinite(pose).all()):
             raise ModelError(None, f"model {model.info.name!r} predicts NaN or infinite values (corrupt weights?)")
         preds.extend(units_to_image(units, mats, model.info))

@@ -41,6 +41,7 @@ class PredictOptions:
     smooth: bool = True
     max_frames: int | None = None
     min_score: float | None = None  # drop detections scoring below this
+    flip_tta: bool = False  # average with the mirrored face (2x network time)
 
 
 @dataclass
@@ -105,7 +106,7 @@ def _make_aligner(opts: PredictOptions):
     from .api import FaceAligner
 
     return FaceAligner(opts.model, detector=opts.detector, backend=opts.backend, threads=opts.threads or 1,
-                       min_score=opts.min_score)
+                       min_score=opts.min_score, flip_tta=opts.flip_tta)
 
 
 def _init_worker(opts: PredictOptions) -> None:
@@ -261,7 +262,7 @@ def _track(source: str | int, opts: PredictOptions, sink, report: PredictReport,
         return
     try:
         aligner = FaceAligner(opts.model, detector=opts.detector, backend=opts.backend, threads=opts.threads,
-                          min_score=opts.min_score)
+                          min_score=opts.min_score, flip_tta=opts.flip_tta)
     except BaseException:
         cap.release()
         raise
