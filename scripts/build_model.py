@@ -21,7 +21,7 @@ import numpy as np
 from asmnet.benchmark import cpu_name
 from asmnet.evaluation import evaluate, read_keys
 from asmnet.fileio import write_json_atomic, write_text_atomic
-from asmnet.formats import load_faces
+from asmnet.formats import load_many
 from asmnet.runtime import load_model
 from asmnet.training.checkpoint import load_checkpoint, save_checkpoint
 from asmnet.training.export import export_model
@@ -73,7 +73,7 @@ def main() -> None:
 
     out, run = Path(args.out), Path(args.run_dir)
     keys = read_keys(run / "split.json")
-    all_records = [r for d in args.data for r in load_faces(d)[0]]
+    all_records = load_many(args.data)[0]
     records = [r for r in all_records if r.key in keys]
     float_dir = out.with_name(out.name + "-fp32") if args.int8 else out
     report = export_model(args.checkpoint, float_dir, float_dir.name)

@@ -309,15 +309,11 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate
     from .fileio import write_json_atomic
-    from .formats import load_faces
+    from .formats import load_many
     from .runtime import load_model
 
     model = load_model(args.model, backend=args.backend, threads=args.threads)
-    records, errors = [], []
-    for path in args.data:
-        recs, errs = load_faces(path, n_points=model.info.markup.n_points)
-        records += recs
-        errors += errs
+    records, errors = load_many(args.data, n_points=model.info.markup.n_points)
     for err in errors:
         print(f"asmnet: skipped: {err}", file=sys.stderr)
     if args.keys:
@@ -380,14 +376,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         from pathlib import Path
 
         from .evaluation import read_keys
-        from .formats import load_faces
+        from .formats import load_many
         from .training.quantize import quantize_package
 
         package = Path(rep["json"]).parent
         if Path(args.out).suffix == ".onnx":
             return _fail("--int8 needs a package folder as --out")
         skip = read_keys(args.exclude_keys) if args.exclude_keys else set()
-        records = [r for d in args.calib_data for r in load_faces(d)[0] if r.key not in skip]
+        records = [r for r in load_many(args.calib_data)[0] if r.key not in skip]
         q = quantize_package(package, package.with_name(package.name + "-int8"), records, args.calib_count)
         print(f"wrote {q['out']}: INT8 model {q['bytes_int8'] / 1e6:.1f} MB (float {q['bytes_float'] / 1e6:.1f} MB), "
               f"calibrated on {q['calibration_faces']} faces")

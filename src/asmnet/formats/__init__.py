@@ -1,6 +1,6 @@
 """Readers for face annotations and images: iBUG .pts, pose.csv, WFLW lists, 300W-LP .mat."""
 
-from asmnet.formats.faces import FaceRecord, load_faces
+from asmnet.formats.faces import FaceRecord, load_faces, load_many
 from asmnet.formats.image import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
@@ -19,6 +19,7 @@ __all__ = [
     "FaceRecord",
     "decode_image_array",
     "load_faces",
+    "load_many",
     "read_image",
     "read_pose_csv",
     "read_pose_mat",

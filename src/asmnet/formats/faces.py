@@ -269,3 +269,14 @@ def load_faces(path: str | Path, n_points: int | None = None) -> tuple[list[Face
     if not faces:
         raise _nothing_loaded(source, errors)
     return faces, errors
+
+
+def load_many(paths: list[str | Path], n_points: int | None = None) -> tuple[list[FaceRecord], list[DataError]]:
+    """:func:`load_faces` over several sources (``--data`` repeated), in the order given."""
+    records: list[FaceRecord] = []
+    errors: list[DataError] = []
+    for path in paths:
+        recs, errs = load_faces(path, n_points=n_points)
+        records += recs
+        errors += errs
+    return records, errors

@@ -33,9 +33,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .. import __version__
-from ..errors import AsmnetError, DataError
+from ..errors import AsmnetError
 from ..fileio import write_json_atomic, write_text_atomic
-from ..formats import FaceRecord, load_faces
+from ..formats import load_many
 from ..geometry import CROP_SCALE
 from ..markup import markup_for
 from ..metrics import nme as nme_percent
@@ -133,15 +133,6 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
         return (step + 1) / warmup_steps
     t = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t))
-
-
-def load_records(cfg: TrainConfig) -> tuple[list[FaceRecord], list[DataError]]:
-    records, errors = [], []
-    for folder in cfg.data:
-        recs, errs = load_faces(folder, n_points=cfg.points)
-        records += recs
-        errors += errs
-    return records, errors
 
 
 def fit_shape_model(train: list[FaceRegion], cfg: TrainConfig) -> ShapeModel:
@@ -300,7 +291,7 @@ class Run:
 
     def _load_data(self) -> None:
         cfg = self.cfg
-        records, errors = load_records(cfg)
+        records, errors = load_many(cfg.data, n_points=cfg.points)
         keys = [r.key for r in records]
         train_idx, val_idx, split = split_keys(keys, cfg.val_fraction, cfg.group_pattern, cfg.split_seed)
         if not train_idx:
