@@ -209,11 +209,9 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import cv2
-
     from .api import FaceAligner
-    from .draw import draw_faces
-    from .fileio import write_atomic, write_json_atomic
+    from .draw import draw_faces, write_image
+    from .fileio import write_json_atomic
     from .formats import read_image
 
     out = Path(args.out)
@@ -225,12 +223,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         except ImportError:
             return _fail("the demo photo comes from scikit-image: pip install 'asmnet[demo]' (or pass --image)")
         image, name = np.ascontiguousarray(data.astronaut()[:, :, ::-1]), "astronaut"
-        ok, png = cv2.imencode(".png", image)
-        write_atomic(out / f"{name}.png", lambda p: p.write_bytes(png.tobytes()))
+        write_image(out / f"{name}.png", image)
     aligner = FaceAligner(args.model, detector=args.detector, min_score=args.min_score)
     faces = aligner(image, channel_order="bgr")
-    ok, jpg = cv2.imencode(".jpg", draw_faces(image, faces), [cv2.IMWRITE_JPEG_QUALITY, 92])
-    write_atomic(out / f"{name}_annotated.jpg", lambda p: p.write_bytes(jpg.tobytes()))
+    write_image(out / f"{name}_annotated.jpg", draw_faces(image, faces))
     record = {"file": args.image or f"{name}.png", "frame": None, "image_size": [image.shape[1], image.shape[0]],
               "model": aligner.model.info.name, "detector": aligner.detector.name, "faces": [f.to_dict() for f in faces]}
     write_json_atomic(out / f"{name}.json", record)

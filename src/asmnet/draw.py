@@ -9,10 +9,13 @@ axis v is therefore drawn as the orthographic projection ``(R @ v)`` -> ``(x, -y
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
 
+from asmnet.errors import DataError
+from asmnet.fileio import write_atomic
 from asmnet.pose import rotation_matrix
 
 Color = tuple[int, int, int]
@@ -192,3 +195,15 @@ def draw_faces(
             color,
         )
     return canvas
+
+
+def write_image(path: str | Path, image_bgr: np.ndarray, jpeg_quality: int = 92) -> None:
+    """Encode a BGR image by the file's suffix and write it atomically (folders are created);
+    :class:`DataError` when OpenCV cannot encode it, ``OSError`` when it cannot be written."""
+    path = Path(path)
+    suffix = path.suffix.lower() or ".png"
+    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if suffix in (".jpg", ".jpeg") else []
+    ok, buf = cv2.imencode(suffix, image_bgr, params)
+    if not ok:
+        raise DataError(path, "OpenCV could not encode the image")
+    write_atomic(path, lambda tmp: tmp.write_bytes(buf.tobytes()))

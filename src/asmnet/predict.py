@@ -153,15 +153,12 @@ def _process_image(task: tuple[str, str | None]) -> tuple[dict | None, str | Non
     if not all_finite(faces):
         return None, None, f"model {_ALIGNER.model.info.name!r} predicts NaN or infinite values (corrupt weights?)"
     if out_file:
-        from .draw import draw_faces
-        from .fileio import write_atomic
+        from .draw import draw_faces, write_image
 
         try:
-            Path(out_file).parent.mkdir(parents=True, exist_ok=True)
-            ok, buf = cv2.imencode(".jpg", draw_faces(image, faces), [cv2.IMWRITE_JPEG_QUALITY, 92])
-            if not ok:
-                return None, f"{path}: OpenCV could not encode the annotated image", None
-            write_atomic(out_file, lambda p: p.write_bytes(buf.tobytes()))
+            write_image(out_file, draw_faces(image, faces))
+        except DataError as exc:
+            return None, str(exc), None
         except OSError as exc:
             return None, f"{out_file}: cannot write the annotated image ({exc.strerror or exc})", None
     return image_record(path, None, image.shape, faces, _ALIGNER.model.info.name), None, None
