@@ -38,8 +38,8 @@ from ..fileio import write_json_atomic, write_text_atomic
 from ..formats import load_many
 from ..geometry import CROP_SCALE
 from ..markup import markup_for
+from ..metrics import failure_rate, pose_mae
 from ..metrics import nme as nme_percent
-from ..metrics import pose_mae
 from ..nn import build_model, count_parameters
 from ..nn.losses import ASMLoss
 from ..shape_model import ShapeModel
@@ -199,8 +199,8 @@ def validation_metrics(pred: np.ndarray, pred_pose: np.ndarray, val_data, val_ke
     out = {
         "val_nme": float(nmes.mean()),
         "val_nme_median": float(np.median(nmes)),
-        "val_fr_0.08": float((nmes > 8).mean() * 100),
-        "val_fr_0.10": float((nmes > 10).mean() * 100),
+        "val_fr_0.08": failure_rate(nmes, 8.0),
+        "val_fr_0.10": failure_rate(nmes, 10.0),
         "val_pose_mae": pose_mae(pred_pose, poses.numpy()),
     }
     folders = np.array([k.split("/", 1)[0] for k in val_keys])
