@@ -13,7 +13,7 @@ from asmnet.cli import main
 from asmnet.errors import ModelError
 from asmnet.training.augment import AugmentConfig
 from asmnet.training.checkpoint import load_checkpoint
-from asmnet.training.trainer import TrainConfig, train
+from asmnet.training.trainer import Run, TrainConfig, train
 
 
 def config(data, out, epochs=2, **kw) -> TrainConfig:
@@ -148,3 +148,33 @@ def test_flip_tta_unflips_points_and_pose():
     units, pose, _ = predict_crops(Constant(), crops, flip_tta=True)
     assert np.allclose(units, face, atol=1e-9)
     assert np.allclose(pose, [0.0, 5.0, 0.0])
+
+
+def test_oversampled_faces_are_drawn_again_with_other_augmentations():
+    from asmnet.markup import markup_for
+    from asmnet.training.data import FaceDataset, FaceRegion
+
+    rng = np.random.default_rng(0)
+    pts = np.stack([rng.uniform(20, 80, 68), rng.uniform(20, 80, 68)], 1)
+    regions = [FaceRegion(rng.integers(0, 255, (100, 100, 3), dtype=np.uint8), pts, None) for _ in range(2)]
+    plain = FaceDataset(regions, 32, markup_for(68), AugmentConfig())
+    twice = FaceDataset(regions, 32, markup_for(68), AugmentConfig(), repeats=[1, 2])
+    assert len(plain) == 2 and len(twice) == 3 and twice.sources == [0, 1, 1]
+    # items of the regions drawn once are the very samples a plain run draws
+    assert all(torch.equal(a, b) for a, b in zip(plain[(0, 4)][:2], twice[(0, 4)][:2]))  # pose: NaN
+    assert not torch.equal(twice[(1, 4)][1], twice[(2, 4)][1])  # the copy has its own augmentation
+    with pytest.raises(ValueError, match="one count"):
+        FaceDataset(regions, 32, markup_for(68), AugmentConfig(), repeats=[1, 0])
+
+
+def test_oversample_option_names_a_data_folder(synthetic_set, tmp_path, capsys):
+    out = tmp_path / "o"
+    args = ["train", "--data", str(synthetic_set), "--out", str(out), "--epochs", "1", "--input-size", "64",
+            "--width", "0.5", "--batch-size", "4", "--workers", "0", "--device", "cpu"]
+    assert main(args + ["--oversample", "lfpw_train=3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no training faces come from a folder named 'lfpw_train'" in err[0]
+    assert main(args + ["--oversample", "synth=x"]) == 2
+    assert "expected FOLDER=N" in capsys.readouterr().err
+    run = Run(config(synthetic_set, out, oversample={synthetic_set.name: 2}))
+    assert len(run.dataset) == 2 * len(run.train_regions)

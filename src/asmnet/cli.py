@@ -86,6 +86,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--group-pattern", default=None, metavar="REGEX",
                    help="regex on the stem whose first group names a group kept on one side of the split "
                    r"(video clips: '^(?:testcsv_)?([A-Za-z][A-Za-z_.'-]*_\d)\d$' for Udacity frames)")
+    p.add_argument("--oversample", action="append", default=[], metavar="FOLDER=N",
+                   help="draw the training faces of the data folder FOLDER N times per epoch; repeatable")
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
@@ -99,6 +101,17 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dist-timeout", type=float, default=15.0, metavar="MIN",
                    help="DDP: a rank that waits this many minutes for the others fails the job")
     p.set_defaults(func=cmd_train, _train_parser=p)
+
+
+def _parse_oversample(items: list[str]) -> dict[str, int]:
+    """``["lfpw_train=3"]`` -> ``{"lfpw_train": 3}``; a malformed item is a usage error."""
+    out: dict[str, int] = {}
+    for item in items:
+        folder, _, times = item.rpartition("=")
+        if not folder or not times.isdigit() or int(times) < 1:
+            raise AsmnetError(f"--oversample {item!r}: expected FOLDER=N with a whole number N >= 1")
+        out[folder] = int(times)
+    return out
 
 
 def _train_argv(args: argparse.Namespace) -> list[str]:
@@ -161,7 +174,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         crop_scale=args.crop_scale, label_origin=args.label_origin,
         val_fraction=args.val_fraction, group_pattern=args.group_pattern, split_seed=args.split_seed,
         seed=args.seed, workers=args.workers, device=args.device, dropout=args.dropout,
-        sync_bn=not args.no_sync_bn,
+        sync_bn=not args.no_sync_bn, oversample=_parse_oversample(args.oversample),
     )
     ctx = distributed.env_context()
     if not ctx.enabled:

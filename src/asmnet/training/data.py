@@ -72,6 +72,8 @@ class FaceDataset(Dataset):
 
     Each sample's randomness comes from (seed, epoch, index) alone, so a run gives the same
     samples whatever the number of workers, and a resumed run repeats them exactly.
+    ``repeats`` (one count per region, default 1) oversamples regions: every copy is an item of
+    its own, so the copies of one face in an epoch get different augmentations.
     """
 
     def __init__(
@@ -82,17 +84,22 @@ class FaceDataset(Dataset):
         augment: AugmentConfig,
         seed: int = 0,
         crop_scale: float = CROP_SCALE,
+        repeats: list[int] | None = None,
     ):
         self.regions, self.out_size, self.markup = regions, out_size, markup
         self.augment, self.seed, self.crop_scale = augment, seed, crop_scale
+        if repeats is not None and (len(repeats) != len(regions) or min(repeats, default=1) < 1):
+            raise ValueError("repeats needs one count >= 1 per region")
+        # item -> region; without repeats the identity, so plain runs draw the samples they always did
+        self.sources = [i for i, n in enumerate(repeats or [1] * len(regions)) for _ in range(n)]
 
     def __len__(self) -> int:
-        return len(self.regions)
+        return len(self.sources)
 
     def __getitem__(self, item: tuple[int, int] | int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         index, epoch = item if isinstance(item, tuple) else (item, 0)
         rng = np.random.default_rng([self.seed, epoch, index])
-        r = self.regions[index]
+        r = self.regions[self.sources[index]]
         crop, targets, pose = make_sample(
             r.image, r.points, r.pose, self.out_size, self.markup, rng, self.augment, self.crop_scale
         )

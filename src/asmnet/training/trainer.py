@@ -82,6 +82,9 @@ class TrainConfig:
     # positions; predictions get the origin added back (the files' convention).
     label_origin: float = 1.0
     val_fraction: float = 0.12
+    # training faces of a data folder drawn this many times per epoch ({"lfpw_train": 3}): a small,
+    # varied set is not drowned by thousands of near-duplicate video frames
+    oversample: dict = field(default_factory=dict)
     group_pattern: str | None = None
     split_seed: int = 0
     seed: int = 0
@@ -306,6 +309,13 @@ class Run:
         for err in self.failures:
             self._log(f"skipped: {err}")
         self.val_keys = [records[val_idx[i]].key for i in kept_v]
+        train_keys = [records[train_idx[i]].key for i in kept]
+        self.train_repeats = [int(cfg.oversample.get(k.split("/", 1)[0], 1)) for k in train_keys]
+        for folder, times in cfg.oversample.items():
+            n = sum(k.split("/", 1)[0] == folder for k in train_keys)
+            if n == 0:
+                raise AsmnetError(f"--oversample {folder}={times}: no training faces come from a folder named {folder!r}")
+            self._log(f"oversampling {folder}: {n} training faces x {times} per epoch")
         self.train_regions, self.val_regions = train_regions, val_regions
         self._log(f"data: {len(train_regions)} training faces, {len(val_regions)} validation faces "
                   f"({split['n_val_groups']} groups), {len(self.failures)} skipped")
@@ -341,7 +351,7 @@ class Run:
             self._wrap_ddp()
         self.loss_fn = ASMLoss(self.shape_model, cfg.loss, cfg.point_loss, cfg.pose_weight, cfg.head_l2).to(self.device)
         self.dataset = FaceDataset(self.train_regions, cfg.input_size, self.markup,
-                                   AugmentConfig(**cfg.augment), cfg.seed, cfg.crop_scale)
+                                   AugmentConfig(**cfg.augment), cfg.seed, cfg.crop_scale, self.train_repeats)
         if self.dist.enabled:  # whole global batches, each rank its share of every one
             self.sampler = EpochSampler(len(self.dataset), cfg.seed, rank=self.dist.rank,
                                         world_size=self.dist.world_size, batch_size=cfg.batch_size)
