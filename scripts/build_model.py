@@ -200,11 +200,13 @@ def peers_and_ablation(card: dict) -> str:
 def render_card(card: dict) -> str:
     v, t = card["validation"], card["training"]
     earlier = "".join(
-        f"- Started from an earlier stage: {e['epochs_done']} epochs ({e['wall_time_s']:.0f} s on {e['device']}, "
+        f"- Earlier stage {i} of {len(t.get('earlier_stages', []))} (this run started from the last one): {e['epochs_done']} epochs ({e['wall_time_s']:.0f} s on {e['device']}, "
         f"torch {e['torch']}), loss `{e['config']['loss']}` / `{e['config']['point_loss']}`, "
         f"{e['config']['input_size']} px, lr {e['config']['lr']}, batch {e['config']['batch_size']}, "
         f"planned {e['config']['epochs']} epochs; its best validation NME {e['best']['val_nme']:.3f} %.\n"
-        for e in t.get("earlier_stages", []))
+        for i, e in enumerate(t.get("earlier_stages", []), 1))
+    extras = [f"EMA of the weights {t['config']['ema']}"] if t["config"].get("ema") else []
+    extras += [f"training faces of `{f}` drawn {n}x per epoch" for f, n in (t["config"].get("oversample") or {}).items()]
     rows = "\n".join(f"| {f} | {d['n']} | {d['nme_mean']:.2f} | {d['nme_median']:.2f} |" for f, d in v["per_folder"].items())
     speed = "\n".join(f"| {s['threads']} | {s['batch']} | {s['ms_per_face_median']:.2f} | {s['ms_per_face_p90']:.2f} |"
                       for s in card["speed"]["landmark_stage"])
@@ -223,7 +225,7 @@ ASMNet ({card['architecture']}, {card['parameters']:,} parameters), {card['input
 - Config: loss `{t['config']['loss']}` (point distance `{t['config']['point_loss']}`), shape model
   {card['shape_model']['components']} components ({card['shape_model']['explained']:.1%} of variance, asked {card['shape_model']['variance_share']:.0%}),
   AdamW lr {t['config']['lr']}, batch {t['config']['batch_size']}, planned {t['config']['epochs']} epochs,
-  seed {t['config']['seed']}.
+  seed {t['config']['seed']}{''.join('; ' + x for x in extras)}.
 - Ran {t['epochs_done']} epochs ({t['wall_time_s']:.0f} s on {t['device']}, torch {t['torch']}); best
   validation epoch {t['best_epoch']} (selected on validation NME); commit {t['git_commit']}.
 {earlier}
