@@ -39,7 +39,7 @@ import numpy as np
 
 from asmnet.detect import box_iou
 from asmnet.errors import DataError
-from asmnet.formats import FaceRecord, load_faces, read_image
+from asmnet.formats import FaceRecord, key_folder, load_many, read_image
 from asmnet.geometry import box_center_size, tight_box
 from asmnet.metrics import nme, plot_ced, summarize
 from asmnet.training.split import split_keys
@@ -106,13 +106,10 @@ def box_to_rect(box: np.ndarray):
 
 def load_records(folders: list[str]) -> tuple[list[FaceRecord], list[str]]:
     """Records of all folders in the order given (as the trainer concatenates them)."""
-    records: list[FaceRecord] = []
-    for folder in folders:
-        recs, errors = load_faces(folder, n_points=68)
-        for err in errors:
-            print(f"skipped: {err}", file=sys.stderr)
-        records += recs
-    return records, [r.key.split("/", 1)[0] for r in records]
+    records, errors = load_many(folders, n_points=68)
+    for err in errors:
+        print(f"skipped: {err}", file=sys.stderr)
+    return records, [key_folder(r.key) for r in records]
 
 
 def detect(detector, face: Face, image: np.ndarray) -> None:

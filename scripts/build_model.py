@@ -199,12 +199,13 @@ def peers_and_ablation(card: dict) -> str:
 
 def render_card(card: dict) -> str:
     v, t = card["validation"], card["training"]
+    stages = t.get("earlier_stages", [])
     earlier = "".join(
-        f"- Earlier stage {i} of {len(t.get('earlier_stages', []))} (this run started from the last one): {e['epochs_done']} epochs ({e['wall_time_s']:.0f} s on {e['device']}, "
+        f"- Earlier stage {i} of {len(stages)} (this run started from the last one): {e['epochs_done']} epochs ({e['wall_time_s']:.0f} s on {e['device']}, "
         f"torch {e['torch']}), loss `{e['config']['loss']}` / `{e['config']['point_loss']}`, "
         f"{e['config']['input_size']} px, lr {e['config']['lr']}, batch {e['config']['batch_size']}, "
         f"planned {e['config']['epochs']} epochs; its best validation NME {e['best']['val_nme']:.3f} %.\n"
-        for i, e in enumerate(t.get("earlier_stages", []), 1))
+        for i, e in enumerate(stages, 1))
     extras = [f"EMA of the weights {t['config']['ema']}"] if t["config"].get("ema") else []
     extras += [f"training faces of `{f}` drawn {n}x per epoch" for f, n in (t["config"].get("oversample") or {}).items()]
     rows = "\n".join(f"| {f} | {d['n']} | {d['nme_mean']:.2f} | {d['nme_median']:.2f} |" for f, d in v["per_folder"].items())

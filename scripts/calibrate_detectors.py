@@ -44,7 +44,7 @@ from asmnet.detect import (
 )
 from asmnet.errors import AsmnetError, DataError
 from asmnet.fileio import write_json_atomic
-from asmnet.formats import FaceRecord, load_faces, read_image
+from asmnet.formats import FaceRecord, key_folder, load_many, read_image
 from asmnet.geometry import tight_box
 from asmnet.training.split import split_keys
 
@@ -72,10 +72,6 @@ def subsample(indices: list[int], keys: list[str], limit: int | None) -> list[in
         return list(indices)
     ranked = sorted(indices, key=lambda i: hashlib.sha1(keys[i].encode()).hexdigest())
     return sorted(ranked[:limit], key=lambda i: keys[i])
-
-
-def folder_of(key: str) -> str:
-    return key.split("/", 1)[0]
 
 
 def run_detector(
@@ -130,7 +126,7 @@ def miss_stats(matched: list[Detection | None], faces: list[FaceRecord], extra: 
     """n, miss rate and false alarms (unmatched detections per image), overall and per data folder."""
     per: dict[str, list[bool]] = defaultdict(list)
     for det, face in zip(matched, faces):
-        per[folder_of(face.key)].append(det is None)
+        per[key_folder(face.key)].append(det is None)
     n = len(faces)
     return {
         "n": n,
@@ -155,16 +151,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cv2.setNumThreads(1)
 
-    records: list[FaceRecord] = []
-    for source in args.data:
-        try:
-            faces, errors = load_faces(source)
-        except AsmnetError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        for err in errors:
-            print(f"skipped: {err}", file=sys.stderr)
-        records.extend(faces)
+    try:
+        records, errors = load_many(args.data)
+    except AsmnetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for err in errors:
+        print(f"skipped: {err}", file=sys.stderr)
     keys = [r.key for r in records]
     train_idx, val_idx, split = split_keys(keys, args.val_fraction, args.group_pattern, args.split_seed)
     print(f"{len(records)} faces: {len(train_idx)} training (calibration), {len(val_idx)} validation "

@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .errors import DataError, ModelError
-from .formats import FaceRecord, read_image
+from .formats import FaceRecord, key_folder, read_image
 from .formats.image import max_pixels_limit
 from .formats.wflw import WFLW_ATTRIBUTES
 from .geometry import tight_box
@@ -146,7 +146,7 @@ def summarize_results(model, kept, preds, poses, quality, norm, failures, misses
         item["quality"] = float(q)
     folders = defaultdict(list)
     for r, e in zip(kept, nmes):
-        folders[r.key.split("/", 1)[0]].append(e)
+        folders[key_folder(r.key)].append(e)
     out["per_folder"] = {f: {"n": len(v), "nme_mean": float(np.mean(v)), "nme_median": float(np.median(v))}
                          for f, v in sorted(folders.items())}
     if any(r.attributes for r in kept):

@@ -1,6 +1,6 @@
 """Readers for face annotations and images: iBUG .pts, pose.csv, WFLW lists, 300W-LP .mat."""
 
-from asmnet.formats.faces import FaceRecord, load_faces, load_many
+from asmnet.formats.faces import FaceRecord, key_folder, load_faces, load_many
 from asmnet.formats.image import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
@@ -18,6 +18,7 @@ __all__ = [
     "WFLW_ATTRIBUTES",
     "FaceRecord",
     "decode_image_array",
+    "key_folder",
     "load_faces",
     "load_many",
     "read_image",

@@ -30,6 +30,11 @@ MAX_COORDINATE = 1e7
 _EYE_CORNERS = {68: (36, 45), 98: (60, 72)}
 
 
+def key_folder(key: str) -> str:
+    """The dataset folder a :attr:`FaceRecord.key` names (its first part): per-folder metrics, oversampling."""
+    return key.split("/", 1)[0]
+
+
 @dataclass(eq=False)
 class FaceRecord:
     """One annotated face.

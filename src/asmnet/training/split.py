@@ -11,6 +11,8 @@ import hashlib
 import re
 from collections import Counter
 
+from ..formats.faces import key_folder
+
 # Udacity / YouTube Faces frames: "Person_Name_VF" (clip V, frame F), optionally "testcsv_"-prefixed.
 UDACITY_CLIP_PATTERN = r"^(?:testcsv_)?([A-Za-z][A-Za-z_.'-]*_\d)\d$"
 
@@ -39,7 +41,7 @@ def split_keys(
     val = [i for i, g in enumerate(groups) if in_validation(g, fraction, split_seed)]
     val_set = set(val)
     train = [i for i in range(len(keys)) if i not in val_set]
-    per_folder = Counter(k.split("/", 1)[0] for k in (keys[i] for i in val))
+    per_folder = Counter(key_folder(keys[i]) for i in val)
     info = {
         "fraction": fraction,
         "group_pattern": group_pattern,

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from .. import __version__
 from ..errors import AsmnetError
 from ..fileio import write_json_atomic, write_text_atomic
-from ..formats import load_many
+from ..formats import key_folder, load_many
 from ..geometry import CROP_SCALE
 from ..markup import markup_for
 from ..metrics import failure_rate, pose_mae
@@ -206,7 +206,7 @@ def validation_metrics(pred: np.ndarray, pred_pose: np.ndarray, val_data, val_ke
         "val_fr_0.10": failure_rate(nmes, 10.0),
         "val_pose_mae": pose_mae(pred_pose, poses.numpy()),
     }
-    folders = np.array([k.split("/", 1)[0] for k in val_keys])
+    folders = np.array([key_folder(k) for k in val_keys])
     out["val_nme_per_folder"] = {str(f): float(nmes[folders == f].mean()) for f in sorted(set(folders))}
     return out
 
@@ -309,10 +309,10 @@ class Run:
         for err in self.failures:
             self._log(f"skipped: {err}")
         self.val_keys = [records[val_idx[i]].key for i in kept_v]
-        train_keys = [records[train_idx[i]].key for i in kept]
-        self.train_repeats = [int(cfg.oversample.get(k.split("/", 1)[0], 1)) for k in train_keys]
+        train_folders = [key_folder(records[train_idx[i]].key) for i in kept]
+        self.train_repeats = [int(cfg.oversample.get(f, 1)) for f in train_folders]
         for folder, times in cfg.oversample.items():
-            n = sum(k.split("/", 1)[0] == folder for k in train_keys)
+            n = train_folders.count(folder)
             if n == 0:
                 raise AsmnetError(f"--oversample {folder}={times}: no training faces come from a folder named {folder!r}")
             self._log(f"oversampling {folder}: {n} training faces x {times} per epoch")
