@@ -17,6 +17,7 @@ from . import __version__
 from .errors import AsmnetError
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 130
+MODEL_HELP = "a shipped model's name (asmnet models lists them; default: default), a model folder, .onnx or .pt"
 
 
 def _fail(msg: str) -> int:
@@ -211,7 +212,7 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="landmarks + pose on a public-domain photo (skimage's astronaut)")
     p.add_argument("--out", default="asmnet-demo", metavar="DIR")
     p.add_argument("--image", default=None, help="use this image instead of the astronaut")
-    p.add_argument("--model", default=None)
+    p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--detector", default="auto")
     p.add_argument("--min-score", type=float, default=0.3,
                    help="drop detections scoring below this (default %(default)s: dlib's HOG also fires at ~0.1 "
@@ -259,7 +260,7 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--webcam", nargs="?", const=0, type=int, default=None, metavar="INDEX")
     p.add_argument("--out", default=None, metavar="DIR", help="write annotated images / videos here")
     p.add_argument("--json", default=None, metavar="FILE", help="JSON Lines output, one record per image/frame")
-    p.add_argument("--model", default=None, help="model folder, .onnx or .pt (default: the shipped model)")
+    p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--detector", default="auto", help="auto, dlib-hog, dlib-cnn, haar, yunet")
     p.add_argument("--min-score", type=float, default=None, help="drop detections scoring below this")
     p.add_argument("--flip-tta", action="store_true", help="average with the mirrored face (2x network time)")
@@ -299,7 +300,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
                        "the ground-truth points; --detector puts a real detector in the loop.")
     p.add_argument("--data", action="append", required=True, metavar="PATH",
                    help="300W-layout folder, WFLW list (.txt) or .mat folder; repeatable")
-    p.add_argument("--model", default=None, help="model folder, .onnx or .pt (default: the shipped model)")
+    p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--backend", default="auto", choices=("auto", "onnx", "torch"))
     p.add_argument("--keys", default=None, metavar="FILE",
                    help="evaluate only these faces: a run's split.json (its validation keys) or a text "
@@ -403,7 +404,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def add_benchmark(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("benchmark", help="ms per face: detector, landmark stage, whole pipeline")
     p.add_argument("--image", default=None, help="a photo with a face (default: skimage's astronaut)")
-    p.add_argument("--model", default=None)
+    p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--detector", default="auto")
     p.add_argument("--backends", default="onnx,torch", help="comma-separated: onnx,torch")
     p.add_argument("--seconds", type=float, default=1.0, help="minimum time per measurement")
@@ -432,6 +433,56 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- models ------------------------------------------------------------------------------------
+def add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="the shipped models (use their names with --model) and their validation numbers",
+                       description="Lists the models shipped inside asmnet with the validation numbers of their "
+                       "model cards (our validation split, ground-truth boxes, inter-ocular NME).")
+    p.add_argument("--json", default=None, metavar="OUT", help="also write the table as JSON")
+    p.set_defaults(func=cmd_models)
+
+
+def model_rows() -> list[dict]:
+    """One row per shipped model: name, input, precision, validation numbers from its card."""
+    from .runtime import DEFAULT_MODEL, MODELS_DIR, read_model_json, shipped_models
+
+    rows = []
+    for name in shipped_models():
+        info = read_model_json(MODELS_DIR / name / "model.json")
+        val = info.card.get("validation") or {}
+        folders = val.get("per_folder") or {}
+        rows.append({
+            "name": name, "default": name == DEFAULT_MODEL, "input_size": info.input_size,
+            "points": info.markup.n_points, "precision": str(info.card.get("precision", "?")).split(" ")[0],
+            "parameters": info.card.get("parameters"), "val_faces": val.get("n"), "nme_mean": val.get("nme_mean"),
+            "nme_lfpw": (folders.get("lfpw_train") or {}).get("nme_mean"),
+            "nme_udacity": (folders.get("udacity_train") or {}).get("nme_mean"),
+            "fr_0.10": val.get("fr_0.10"), "auc_0.08": val.get("auc_0.08"),
+            "detectors": sorted(info.calibrations), "path": str(MODELS_DIR / name),
+        })
+    return rows
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    def cell(value, fmt: str = "{:.2f}") -> str:
+        return "-" if value is None else fmt.format(value)
+
+    rows = model_rows()
+    print(f"{'model':<14} {'input':>5} {'precision':<9} {'NME %':>6} {'LFPW':>6} {'Udacity':>7} {'FR@10 %':>7} "
+          f"{'AUC@0.08':>8}  detectors with a box calibration")
+    for r in rows:
+        print(f"{r['name'] + (' *' if r['default'] else ''):<14} {r['input_size']:>5} {r['precision']:<9} "
+              f"{cell(r['nme_mean']):>6} {cell(r['nme_lfpw']):>6} {cell(r['nme_udacity']):>7} {cell(r['fr_0.10']):>7} "
+              f"{cell(r['auc_0.08'], '{:.3f}'):>8}  {', '.join(r['detectors']) or '-'}")
+    print("* the default. Validation: our split of lfpw_train + udacity_train, ground-truth boxes, inter-ocular NME "
+          "(model cards: MODEL_CARD.md in each folder). Use a name with --model NAME or FaceAligner(model=NAME).")
+    if args.json:
+        from .fileio import write_json_atomic
+
+        write_json_atomic(args.json, rows)
+    return EXIT_OK
+
+
 # -- entry point -------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asmnet", description=__doc__.splitlines()[0])
@@ -442,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = [add_demo, add_predict, add_evaluate, add_train, add_export, add_benchmark, add_info]
+COMMANDS = [add_demo, add_predict, add_evaluate, add_train, add_export, add_benchmark, add_info, add_models]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,7 +22,9 @@ from .shape_model import ShapeModel
 
 MODEL_FORMAT = "asmnet-model"
 MODEL_VERSION = 1
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "models" / "default"
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+DEFAULT_MODEL = "default"  # the shipped model FaceAligner() and every command load by default
+DEFAULT_MODEL_DIR = MODELS_DIR / DEFAULT_MODEL
 BACKENDS = ("auto", "onnx", "torch")
 
 
@@ -185,23 +187,45 @@ def read_model_json(path: Path) -> ModelInfo:
     return ModelInfo.from_json(data, path)
 
 
+def shipped_models() -> list[str]:
+    """Names of the model packages shipped inside asmnet (``default`` first)."""
+    names = sorted(p.parent.name for p in MODELS_DIR.glob("*/model.json"))
+    return sorted(names, key=lambda n: n != DEFAULT_MODEL)
+
+
+def resolve_model(model: str | Path | None) -> Path:
+    """The path of a model given by shipped name, path, or None (the default model).
+
+    A path that exists wins over a shipped name; anything else is looked up among
+    :func:`shipped_models`. Raises ModelError naming the shipped models when neither matches."""
+    if model is None:
+        return DEFAULT_MODEL_DIR
+    path = Path(model)
+    if path.exists():
+        return path
+    if isinstance(model, str) and model in shipped_models():
+        return MODELS_DIR / model
+    raise ModelError(path, "no such model file or folder, nor a shipped model "
+                     f"({', '.join(shipped_models()) or 'none installed'})")
+
+
 def load_model(path: str | Path | None = None, backend: str = "auto", threads: int | None = None) -> LandmarkModel:
-    """Load a model package folder, an ``.onnx`` file (with its ``.json``) or a ``.pt`` checkpoint.
+    """Load a shipped model by name (``"default"``, ``"default-fp32"``, ``"paper224"``), a model
+    package folder, an ``.onnx`` file (with its ``.json``) or a ``.pt`` checkpoint.
 
     ``path=None`` loads the default model shipped in the package. ``backend="auto"`` prefers ONNX
-    Runtime and falls back to PyTorch when the package has no ONNX file.
+    Runtime and falls back to PyTorch when the package has no ONNX file. Raises ModelError for a
+    missing or unreadable model, ValueError for an unknown backend.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    path = DEFAULT_MODEL_DIR if path is None else Path(path)
+    path = resolve_model(path)
     if path.is_dir():
         info = read_model_json(path / "model.json")
         onnx_file, weights = path / "model.onnx", path / "weights.pt"
         if backend == "torch" or (backend == "auto" and not onnx_file.exists() and weights.exists()):
             return TorchLandmarkModel(weights, info, threads)
         return OnnxLandmarkModel(onnx_file, info, threads)
-    if not path.exists():
-        raise ModelError(path, "no such model file or folder")
     if path.suffix == ".onnx":
         if backend == "torch":
             raise ModelError(path, "an .onnx file runs with the onnx backend only")

@@ -1,0 +1,57 @@
+"""Shipped models load by name everywhere (API, CLI) and ``asmnet models`` lists them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from asmnet import FaceAligner, ModelError
+from asmnet.cli import main
+from asmnet.runtime import DEFAULT_MODEL_DIR, MODELS_DIR, load_model, resolve_model, shipped_models
+
+pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "model.json").exists(), reason="no shipped model")
+
+
+def test_every_shipped_model_loads_by_name():
+    names = shipped_models()
+    assert names[0] == "default" and {"default-fp32", "paper224"} <= set(names)
+    for name in names:
+        model = load_model(name)
+        assert model.info.name == name and resolve_model(name) == MODELS_DIR / name
+    aligner = FaceAligner(model="paper224")
+    faces = aligner(np.zeros((300, 300, 3), np.uint8), boxes=[(100, 100, 200, 200)])
+    assert faces[0].landmarks.shape == (68, 2)
+
+
+def test_an_existing_path_wins_over_a_name_and_unknown_names_are_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "paper224").mkdir()  # a folder of that name here is what the user means
+    with pytest.raises(ModelError, match="model.json"):
+        load_model("paper224")
+    with pytest.raises(ModelError, match="nor a shipped model .default, default-fp32, paper224"):
+        load_model("nonesuch")
+
+
+def test_cli_takes_model_names(tmp_path, capsys):
+    image = tmp_path / "face.png"
+    import cv2
+
+    cv2.imwrite(str(image), np.full((64, 64, 3), 128, np.uint8))
+    for name in ("default", "default-fp32", "paper224"):
+        rc = main(["predict", str(image), "--model", name, "--json", str(tmp_path / f"{name}.jsonl")])
+        assert rc == 0, capsys.readouterr().err
+        assert json.loads((tmp_path / f"{name}.jsonl").read_text())["model"] == name
+    assert main(["predict", str(image), "--model", "nonesuch"]) == 2
+    assert "nor a shipped model" in capsys.readouterr().err
+
+
+def test_models_command_lists_validation_numbers(tmp_path, capsys):
+    assert main(["models", "--json", str(tmp_path / "models.json")]) == 0
+    out = capsys.readouterr().out
+    rows = json.loads((tmp_path / "models.json").read_text())
+    default = next(r for r in rows if r["name"] == "default")
+    card = json.loads((DEFAULT_MODEL_DIR / "validation.json").read_text())
+    assert default["default"] and default["nme_mean"] == pytest.approx(card["nme_mean"])
+    assert f"{card['nme_mean']:.2f}" in out and "paper224" in out and "dlib-hog" in out
