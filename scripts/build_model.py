@@ -22,8 +22,8 @@ from asmnet.benchmark import cpu_name
 from asmnet.evaluation import evaluate, read_keys
 from asmnet.fileio import write_json_atomic, write_text_atomic
 from asmnet.formats import load_many
+from asmnet.nn.checkpoint import load_checkpoint, save_checkpoint
 from asmnet.runtime import load_model
-from asmnet.training.checkpoint import load_checkpoint, save_checkpoint
 from asmnet.training.export import export_model
 from asmnet.training.quantize import quantize_package
 

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from asmnet.cli import _train_argv, build_parser, main
+from asmnet.nn.checkpoint import load_checkpoint, model_from_checkpoint
 from asmnet.training import distributed
-from asmnet.training.checkpoint import load_checkpoint, model_from_checkpoint
 from asmnet.training.data import EpochSampler
 
 # -- pieces ----------------------------------------------------------------------------------------
@@ -174,7 +174,8 @@ def test_two_processes_train_like_one_and_resume(synthetic_set, tmp_path, capfd)
         assert (ddp / name).stat().st_size > 0, name
 
     # the validation sharded over the ranks equals a single-process validation of the same weights
-    from asmnet.training.trainer import Run, TrainConfig, validate
+    from asmnet.training.config import TrainConfig
+    from asmnet.training.trainer import Run, validate
 
     run = Run(TrainConfig(data=[str(synthetic_set)], out=str(ddp), epochs=3, workers=0, device="cpu"), resume=True)
     again = validate(run.eval_model, run.val_data, run.val_keys, run.cfg, run.device)

@@ -24,7 +24,7 @@ import torch
 from conftest import make_synthetic_set
 
 from asmnet.cli import main
-from asmnet.training.checkpoint import load_checkpoint
+from asmnet.nn.checkpoint import load_checkpoint
 
 EPOCHS = 4
 TIMEOUT = 120.0  # seconds for any one process: far beyond what the run needs

@@ -41,9 +41,9 @@ from asmnet.formats.faces import MAX_COORDINATE
 from asmnet.formats.wflw import WFLW_ATTRIBUTES, parse_wflw_list
 from asmnet.geometry import crop_matrix, invert_affine, transform_points, warp
 from asmnet.markup import markup_for
+from asmnet.nn.checkpoint import load_checkpoint
 from asmnet.runtime import DEFAULT_MODEL_DIR, ModelInfo
 from asmnet.training.augment import AugmentConfig, make_sample
-from asmnet.training.checkpoint import load_checkpoint
 
 SHIPPED = (DEFAULT_MODEL_DIR / "model.json").exists()
 needs_shipped_model = pytest.mark.skipif(not SHIPPED, reason=f"no shipped model at {DEFAULT_MODEL_DIR}")

@@ -11,9 +11,10 @@ import torch
 
 from asmnet.cli import main
 from asmnet.errors import ModelError
+from asmnet.nn.checkpoint import load_checkpoint
 from asmnet.training.augment import AugmentConfig
-from asmnet.training.checkpoint import load_checkpoint
-from asmnet.training.trainer import Run, TrainConfig, train
+from asmnet.training.config import TrainConfig
+from asmnet.training.trainer import Run, train
 
 
 def config(data, out, epochs=2, **kw) -> TrainConfig:

@@ -1,4 +1,4 @@
-"""The ``asmnet`` command line: info, train, evaluate, predict, export, benchmark.
+"""The ``asmnet`` command line: demo, predict, evaluate, train, export, benchmark, info, models.
 
 Exit status: 0 when everything worked, 1 when some inputs failed (they are listed), 2 when nothing
 could be done (bad arguments, unreadable model, no usable input), 130 on Ctrl-C. Known problems
@@ -8,8 +8,11 @@ print one line ``asmnet: error: <file>: <problem>``, never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+import typing
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -25,13 +28,37 @@ def _fail(msg: str) -> int:
     return EXIT_FATAL
 
 
+# -- shared flags ------------------------------------------------------------------------------
+def add_model_flags(p: argparse.ArgumentParser, *, backend: bool = True, threads: bool = True,
+                    detector: str | None = "auto", detector_help: str | None = None,
+                    threads_help: str = "inference threads per process (default: ONNX Runtime's choice)") -> None:
+    """``--model`` and, as asked, ``--backend``, ``--threads`` and ``--detector`` (default
+    ``detector``), with the same meaning and help in every command that runs a model."""
+    from .runtime import BACKENDS
+
+    p.add_argument("--model", default=None, metavar="MODEL", help=MODEL_HELP)
+    if backend:
+        p.add_argument("--backend", default="auto", choices=BACKENDS,
+                       help="auto: ONNX Runtime, or PyTorch for a checkpoint (default: %(default)s)")
+    if threads:
+        p.add_argument("--threads", type=int, default=None, metavar="N", help=threads_help)
+    p.add_argument("--detector", default=detector, metavar="NAME",
+                   help=detector_help or "face detector: auto, dlib-hog, dlib-cnn, haar, yunet (default: %(default)s)")
+
+
 # -- info --------------------------------------------------------------------------------------
 def add_info(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="parameters and multiply-adds of a network configuration")
-    p.add_argument("--points", type=int, default=68, choices=(68, 98))
-    p.add_argument("--input-size", type=int, default=224)
-    p.add_argument("--width", type=float, default=1.0)
-    p.add_argument("--arch", default="asmnet", choices=("asmnet", "mnv2"))
+    from .training.config import TrainConfig
+
+    p = sub.add_parser("info", help="parameters and multiply-adds of a network configuration",
+                       description="Parameters and multiply-adds of a network configuration; the defaults "
+                       "are the shipped model's (and asmnet train's).")
+    # the defaults and help of the train flags: one source for both commands
+    defaults = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for name in ("points", "input_size", "width", "arch"):
+        f = defaults[name]
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(f.default), default=f.default,
+                       choices=f.metadata.get("choices"), help=f.metadata["help"] + " (default: %(default)s)")
     p.set_defaults(func=cmd_info)
 
 
@@ -48,70 +75,83 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 # -- train -------------------------------------------------------------------------------------
 def add_train(sub: argparse._SubParsersAction) -> None:
-    from .geometry import CROP_SCALE
+    from .training.config import TrainConfig
 
     p = sub.add_parser("train", help="train a model on annotated faces",
-                       description="Train ASMNet. Every epoch writes last.pt/best.pt atomically; "
-                       "--resume continues exactly where a run stopped. Data-parallel: --nproc N, or "
-                       "torchrun --nproc-per-node N -m asmnet train ... (docs/distributed.md).")
-    p.add_argument("--data", action="append", required=True, metavar="DIR",
-                   help="a 300W-layout folder (.pts beside images), a WFLW list or a .mat folder; repeatable")
-    p.add_argument("--out", required=True, metavar="DIR", help="run folder (checkpoints, metrics, card)")
+                       description="Train ASMNet. The defaults are the from-scratch recipe of the shipped "
+                       "model; --init fine-tunes from a checkpoint or model folder instead (the shipped model "
+                       "fine-tunes well: see --init). Every epoch writes "
+                       "last.pt/best.pt atomically; --resume continues exactly where a run stopped. Data-parallel: "
+                       "--nproc N, or torchrun --nproc-per-node N -m asmnet train ... (docs/distributed.md).")
+    add_config_flags(p, TrainConfig)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--stop-after", type=int, default=None, metavar="EPOCH",
                    help="stop after this epoch of the plan (continue later with --resume)")
-    p.add_argument("--points", type=int, default=68, choices=(68, 98))
-    p.add_argument("--input-size", type=int, default=128)
-    p.add_argument("--width", type=float, default=1.0)
-    p.add_argument("--arch", default="asmnet", choices=("asmnet", "mnv2"))
-    p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--batch-size", type=int, default=64,
-                   help="global batch: with N processes each takes batch/N per step (must divide evenly)")
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--init", default=None, metavar="PT", help="start from these weights and their shape model")
-    p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights (e.g. 0.999); 0 = off")
-    p.add_argument("--warmup-epochs", type=int, default=2)
-    p.add_argument("--loss", default="asm", choices=("asm", "mse"),
-                   help="asm: ASM-LOSS; mse: the same without the ASM term (baseline)")
-    p.add_argument("--point-loss", default="mse", choices=("mse", "l1"), help="distance of landmark terms")
-    p.add_argument("--variance", type=float, default=0.97, help="share of shape variance the ASM keeps")
-    p.add_argument("--pose-weight", type=float, default=1.0)
-    p.add_argument("--bn-momentum", type=float, default=0.01, help="BatchNorm running-stat momentum")
-    p.add_argument("--head-l2", type=float, default=0.0, help="L2 on the heads (the reference used 0.01)")
-    p.add_argument("--crop-scale", type=float, default=CROP_SCALE,
-                   help="crop side / landmark-box side (default %(default)s)")
-    p.add_argument("--label-origin", type=float, default=1.0,
-                   help="pixel index of the first pixel's centre in the annotations (iBUG .pts: 1; 0-based: 0)")
-    p.add_argument("--val-fraction", type=float, default=0.12)
-    p.add_argument("--group-pattern", default=None, metavar="REGEX",
-                   help="regex on the stem whose first group names a group kept on one side of the split "
-                   r"(video clips: '^(?:testcsv_)?([A-Za-z][A-Za-z_.'-]*_\d)\d$' for Udacity frames)")
-    p.add_argument("--oversample", action="append", default=[], metavar="FOLDER=N",
-                   help="draw the training faces of the data folder FOLDER N times per epoch; repeatable")
-    p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (under DDP: cpu, or cuda:LOCAL_RANK)")
-    p.add_argument("--dropout", type=float, default=0.3, help="dropout before the heads")
     p.add_argument("--nproc", type=int, default=None, metavar="N",
                    help="train with N processes on this machine: launches torchrun --standalone "
                    "--nproc-per-node N -m asmnet train with the other arguments")
-    p.add_argument("--no-sync-bn", action="store_true",
-                   help="DDP: BatchNorm statistics per process instead of over the global batch (faster)")
     p.add_argument("--dist-timeout", type=float, default=15.0, metavar="MIN",
                    help="DDP: a rank that waits this many minutes for the others fails the job")
     p.set_defaults(func=cmd_train, _train_parser=p)
 
 
-def _parse_oversample(items: list[str]) -> dict[str, int]:
+def add_config_flags(p: argparse.ArgumentParser, config_cls: type) -> None:
+    """One flag per field of a config dataclass, from its type, default and ``metadata["help"]``.
+
+    ``batch_size: int = 64`` gives ``--batch-size N`` (default 64); ``str | None`` gives a string
+    flag; ``list[str]`` and ``dict[str, int]`` give repeatable flags (``--data DIR``,
+    ``--oversample FOLDER=N``); a ``bool`` defaulting to True gives ``--no-NAME``. A field without
+    a default is a required flag; ``metadata["flag"] = False`` leaves a field out.
+    """
+    hints = typing.get_type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        meta = dict(f.metadata)
+        if not meta.pop("flag", True):
+            continue
+        text = meta.pop("help").replace("%", "%%")
+        name, kind = f.name.replace("_", "-"), hints[f.name]
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        origin = typing.get_origin(kind)
+        if kind is bool:
+            if f.default:
+                p.add_argument(f"--no-{name}", dest=f.name, action="store_false", help=text)
+            else:
+                p.add_argument(f"--{name}", dest=f.name, action="store_true", help=text)
+        elif origin in (list, dict):  # repeatable; dict items are KEY=N, checked by config_from_args
+            p.add_argument(f"--{name}", dest=f.name, action="append", required=required, default=None,
+                           help=text, **meta)
+        else:
+            scalar = next(t for t in typing.get_args(kind) if t is not type(None)) if origin else kind
+            if not required and f.default is not None:
+                text += " (default: %(default)s)"
+            meta.setdefault("metavar", {int: "N", float: "X"}.get(scalar, "TEXT"))
+            p.add_argument(f"--{name}", dest=f.name, type=scalar, required=required,
+                           default=None if required else f.default, help=text, **meta)
+
+
+def config_from_args(config_cls: type, args: argparse.Namespace) -> Any:
+    """The config dataclass of parsed :func:`add_config_flags` flags; a malformed ``KEY=N`` item
+    raises :class:`AsmnetError` (one line, exit 2)."""
+    hints = typing.get_type_hints(config_cls)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(config_cls):
+        if not f.metadata.get("flag", True) or getattr(args, f.name, None) is None:
+            continue  # not a flag, or a repeatable flag not given: the field's default
+        value = getattr(args, f.name)
+        if typing.get_origin(hints[f.name]) is dict:
+            value = _key_counts(f.name.replace("_", "-"), value)
+        values[f.name] = value
+    return config_cls(**values)
+
+
+def _key_counts(flag: str, items: list[str]) -> dict[str, int]:
     """``["lfpw_train=3"]`` -> ``{"lfpw_train": 3}``; a malformed item is a usage error."""
     out: dict[str, int] = {}
     for item in items:
-        folder, _, times = item.rpartition("=")
-        if not folder or not times.isdigit() or int(times) < 1:
-            raise AsmnetError(f"--oversample {item!r}: expected FOLDER=N with a whole number N >= 1")
-        out[folder] = int(times)
+        key, _, times = item.rpartition("=")
+        if not key or not times.isdigit() or int(times) < 1:
+            raise AsmnetError(f"--{flag} {item!r}: expected FOLDER=N with a whole number N >= 1")
+        out[key] = int(times)
     return out
 
 
@@ -122,8 +162,8 @@ def _train_argv(args: argparse.Namespace) -> list[str]:
         if not action.option_strings or action.dest in ("help", "nproc"):
             continue
         flag, value = max(action.option_strings, key=len), getattr(args, action.dest)
-        if action.nargs == 0:  # a switch
-            argv += [flag] if value else []
+        if action.nargs == 0:  # a switch (store_true or store_false): given when it moved off its default
+            argv += [flag] if value != action.default else []
         elif isinstance(value, list):
             argv += [f"{flag}={v}" for v in value]
         elif value is not None:
@@ -159,24 +199,17 @@ def _launch_torchrun(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .training import distributed
-    from .training.trainer import TrainConfig, train
+    from .training.config import TrainConfig
 
+    # the config first: a bad setting fails in one line before PyTorch is imported
+    cfg = config_from_args(TrainConfig, args)
     if args.nproc is not None and args.nproc < 1:
         return _fail(f"--nproc must be at least 1, got {args.nproc}")
     if args.nproc is not None and args.nproc > 1:
         return _launch_torchrun(args)
-    cfg = TrainConfig(
-        data=args.data, out=args.out, points=args.points, input_size=args.input_size, width=args.width,
-        arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        weight_decay=args.weight_decay, init=args.init, ema=args.ema,
-        warmup_epochs=args.warmup_epochs, loss=args.loss, point_loss=args.point_loss, variance=args.variance,
-        pose_weight=args.pose_weight, bn_momentum=args.bn_momentum, head_l2=args.head_l2,
-        crop_scale=args.crop_scale, label_origin=args.label_origin,
-        val_fraction=args.val_fraction, group_pattern=args.group_pattern, split_seed=args.split_seed,
-        seed=args.seed, workers=args.workers, device=args.device, dropout=args.dropout,
-        sync_bn=not args.no_sync_bn, oversample=_parse_oversample(args.oversample),
-    )
+    from .training import distributed
+    from .training.trainer import train
+
     ctx = distributed.env_context()
     if not ctx.enabled:
         return _train_status(train(cfg, resume=args.resume, stop_after=args.stop_after))
@@ -210,10 +243,10 @@ def _train_status(result: dict) -> int:
 # -- demo --------------------------------------------------------------------------------------
 def add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="landmarks + pose on a public-domain photo (skimage's astronaut)")
-    p.add_argument("--out", default="asmnet-demo", metavar="DIR")
+    p.add_argument("--out", default="asmnet-demo", metavar="DIR",
+                   help="write NAME_annotated.jpg and NAME.json here (default: %(default)s)")
     p.add_argument("--image", default=None, help="use this image instead of the astronaut")
-    p.add_argument("--model", default=None, help=MODEL_HELP)
-    p.add_argument("--detector", default="auto")
+    add_model_flags(p)
     p.add_argument("--min-score", type=float, default=0.3,
                    help="drop detections scoring below this (default %(default)s: dlib's HOG also fires at ~0.1 "
                    "on two mission patches of the astronaut's suit)")
@@ -238,7 +271,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             return _fail("the demo photo comes from scikit-image: pip install 'asmnet[demo]' (or pass --image)")
         image, name = np.ascontiguousarray(data.astronaut()[:, :, ::-1]), "astronaut"
         write_image(out / f"{name}.png", image)
-    aligner = FaceAligner(args.model, detector=args.detector, min_score=args.min_score)
+    aligner = FaceAligner(args.model, detector=args.detector, backend=args.backend, threads=args.threads,
+                          min_score=args.min_score)
     faces = aligner(image, channel_order="bgr")
     write_image(out / f"{name}_annotated.jpg", draw_faces(image, faces))
     record = {"file": args.image or f"{name}.png", "frame": None, "image_size": [image.shape[1], image.shape[0]],
@@ -257,20 +291,20 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
                        description="Writes annotated images/videos (--out) and one JSON record per image or "
                        "frame (--json, JSON Lines, streamed). Exit 0: all inputs done; 1: some failed; 2: none.")
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders (recursive) or video files")
-    p.add_argument("--webcam", nargs="?", const=0, type=int, default=None, metavar="INDEX")
+    p.add_argument("--webcam", nargs="?", const=0, type=int, default=None, metavar="INDEX",
+                   help="track faces live from camera INDEX (default 0) until Ctrl-C or --max-frames")
     p.add_argument("--out", default=None, metavar="DIR", help="write annotated images / videos here")
     p.add_argument("--json", default=None, metavar="FILE", help="JSON Lines output, one record per image/frame")
-    p.add_argument("--model", default=None, help=MODEL_HELP)
-    p.add_argument("--detector", default="auto", help="auto, dlib-hog, dlib-cnn, haar, yunet")
+    add_model_flags(p, threads_help="inference threads per process (default: 1 for images, one process per "
+                    "--workers; ONNX Runtime's choice for videos)")
     p.add_argument("--min-score", type=float, default=None, help="drop detections scoring below this")
     p.add_argument("--flip-tta", action="store_true", help="average with the mirrored face (2x network time)")
-    p.add_argument("--backend", default="auto", choices=("auto", "onnx", "torch"))
-    p.add_argument("--threads", type=int, default=None, help="inference threads per process")
     p.add_argument("--workers", type=int, default=1, help="processes for image folders")
     p.add_argument("--resume", action="store_true", help="skip inputs already in the --json file")
     p.add_argument("--redetect-every", type=int, default=15, metavar="K", help="video: re-run the detector every K frames")
     p.add_argument("--no-smooth", action="store_true", help="video: no temporal smoothing")
-    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--max-frames", type=int, default=None, metavar="N",
+                   help="videos and webcam: stop after N frames of each (default: all)")
     p.set_defaults(func=cmd_predict)
 
 
@@ -300,19 +334,20 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
                        "the ground-truth points; --detector puts a real detector in the loop.")
     p.add_argument("--data", action="append", required=True, metavar="PATH",
                    help="300W-layout folder, WFLW list (.txt) or .mat folder; repeatable")
-    p.add_argument("--model", default=None, help=MODEL_HELP)
-    p.add_argument("--backend", default="auto", choices=("auto", "onnx", "torch"))
+    add_model_flags(p, detector=None, detector_help="run this face detector and crop its calibrated box "
+                    "(default: the ground-truth tight box, the protocol of published tables)")
     p.add_argument("--keys", default=None, metavar="FILE",
                    help="evaluate only these faces: a run's split.json (its validation keys) or a text "
                    "file with one key (folder/stem) per line")
-    p.add_argument("--norm", default="inter-ocular", choices=NORMALISATIONS)
-    p.add_argument("--detector", default=None, help="evaluate with this face detector in the loop")
+    p.add_argument("--norm", default="inter-ocular", choices=NORMALISATIONS,
+                   help="NME normalising distance: outer eye corners, eye centres or the box's sqrt(w*h) "
+                   "(default: %(default)s)")
     p.add_argument("--json", default=None, metavar="OUT", help="write the full results here")
     p.add_argument("--ced", default=None, metavar="OUT.png", help="plot the CED curve")
     p.add_argument("--asm-blend", type=float, default=0.0, help="blend predictions towards their ASM projection")
     p.add_argument("--flip-tta", action="store_true", help="average with the mirrored face (2x network time)")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, metavar="N",
+                   help="faces per network call (default: %(default)s)")
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -364,11 +399,13 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="checkpoint -> model package (ONNX + model.json + weights)")
     p.add_argument("--model", required=True, help="a .pt checkpoint (best.pt / last.pt)")
     p.add_argument("--out", required=True, help="a folder (package) or a file ending in .onnx")
-    p.add_argument("--name", default=None)
+    p.add_argument("--name", default=None,
+                   help="the model's name in model.json and in every JSON record (default: OUT's name)")
     p.add_argument("--int8", action="store_true",
                    help="also write OUT-int8/: ONNX Runtime static INT8 quantisation calibrated on --calib-data faces")
     p.add_argument("--calib-data", action="append", default=[], metavar="DIR", help="faces for INT8 calibration")
-    p.add_argument("--calib-count", type=int, default=300)
+    p.add_argument("--calib-count", type=int, default=300, metavar="N",
+                   help="--int8: calibrate on N faces drawn from --calib-data (default: %(default)s)")
     p.add_argument("--exclude-keys", default=None, metavar="FILE",
                    help="a split.json: keep its validation faces out of the calibration")
     p.set_defaults(func=cmd_export)
@@ -404,11 +441,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 def add_benchmark(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("benchmark", help="ms per face: detector, landmark stage, whole pipeline")
     p.add_argument("--image", default=None, help="a photo with a face (default: skimage's astronaut)")
-    p.add_argument("--model", default=None, help=MODEL_HELP)
-    p.add_argument("--detector", default="auto")
+    add_model_flags(p, backend=False, threads=False)
     p.add_argument("--backends", default="onnx,torch", help="comma-separated: onnx,torch")
     p.add_argument("--seconds", type=float, default=1.0, help="minimum time per measurement")
-    p.add_argument("--json", default=None, metavar="OUT")
+    p.add_argument("--json", default=None, metavar="OUT", help="also write the measurements here")
     p.set_defaults(func=cmd_benchmark)
 
 
@@ -485,7 +521,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 # -- entry point -------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="asmnet", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="asmnet", description="68-point face landmarks and head pose (ASMNet): run the shipped model on "
+        "photos, videos and webcams, evaluate, train and export models.",
+        epilog="Exit status: 0 all done, 1 some inputs failed (listed), 2 nothing could be done, 130 interrupted. "
+        "'asmnet COMMAND --help' describes a command.")
     parser.add_argument("--version", action="version", version=f"asmnet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in COMMANDS:

@@ -164,7 +164,7 @@ class TorchLandmarkModel(LandmarkModel):
             import torch
         except ImportError:
             raise ModelError(checkpoint_path, "the torch backend needs PyTorch (pip install asmnet[train])") from None
-        from .training.checkpoint import load_checkpoint, model_from_checkpoint
+        from .nn.checkpoint import load_checkpoint, model_from_checkpoint
 
         ckpt = load_checkpoint(checkpoint_path)
         self.info = info or ModelInfo.from_checkpoint(ckpt, checkpoint_path)

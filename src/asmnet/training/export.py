@@ -10,8 +10,8 @@ import torch
 
 from ..errors import ModelError
 from ..fileio import write_atomic, write_json_atomic
+from ..nn.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from ..runtime import ModelInfo, OnnxLandmarkModel
-from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 
 OPSET = 17
 MAX_ABS_DIFF = 1e-4

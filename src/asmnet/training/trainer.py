@@ -22,7 +22,7 @@ import random
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
@@ -36,67 +36,19 @@ from .. import __version__
 from ..errors import AsmnetError
 from ..fileio import write_json_atomic, write_text_atomic
 from ..formats import key_folder, load_many
-from ..geometry import CROP_SCALE
 from ..markup import markup_for
 from ..metrics import failure_rate, pose_mae
 from ..metrics import nme as nme_percent
 from ..nn import build_model, count_parameters
+from ..nn.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from ..nn.losses import ASMLoss
 from ..shape_model import ShapeModel
 from . import distributed
 from .augment import AugmentConfig, augmented_shapes, make_sample
-from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from .config import TrainConfig
 from .data import EpochSampler, FaceDataset, FaceRegion, load_regions
 from .distributed import DistContext
 from .split import split_keys
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run (recorded in config.json and every checkpoint)."""
-
-    data: list[str]
-    out: str
-    points: int = 68
-    input_size: int = 128
-    width: float = 1.0
-    arch: str = "asmnet"
-    dropout: float = 0.3
-    bn_momentum: float = 0.01  # slow BN running stats: with 0.1 val NME jumped +-0.5 % between epochs
-    epochs: int = 60
-    batch_size: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    warmup_epochs: int = 2
-    init: str | None = None  # start from these weights (and their shape model): fine-tuning
-    ema: float = 0.0  # decay of an exponential moving average of the weights; 0 = off
-    loss: str = "asm"  # "asm" or "mse" (no ASM term)
-    point_loss: str = "mse"  # distance of the landmark terms: "mse" or "l1"
-    variance: float = 0.97  # share of shape variance the ASM keeps
-    shape_passes: int = 5  # augmented passes over the training shapes to fit the ASM
-    pose_weight: float = 1.0
-    head_l2: float = 0.0
-    crop_scale: float = CROP_SCALE
-    # Where the annotation files put the first pixel's centre: iBUG .pts (Matlab) are 1-based.
-    # Training works in OpenCV's 0-based frame, so that a horizontal flip mirrors the true
-    # positions; predictions get the origin added back (the files' convention).
-    label_origin: float = 1.0
-    val_fraction: float = 0.12
-    # training faces of a data folder drawn this many times per epoch ({"lfpw_train": 3}): a small,
-    # varied set is not drowned by thousands of near-duplicate video frames
-    oversample: dict = field(default_factory=dict)
-    group_pattern: str | None = None
-    split_seed: int = 0
-    seed: int = 0
-    workers: int = 2
-    device: str = "auto"
-    sync_bn: bool = True  # data-parallel runs: BatchNorm statistics over the global batch
-    augment: dict = field(default_factory=lambda: AugmentConfig().to_dict())
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TrainConfig:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
 
 
 def log(msg: str) -> None:

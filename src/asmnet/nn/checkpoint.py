@@ -1,4 +1,7 @@
-"""Checkpoints: written atomically, loaded safely (weights_only) and validated before use."""
+"""Checkpoints (torch): written atomically, loaded safely (weights_only) and validated before use.
+
+They live beside the network because inference (the PyTorch backend), export and training all
+read them; nothing here depends on the training code."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import torch
 from ..errors import ModelError
 from ..fileio import write_atomic
 from ..shape_model import ShapeModel
+from .model import build_model
 
 CHECKPOINT_FORMAT = "asmnet-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -38,8 +42,16 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and validate a checkpoint; any problem is a one-line :class:`ModelError`."""
+    """Load and validate a checkpoint file, or the ``weights.pt`` of a model package folder.
+
+    Returns the checkpoint dict (tensors on ``map_location``); raises :class:`ModelError` (one
+    line) when the file is missing, corrupt, of another format or inconsistent.
+    """
     path = Path(path)
+    if path.is_dir():
+        if not (path / "weights.pt").is_file():
+            raise ModelError(path, "this model folder has no weights.pt (PyTorch weights)")
+        path = path / "weights.pt"
     if not path.is_file():
         raise ModelError(path, "no such checkpoint file")
     try:
@@ -83,8 +95,6 @@ def validate_checkpoint(ckpt: object, path: str | Path | None = None) -> None:
 
 def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path | None = None) -> torch.nn.Module:
     """Rebuild the network of a validated checkpoint, in eval mode."""
-    from ..nn import build_model
-
     model = build_model(ckpt["model_config"])
     try:
         model.load_state_dict(ckpt["state_dict"])

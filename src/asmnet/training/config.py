@@ -1,0 +1,84 @@
+"""What defines a training run: :class:`TrainConfig` (torch-free, so ``asmnet train --help`` and
+argument checks work before PyTorch is imported).
+
+Each field's ``metadata["help"]`` is the help text of its ``asmnet train`` flag: the command line
+is built from these fields (``--batch-size`` for ``batch_size``), so a default is written once,
+here. The defaults are the from-scratch recipe of the shipped model (stage 1 in
+``models/default/MODEL_CARD.md``: ASM-LOSS with an L1 point distance, a shape model keeping 99 %
+of the variance, AdamW at 2e-3, 200 planned epochs at 128 px); the shipped model was then
+fine-tuned from those weights with ``init`` (see the README).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..geometry import CROP_SCALE
+from .augment import AugmentConfig
+
+
+def setting(default: Any, help: str, **flag: Any) -> Any:
+    """A config field with a default and its command-line help (``flag``: extra argparse keywords
+    such as ``choices`` or ``metavar``)."""
+    return field(default=default, metadata={"help": help, **flag})
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (recorded in config.json and every checkpoint)."""
+
+    data: list[str] = field(metadata={
+        "help": "a 300W-layout folder (.pts beside images), a WFLW list or a .mat folder; repeatable",
+        "metavar": "DIR"})
+    out: str = field(metadata={"help": "run folder (checkpoints, metrics, card)", "metavar": "DIR"})
+    points: int = setting(68, "landmarks per face (68: iBUG, 98: WFLW)", choices=(68, 98))
+    input_size: int = setting(128, "side of the square network input in pixels")
+    width: float = setting(1.0, "channel width multiplier of the network")
+    arch: str = setting("asmnet", "asmnet, or the mnv2 baseline (full MobileNetV2)", choices=("asmnet", "mnv2"))
+    dropout: float = setting(0.3, "dropout before the heads")
+    # slow BN running stats: with 0.1 val NME jumped +-0.5 % between epochs
+    bn_momentum: float = setting(0.01, "BatchNorm running-statistics momentum")
+    epochs: int = setting(200, "planned epochs (the learning-rate schedule spans them)")
+    batch_size: int = setting(64, "global batch: with N processes each takes batch/N per step (must divide evenly)")
+    lr: float = setting(2e-3, "peak AdamW learning rate (linear warm-up, then cosine decay to 1 %)")
+    weight_decay: float = setting(1e-4, "AdamW weight decay")
+    warmup_epochs: int = setting(2, "epochs of linear learning-rate warm-up")
+    init: str | None = setting(
+        None, "fine-tune: start from the weights and shape model of this checkpoint or model package "
+        "folder (e.g. the shipped src/asmnet/models/default with --lr 3e-4 --loss mse --ema 0.998)",
+        metavar="PT")
+    ema: float = setting(0.0, "decay of an exponential moving average of the weights (e.g. 0.999); 0 = off")
+    loss: str = setting("asm", "asm: ASM-LOSS; mse: the same without the ASM term (baseline)", choices=("asm", "mse"))
+    point_loss: str = setting("l1", "distance of the landmark terms", choices=("mse", "l1"))
+    variance: float = setting(0.99, "share of the shape variance the ASM keeps")
+    shape_passes: int = setting(5, "augmented passes over the training shapes to fit the ASM")
+    pose_weight: float = setting(1.0, "weight of the pose term")
+    head_l2: float = setting(0.0, "L2 on the heads (the reference used 0.01)")
+    crop_scale: float = setting(CROP_SCALE, "crop side / landmark-box side")
+    # Training works in OpenCV's 0-based frame, so that a horizontal flip mirrors the true
+    # positions; predictions get the origin added back (the files' convention).
+    label_origin: float = setting(
+        1.0, "pixel index of the first pixel's centre in the annotations (iBUG .pts: 1; 0-based: 0)")
+    val_fraction: float = setting(0.12, "share of the groups held out for validation")
+    # a small, varied set is not drowned by thousands of near-duplicate video frames
+    oversample: dict[str, int] = field(default_factory=dict, metadata={
+        "help": "draw the training faces of the data folder FOLDER N times per epoch; repeatable",
+        "metavar": "FOLDER=N"})
+    group_pattern: str | None = setting(
+        None, "regex on the stem whose first group names a group kept on one side of the split "
+        r"(video clips: '^(?:testcsv_)?([A-Za-z][A-Za-z_.'-]*_\d)\d$' for Udacity frames)", metavar="REGEX")
+    split_seed: int = setting(0, "seed of the validation split")
+    seed: int = setting(0, "seed of initialisation, sampling and augmentation")
+    workers: int = setting(2, "DataLoader worker processes")
+    device: str = setting("auto", "auto, cpu, cuda, cuda:1 ... (under DDP: cpu, or cuda:LOCAL_RANK)")
+    sync_bn: bool = setting(True, "DDP: BatchNorm statistics over the global batch (--no-sync-bn: per process, faster)")
+    # not a flag: the augmentation ranges are changed in Python (TrainConfig(augment=...))
+    augment: dict = field(default_factory=lambda: AugmentConfig().to_dict(), metadata={"flag": False})
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        """The config recorded in a checkpoint or config.json (unknown keys are ignored, missing
+        ones take today's defaults)."""
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)

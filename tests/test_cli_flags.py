@@ -1,0 +1,94 @@
+"""The command line's flags: train flags built from TrainConfig (defaults = the shipped model's
+recipe), one set of model flags, help text for every option."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+import pytest
+
+from asmnet.cli import _key_counts, build_parser, config_from_args, main
+from asmnet.errors import AsmnetError
+from asmnet.runtime import DEFAULT_MODEL_DIR
+from asmnet.training.config import TrainConfig
+
+
+def subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def test_every_train_setting_has_a_flag_and_no_default_is_repeated():
+    parser = build_parser()
+    train = subparsers(parser)["train"]
+    dests = {a.dest for a in train._actions}
+    for f in dataclasses.fields(TrainConfig):
+        assert (f.name in dests) == (f.name != "augment"), f.name
+    args = parser.parse_args(["train", "--data", "a", "--out", "o"])
+    assert config_from_args(TrainConfig, args) == TrainConfig(data=["a"], out="o")
+
+
+def test_train_flags_reach_the_config():
+    args = build_parser().parse_args([
+        "train", "--data", "a", "--data", "b", "--out", "o", "--point-loss", "mse", "--variance", "0.95",
+        "--init", "w.pt", "--no-sync-bn", "--oversample", "a=3", "--group-pattern=-(\\d)", "--shape-passes", "2"])
+    cfg = config_from_args(TrainConfig, args)
+    assert cfg.data == ["a", "b"] and cfg.point_loss == "mse" and cfg.variance == 0.95 and cfg.init == "w.pt"
+    assert cfg.sync_bn is False and cfg.oversample == {"a": 3} and cfg.group_pattern == "-(\\d)"
+    assert cfg.shape_passes == 2 and isinstance(cfg.variance, float)
+
+
+def test_malformed_key_counts_are_one_line_errors():
+    assert _key_counts("oversample", ["x=2", "a=b=1"]) == {"x": 2, "a=b": 1}
+    for bad in ("x", "=2", "x=0", "x=-1", "x=1.5"):
+        with pytest.raises(AsmnetError, match="expected FOLDER=N"):
+            _key_counts("oversample", [bad])
+
+
+@pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "model.json").exists(), reason="no shipped model")
+def test_train_defaults_are_the_recipe_of_the_shipped_model():
+    """The from-scratch stage that made the shipped model (its card's first stage) used the
+    defaults; only the data, run folder and machine-dependent settings differ."""
+    card = json.loads((DEFAULT_MODEL_DIR / "model.json").read_text())["card"]
+    stage1 = card["training"]["earlier_stages"][0]["config"]
+    assert "init" not in stage1 or stage1["init"] is None  # the from-scratch stage
+    defaults = dataclasses.asdict(TrainConfig(data=[], out=""))
+    machine = {"data", "out", "group_pattern", "workers", "device"}  # data- and machine-specific
+    differing = {k: (v, defaults[k]) for k, v in stage1.items() if k not in machine and defaults[k] != v}
+    assert differing == {}
+    info = json.loads((DEFAULT_MODEL_DIR / "model.json").read_text())
+    assert build_parser().parse_args(["info"]).input_size == info["input_size"] == TrainConfig.input_size
+
+
+def test_model_flags_are_the_same_in_every_command():
+    commands = subparsers(build_parser())
+    expected = {"demo": ("--model", "--backend", "--threads", "--detector"),
+                "predict": ("--model", "--backend", "--threads", "--detector"),
+                "evaluate": ("--model", "--backend", "--threads", "--detector"),
+                "benchmark": ("--model", "--detector")}
+    for name, flags in expected.items():
+        actions = {a.option_strings[0]: a for a in commands[name]._actions if a.option_strings}
+        for flag in flags:
+            assert flag in actions, (name, flag)
+        assert actions["--model"].default is None
+        if "--backend" in flags:
+            assert actions["--backend"].choices == ("auto", "onnx", "torch")
+    evaluate = {a.dest: a.default for a in commands["evaluate"]._actions}
+    assert evaluate["detector"] is None  # evaluate's default protocol: the ground-truth box
+
+
+def test_every_option_has_help_and_the_top_level_help_is_plain(capsys):
+    parser = build_parser()
+    for name, sub in subparsers(parser).items():
+        for action in sub._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help and action.help.strip(), f"asmnet {name} {action.option_strings[0]}"
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "``" not in text and "demo" in text and "predict" in text
+    for name in subparsers(parser):
+        sub = subparsers(parser)[name]
+        assert "``" not in sub.format_help(), name
