@@ -28,7 +28,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse
 import importlib.util
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ import numpy as np
 
 from asmnet.detect import box_iou
 from asmnet.errors import DataError
+from asmnet.fileio import write_json_atomic
 from asmnet.formats import FaceRecord, key_folder, load_many, read_image
 from asmnet.geometry import box_center_size, tight_box
 from asmnet.metrics import nme, plot_ced, summarize
@@ -347,14 +347,6 @@ def print_table(result: dict) -> None:
             print(f"  {protocol:9} {name:14} " + "  ".join(cells))
 
 
-def write_json(result: dict, path: Path) -> None:
-    """Write the result (through a temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -372,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     args = parse_args(argv)
     result = run(args)
-    write_json(result, args.out)
+    write_json_atomic(args.out, result)
     print_table(result)
     if args.ced is not None:
         curves = {}

@@ -237,9 +237,12 @@ def test_write_pts_rejects_bad_points(tmp_path: Path) -> None:
     assert not path.exists() and list(tmp_path.iterdir()) == []
 
 
-def test_write_pts_missing_folder(tmp_path: Path) -> None:
+def test_write_pts_creates_its_folder_and_names_an_unwritable_path(tmp_path: Path) -> None:
     path = tmp_path / "no" / "out.pts"
-    expect_error(lambda: write_pts(path, square_points(3)), path, None, "cannot write")
+    write_pts(path, square_points(3))  # as every asmnet output: missing folders are created
+    assert len(read_pts(path)) == 3
+    blocked = tmp_path / "no" / "out.pts" / "x.pts"  # its "folder" is a file
+    expect_error(lambda: write_pts(blocked, square_points(3)), blocked, None, "cannot write")
 
 
 # ---------------------------------------------------------------- pose.csv

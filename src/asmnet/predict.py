@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TextIO
 
 import cv2
-import numpy as np
 from tqdm import tqdm
 
 from .errors import AsmnetError, DataError, ModelError
@@ -150,8 +149,6 @@ def _process_image(task: tuple[str, str | None]) -> tuple[dict | None, str | Non
         return None, f"{path}: OpenCV failed ({one_line(exc)})", None
     except Exception as exc:  # noqa: BLE001 - one line per file; the batch goes on
         return None, f"{path}: unexpected error ({one_line(exc)})", None
-    if not all_finite(faces):
-        return None, None, f"model {_ALIGNER.model.info.name!r} predicts NaN or infinite values (corrupt weights?)"
     if out_file:
         from .draw import draw_faces, write_image
 
@@ -162,11 +159,6 @@ def _process_image(task: tuple[str, str | None]) -> tuple[dict | None, str | Non
         except OSError as exc:
             return None, f"{out_file}: cannot write the annotated image ({exc.strerror or exc})", None
     return image_record(path, None, image.shape, faces, _ALIGNER.model.info.name), None, None
-
-
-def all_finite(faces: list) -> bool:
-    """Whether every landmark and pose value is a finite number (NaN means a broken model)."""
-    return all(np.isfinite(f.landmarks).all() and np.isfinite(f.pose).all() for f in faces)
 
 
 def _failed(report: PredictReport, line: str) -> None:
@@ -281,9 +273,6 @@ def _track(source: str | int, opts: PredictOptions, sink, report: PredictReport,
                 break
             tracked = tracker.update(frame, frame_idx / fps)
             faces = [t.face for t in tracked]
-            if not all_finite(faces):
-                raise ModelError(None, f"model {aligner.model.info.name!r} predicts NaN or infinite values "
-                                 "(corrupt weights?)")
             if (name, frame_idx) not in done:
                 _write(sink, image_record(name, frame_idx, frame.shape, faces, aligner.model.info.name,
                                           track_ids=[t.id for t in tracked]))

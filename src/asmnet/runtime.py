@@ -109,9 +109,15 @@ class LandmarkModel:
     backend: str
 
     def run(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Landmarks (B, N, 2) in normalised crop units and pose (B, 3) in degrees."""
+        """Landmarks (B, N, 2) in normalised crop units and pose (B, 3) in degrees.
+
+        Raises :class:`ModelError` when the network outputs NaN or infinite values: finite pixels
+        never give them, so the weights are broken (every caller checks here, once).
+        """
         batch = np.ascontiguousarray(np.asarray(crops, dtype=np.float32).transpose(0, 3, 1, 2))
         points, pose = self._forward(batch)
+        if not (np.isfinite(points).all() and np.isfinite(pose).all()):
+            raise ModelError(None, f"model {self.info.name!r} predicts NaN or infinite values (corrupt weights?)")
         return points.reshape(len(batch), -1, 2).astype(np.float64), pose.astype(np.float64)
 
     def _forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -8,14 +8,13 @@ on reading or writing, so predictions come out in the convention of the training
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from asmnet.errors import DataError
+from asmnet.fileio import write_text_atomic
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
@@ -141,33 +140,7 @@ def write_pts(path: str | Path, points: np.ndarray) -> None:
         raise DataError(path, f"cannot write points of shape {array.shape}, expected (N, 2)")
     if not np.isfinite(array).all():
         raise DataError(path, "cannot write non-finite points")
-    write_text_atomic(path, format_pts(array))
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then move it into place."""
-    target = Path(path)
-    temp_name: str | None = None
     try:
-        with tempfile.NamedTemporaryFile(
-            "w", encoding="utf-8", newline="\n", dir=target.parent,
-            prefix=f".{target.name}.", suffix=".tmp", delete=False,
-        ) as handle:
-            temp_name = handle.name
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, target)
-    except BaseException as exc:
-        if temp_name is not None:
-            _remove_quietly(temp_name)
-        if isinstance(exc, OSError):
-            raise DataError(path, f"cannot write: {exc.strerror or exc}") from None
-        raise
-
-
-def _remove_quietly(name: str) -> None:
-    try:
-        os.remove(name)
-    except OSError:
-        pass
+        write_text_atomic(path, format_pts(array))
+    except OSError as exc:
+        raise DataError(path, f"cannot write: {exc.strerror or exc}") from None

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ModelError
-from ..fileio import write_json_atomic
+from ..fileio import write_atomic, write_json_atomic
 from ..formats import FaceRecord, read_image
 from ..geometry import tight_box
 from ..inference import crop_faces
@@ -28,6 +31,24 @@ def calibration_crops(records: list[FaceRecord], package: Path, count: int, seed
     return np.stack(crops).astype(np.float32).transpose(0, 3, 1, 2)
 
 
+@contextmanager
+def _no_root_logging_setup() -> Iterator[None]:
+    """onnxruntime's quantiser logs through ``logging.warning``, which installs a stderr handler on
+    an unconfigured root logger (``WARNING:root:Please consider to run pre-processing ...``). A
+    temporary NullHandler keeps the root logger configured-looking, so nothing is printed and the
+    application's logging setup is left as it was; an application that configured logging itself
+    still gets the messages."""
+    root = logging.getLogger()
+    quiet = logging.NullHandler() if not root.handlers else None
+    if quiet is not None:
+        root.addHandler(quiet)
+    try:
+        yield
+    finally:
+        if quiet is not None:
+            root.removeHandler(quiet)
+
+
 def quantize_package(package: str | Path, out: str | Path, records: list[FaceRecord], count: int = 300) -> dict:
     """Copy a float package to ``out`` with an INT8 model.onnx; returns sizes and the calibration count."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -44,11 +65,12 @@ def quantize_package(package: str | Path, out: str | Path, records: list[FaceRec
         def get_next(self):
             return next(self.batches, None)
 
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".model.int8.onnx.tmp"
-    quantize_static(str(package / "model.onnx"), str(tmp), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    tmp.replace(out / "model.onnx")
+    def write_int8(tmp: Path) -> None:
+        with _no_root_logging_setup():
+            quantize_static(str(package / "model.onnx"), str(tmp), Reader(), quant_format=QuantFormat.QDQ,
+                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+
+    write_atomic(out / "model.onnx", write_int8)
     meta = read_model_json(package / "model.json").to_json()
     meta["name"] = out.name
     meta["card"] = {**meta.get("card", {}), "precision": "int8 (ONNX Runtime static QDQ, per-channel)",

@@ -1,0 +1,38 @@
+"""Export: INT8 quantisation leaves the application's logging alone; typed export results."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from asmnet.runtime import MODELS_DIR
+
+FP32 = MODELS_DIR / "default-fp32"
+
+
+def test_int8_quantisation_prints_no_root_logger_lines(tmp_path, synthetic_set):
+    """onnxruntime's quantiser calls logging.warning, which would set up the root logger and
+    print ``WARNING:root:...``; asmnet keeps the application's logging as it was."""
+    pytest.importorskip("onnxruntime.quantization")
+    if not (FP32 / "model.onnx").exists():
+        pytest.skip("no shipped float model")
+    code = f"""
+import logging
+from pathlib import Path
+from asmnet.formats import load_many
+from asmnet.training.quantize import quantize_package
+records = load_many([{str(synthetic_set)!r}])[0]
+quantize_package(Path({str(FP32)!r}), Path({str(tmp_path / 'q')!r}), records, 4)
+assert not logging.getLogger().handlers, logging.getLogger().handlers
+"""
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin"})
+    assert res.returncode == 0, res.stderr
+    assert "WARNING" not in res.stderr, res.stderr
+    assert (tmp_path / "q" / "model.onnx").stat().st_size > 0
+    assert not list((tmp_path / "q").glob(".*.tmp"))
+
