@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from asmnet.detect import available_detectors, box_iou, make_detector
+from asmnet.detection import available_detectors, box_iou, make_detector
 from asmnet.evaluation import read_keys
 from asmnet.formats import load_faces, read_image
 from asmnet.geometry import tight_box

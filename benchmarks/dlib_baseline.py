@@ -36,7 +36,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from asmnet.detect import box_iou
+from asmnet.detection import box_iou
 from asmnet.errors import DataError
 from asmnet.fileio import write_json_atomic
 from asmnet.formats import FaceRecord, key_folder, load_many, read_image

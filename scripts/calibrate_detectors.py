@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from asmnet.detect import (
+from asmnet.detection import (
     BoxCalibration,
     Detection,
     FaceDetector,
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.merge and args.out.is_file():
         result = json.loads(args.out.read_text(encoding="utf-8"))
     result["_about"] = {
-        "what": "face detector box -> tight box of the 68 points (asmnet.detect.BoxCalibration)",
+        "what": "face detector box -> tight box of the 68 points (asmnet.detection.BoxCalibration)",
         "data": [Path(d).name for d in args.data],
         "split": {k: split[k] for k in ("fraction", "group_pattern", "split_seed", "n_train", "n_val")},
         "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}, "

@@ -1,4 +1,4 @@
-"""Tests of asmnet.detect: calibration maths, serialisation, detector construction and a real face."""
+"""Tests of asmnet.detection: calibration maths, serialisation, detector construction and a real face."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ import cv2
 import numpy as np
 import pytest
 
-from asmnet.detect import (
+from asmnet.detection import (
     CALIBRATION_FILE,
     BoxCalibration,
     BoxesDetector,
+    Calibrations,
     Detection,
     DlibCnnDetector,
     DlibHogDetector,
@@ -24,7 +25,6 @@ from asmnet.detect import (
     YuNetDetector,
     available_detectors,
     box_iou,
-    calibration_for,
     dlib_cnn_model_path,
     fit_calibration,
     haar_cascade_path,
@@ -296,7 +296,7 @@ def test_dlib_hog_finds_a_real_face(name: str, min_iou: float) -> None:
     assert [d.score for d in detections] == sorted((d.score for d in detections), reverse=True)
     found = match_detection(detections, points)
     assert found is not None
-    reference = to_reference_box(found, calibration_for(make_detector("dlib-hog")))
+    reference = to_reference_box(found, load_calibrations().for_detector(make_detector("dlib-hog")))
     assert box_iou(reference, tight_box(points)) > min_iou
 
 
@@ -319,10 +319,39 @@ def test_calibration_for_prefers_matching_options(tmp_path: Path) -> None:
         "dlib-hog": {"detector": "dlib-hog", "options": {"upsample": 1, "threshold": -0.4}, "calibration": a.to_dict()},
         "hog-up0": {"detector": "dlib-hog", "options": {"upsample": 0, "threshold": -0.4}, "calibration": b.to_dict()},
     }))
-    assert calibration_for(DlibHogDetector(upsample=0), file) == b
-    assert calibration_for(DlibHogDetector(upsample=1), file) == a
-    assert calibration_for(DlibHogDetector(upsample=2), file) == a  # falls back to the detector's name
-    assert calibration_for(BoxesDetector([[0, 0, 1, 1]]), file) == BoxCalibration.identity()
+    assert load_calibrations(file).for_detector(DlibHogDetector(upsample=0)) == b
+    assert load_calibrations(file).for_detector(DlibHogDetector(upsample=1)) == a
+    assert load_calibrations(file).for_detector(DlibHogDetector(upsample=2)) == a  # falls back to the detector's name
+    assert load_calibrations(file).for_detector(BoxesDetector([[0, 0, 1, 1]])) == BoxCalibration.identity()
+    # fitted with other options only: still the calibration of this kind of box
     file.write_text(json.dumps({"hog-up0": {"detector": "dlib-hog", "options": {}, "calibration": b.to_dict()}}))
-    with pytest.raises(ModelError, match="no calibration for the dlib-hog detector"):
-        calibration_for(DlibHogDetector(), file)
+    assert load_calibrations(file).for_detector(DlibHogDetector()) == b
+    file.write_text(json.dumps({"dlib-cnn": b.to_dict()}))
+    with pytest.raises(ModelError, match="no box calibration for detector 'dlib-hog'"):
+        load_calibrations(file).for_detector(DlibHogDetector())
+
+
+def test_model_calibrations_are_parsed_once_at_load(tmp_path: Path) -> None:
+    from asmnet.runtime import DEFAULT_MODEL_DIR, read_model_json
+
+    info = read_model_json(DEFAULT_MODEL_DIR / "model.json")
+    assert isinstance(info.calibrations, Calibrations)
+    assert all(isinstance(c, BoxCalibration) for c in info.calibrations.values())
+    if HAS_DLIB:
+        assert info.calibrations.for_detector(DlibHogDetector()) is info.calibrations["dlib-hog"]
+    assert info.calibrations.for_detector(BoxesDetector([[0, 0, 5, 5]])) == BoxCalibration.identity()
+    round_trip = Calibrations.from_json(json.loads(json.dumps(info.to_json()["calibrations"])))
+    assert round_trip == info.calibrations
+
+    data = json.loads((DEFAULT_MODEL_DIR / "model.json").read_text())
+    data["calibrations"] = {"dlib-hog": {"dx": 0.0, "dy": 0.1, "scale": "big", "n": 3, "miss_rate": 0.0}}
+    bad = tmp_path / "model.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(ModelError, match=r"model\.json \[dlib-hog\]: box calibration: scale must be a number"):
+        read_model_json(bad)  # a bad calibration fails when the model loads, not per detection
+    data["calibrations"] = {"dlib-hog": {"detector": "dlib-hog", "options": {"upsample": 0},
+                                         "calibration": BoxCalibration.identity().to_dict()}}
+    bad.write_text(json.dumps(data))
+    info = read_model_json(bad)
+    assert info.calibrations.entries["dlib-hog"].options == {"upsample": 0}
+    assert Calibrations.from_json(info.to_json()["calibrations"]) == info.calibrations

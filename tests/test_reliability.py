@@ -261,7 +261,7 @@ def trained(bad_300w, tmp_path_factory) -> tuple[Path, int, str]:
 @pytest.fixture(scope="module")
 def package(trained, tmp_path_factory) -> Path:
     """The trained network as a model folder (torch backend) with identity box calibrations."""
-    from asmnet.detect import DETECTORS, BoxCalibration, make_detector
+    from asmnet.detection import DETECTORS, BoxCalibration, make_detector
 
     try:
         make_detector("auto")

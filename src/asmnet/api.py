@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError, ModelError
+from .errors import DataError
 from .formats import decode_image_array, read_image
 from .inference import align_boxes
 from .runtime import load_model
@@ -106,7 +106,7 @@ class FaceAligner:
     def detector(self):
         """The face detector, created on first use (so that boxes-only use needs none)."""
         if self._detector is None:
-            from .detect import make_detector
+            from .detection import make_detector
 
             self._detector = make_detector(self._detector_spec, **self._detector_options)
         return self._detector
@@ -117,18 +117,16 @@ class FaceAligner:
             ref = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
             shown, scores = ref, np.ones(len(ref))
         else:
-            from .detect import BoxCalibration, to_reference_box
+            from .detection import to_reference_box
 
             dets = self.detector.detect(bgr)
             if self.min_score is not None:
                 dets = [d for d in dets if d.score >= self.min_score]
-            calib = self.model.info.calibrations.get(self.detector.name)
-            if calib is None and dets:
-                raise ModelError(None, f"model {self.model.info.name!r} has no box calibration for "
-                                 f"detector {self.detector.name!r}; pass boxes= in the model's convention")
+            if dets:
+                calib = self.model.info.calibrations.for_detector(self.detector, self.model.info.name)
             shown = np.array([d.box for d in dets]).reshape(-1, 4)
             scores = np.array([d.score for d in dets])
-            ref = np.array([to_reference_box(d.box, BoxCalibration.from_dict(calib)) for d in dets]).reshape(-1, 4)
+            ref = np.array([to_reference_box(d.box, calib) for d in dets]).reshape(-1, 4)
         landmarks, pose, quality = align_boxes(self.model, bgr, ref, asm_blend=self.asm_blend, flip_tta=self.flip_tta)
         threshold = self.quality_threshold
         return [

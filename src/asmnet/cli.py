@@ -368,7 +368,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         records = [r for r in records if r.key in wanted]
     detector = None
     if args.detector:
-        from .detect import make_detector
+        from .detection import make_detector
 
         detector = make_detector(args.detector)
     res = evaluate(model, records, args.norm, detector, args.batch_size, args.asm_blend, flip_tta=args.flip_tta)

@@ -46,15 +46,12 @@ def reference_box(record: FaceRecord, image: np.ndarray, model: LandmarkModel, d
     """The box the model crops: the GT tight box, or the calibrated matching detection (None = miss)."""
     if detector is None:
         return tight_box(record.points)
-    from .detect import BoxCalibration, match_detection, to_reference_box
+    from .detection import match_detection, to_reference_box
 
     det = match_detection(detector.detect(image), record.points)
     if det is None:
         return None
-    calib = model.info.calibrations.get(detector.name)
-    if calib is None:
-        raise ModelError(None, f"model {model.info.name!r} has no box calibration for detector {detector.name!r}")
-    return to_reference_box(det.box, BoxCalibration.from_dict(calib))
+    return to_reference_box(det.box, model.info.calibrations.for_detector(detector, model.info.name))
 
 
 def evaluate(
@@ -73,8 +70,8 @@ def evaluate(
     pending: list[tuple[FaceRecord, np.ndarray, np.ndarray]] = []
     # settings that would fail every face fail once, here
     max_pixels_limit()
-    if detector is not None and detector.name not in model.info.calibrations:
-        raise ModelError(None, f"model {model.info.name!r} has no box calibration for detector {detector.name!r}")
+    if detector is not None:
+        model.info.calibrations.for_detector(detector, model.info.name)  # ModelError when it has none
 
     def flush() -> None:
         if not pending:

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 # Side of the square crop as a multiple of the tight landmark box's larger side. The training
-# crops jitter around it; detector boxes are calibrated to it (see detect.py).
+# crops jitter around it; detector boxes are calibrated to it (see detection/calibration.py).
 CROP_SCALE = 1.3
 
 

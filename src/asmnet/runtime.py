@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .detection.calibration import Calibrations
 from .errors import ModelError
 from .markup import Markup, markup_for
 from .shape_model import ShapeModel
@@ -38,10 +39,15 @@ class ModelInfo:
     markup: Markup
     shape_model: ShapeModel
     model_config: dict = field(default_factory=dict)
-    calibrations: dict = field(default_factory=dict)  # detector name -> BoxCalibration dict
+    calibrations: Calibrations = field(default_factory=Calibrations)  # parsed once, at load
     quality_threshold: float | None = None  # ASM distance above which a face is flagged
     label_origin: float = 0.0  # added to predictions: the training files' pixel convention (1 = iBUG .pts)
     card: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # a plain {detector: {...}} dict becomes Calibrations here, so every lookup sees parsed entries
+        if not isinstance(self.calibrations, Calibrations):
+            self.calibrations = Calibrations.from_json(self.calibrations)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -57,7 +63,7 @@ class ModelInfo:
             "num_points": self.markup.n_points,
             "model_config": self.model_config,
             "shape_model": self.shape_model.to_dict(),
-            "calibrations": self.calibrations,
+            "calibrations": Calibrations.from_json(self.calibrations).to_json(),
             "quality_threshold": self.quality_threshold,
             "card": self.card,
         }
@@ -77,7 +83,7 @@ class ModelInfo:
                 markup=markup_for(points),
                 shape_model=ShapeModel.from_dict(data["shape_model"], source),
                 model_config=dict(data.get("model_config", {})),
-                calibrations=dict(data.get("calibrations") or {}),
+                calibrations=Calibrations.from_json(data.get("calibrations"), source),
                 quality_threshold=data.get("quality_threshold"),
                 label_origin=float(data.get("label_origin", 0.0)),
                 card=dict(data.get("card") or {}),

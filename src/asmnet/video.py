@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .api import Face
-from .detect import box_iou
+from .detection import box_iou
 from .geometry import tight_box
 
 __all__ = ["FaceSmoother", "FaceTracker", "OneEuroFilter", "TrackedFace", "box_iou"]

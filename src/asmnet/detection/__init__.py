@@ -1,0 +1,148 @@
+"""Face detectors, the choice among them, and the calibration of their boxes.
+
+Detectors (all take a BGR uint8 image and return :class:`Detection` objects, best first; all may
+be called from several threads at once):
+
+* ``dlib-hog``: dlib's frontal HOG + linear SVM detector (:mod:`.dlib_detectors`);
+* ``dlib-cnn``: dlib's MMOD CNN with ``mmod_human_face_detector.dat`` from the optional
+  ``face_recognition_models`` package; more robust to pose, slow on a CPU;
+* ``haar``: OpenCV's Viola-Jones cascade, where the installed OpenCV still ships one (OpenCV 5
+  wheels do not) (:mod:`.opencv_detectors`);
+* ``yunet``: OpenCV's ``FaceDetectorYN`` with a YuNet ONNX file the user supplies;
+* :class:`BoxesDetector`: boxes given by the user (:mod:`.user_boxes`).
+
+Nothing is downloaded: a detector whose files are missing raises :class:`ModelError` saying what
+to install. :func:`available_detectors` reports which ones work here; :func:`make_detector`
+builds one by name, ``"auto"`` picking the best installed one (order: :data:`AUTO_ORDER`).
+Box calibration (detector box -> the landmark model's reference box) is in :mod:`.calibration`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from asmnet.errors import ModelError
+
+from .base import MIN_IOU, Detection, FaceDetector, PerThread, box_iou, check_image, match_detection
+from .calibration import (
+    CALIBRATION_FILE,
+    BoxCalibration,
+    CalibrationEntry,
+    Calibrations,
+    fit_calibration,
+    load_calibrations,
+    to_reference_box,
+)
+from .dlib_detectors import DLIB_CNN_MODEL, DlibCnnDetector, DlibHogDetector, dlib_cnn_model_path
+from .opencv_detectors import HaarDetector, YuNetDetector, haar_cascade_path, haar_problem
+from .user_boxes import BoxesDetector
+
+__all__ = [
+    "AUTO_ORDER", "CALIBRATION_FILE", "DETECTORS", "MIN_IOU", "BoxCalibration", "BoxesDetector", "CalibrationEntry",
+    "Calibrations", "Detection", "DlibCnnDetector", "DlibHogDetector", "FaceDetector", "HaarDetector", "PerThread",
+    "UnknownDetectorError", "YuNetDetector", "available_detectors", "box_iou", "check_image", "dlib_cnn_model_path",
+    "fit_calibration", "haar_cascade_path", "load_calibrations", "make_detector", "match_detection", "to_reference_box",
+]
+
+DETECTORS: dict[str, type[FaceDetector]] = {
+    "dlib-hog": DlibHogDetector,
+    "dlib-cnn": DlibCnnDetector,
+    "haar": HaarDetector,
+    "yunet": YuNetDetector,
+}
+
+# "auto" takes the first detector of this list that works here (YuNet only when given a model
+# file). Measured with scripts/calibrate_detectors.py (models/detector_calibration.json) on the
+# validation split of lfpw_train + udacity_train (471 faces: 100 + 371), on 2 CPU
+# cores shared with a training job (so times are pessimistic); ms over all images run:
+#
+#   detector (options)          val miss lfpw / udacity   ms median / p90
+#   dlib-hog (upsample 1, -0.4)      1.0 % / 0.0 %          11.5 / 36.8
+#   dlib-hog (upsample 0, -0.4)      n/a   / 16.4 %          2.8 /  9.6   (udacity only)
+#   dlib-hog (upsample 0, 0.0)       2.0 % / 23.5 %          3.1 / 11.4
+#   dlib-cnn (upsample 0)            0.0 % / 31.3 %        146.8 / 602    (misses faces < ~80 px)
+#   dlib-cnn (upsample 1)            n/a   / 0.0 % (40)    454   / 1488   (udacity only)
+#   haar, yunet                      not measured: OpenCV 5 has no cascades; no YuNet file here
+#
+# dlib-hog at upsample 1 finds nearly every face here, ten times faster than the CNN, so it comes
+# first. YuNet is first when the user supplies its ONNX file. Haar is last: frontal faces only,
+# and it gives no real confidence score.
+AUTO_ORDER: tuple[str, ...] = ("yunet", "dlib-hog", "dlib-cnn", "haar")
+
+
+class UnknownDetectorError(ModelError, ValueError):
+    """A detector name that is not one of :data:`DETECTORS` (nor ``"auto"``)."""
+
+
+def _detector_problem(name: str, **kwargs: Any) -> str | None:
+    """Why detector ``name`` cannot be built here with ``kwargs`` (None: it can)."""
+    if name in ("dlib-hog", "dlib-cnn") and importlib.util.find_spec("dlib") is None:
+        return "dlib is not installed (pip install dlib-bin)"
+    if name == "dlib-cnn" and kwargs.get("model_path") is None and dlib_cnn_model_path() is None:
+        return f"needs {DLIB_CNN_MODEL} (pip install face_recognition_models, or pass model_path)"
+    if name == "haar":
+        return haar_problem(kwargs.get("cascade_path"))
+    if name == "yunet":
+        if not hasattr(cv2, "FaceDetectorYN"):
+            return f"this OpenCV ({cv2.__version__}) has no FaceDetectorYN"
+        path = kwargs.get("model_path")
+        if path is None:
+            return "needs model_path: a YuNet ONNX file (e.g. face_detection_yunet_2023mar.onnx)"
+        if not Path(path).is_file():
+            return f"{path}: no such file"
+    return None
+
+
+def available_detectors(**kwargs: Any) -> dict[str, str]:
+    """Each detector name -> ``"ok"`` when it can be built here, else the reason it cannot.
+
+    ``kwargs`` (e.g. ``model_path`` for YuNet) are taken into account where they apply.
+    """
+    return {name: _detector_problem(name, **kwargs) or "ok" for name in DETECTORS}
+
+
+def _accepted(name: str) -> set[str]:
+    return set(inspect.signature(DETECTORS[name].__init__).parameters) - {"self"}
+
+
+def _construct(name: str, kwargs: dict[str, Any]) -> FaceDetector:
+    """``DETECTORS[name](**kwargs)``, with a clear error for keywords it does not take."""
+    accepted = _accepted(name)
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise ValueError(f"detector {name!r} takes no option {', '.join(unknown)} (it takes: {', '.join(sorted(accepted))})")
+    return DETECTORS[name](**kwargs)
+
+
+def make_detector(name: str = "auto", **kwargs: Any) -> FaceDetector:
+    """A detector by name: one of :data:`DETECTORS` or ``"auto"``.
+
+    ``kwargs`` go to the detector's constructor (``yunet`` needs ``model_path``). ``"auto"`` builds
+    the first detector of :data:`AUTO_ORDER` that works here with these options (YuNet only when
+    ``model_path`` is given). Raises UnknownDetectorError for an unknown name, ValueError for an
+    option the detector does not take, ModelError when it (for ``"auto"``: none) can be built.
+    """
+    key = name.strip().lower() if isinstance(name, str) else name
+    if key == "auto":
+        if "model_path" in kwargs:  # a model file given to "auto" is a YuNet model
+            return _construct("yunet", dict(kwargs))
+        reasons = []
+        for candidate in (c for c in AUTO_ORDER if c != "yunet"):
+            unknown = set(kwargs) - _accepted(candidate)
+            problem = f"does not take {', '.join(sorted(unknown))}" if unknown else _detector_problem(candidate, **kwargs)
+            if problem is None:
+                return _construct(candidate, dict(kwargs))
+            reasons.append(f"{candidate}: {problem}")
+        reasons.append("yunet: needs model_path (a YuNet ONNX file)")
+        raise ModelError(None, "no face detector is usable here (" + "; ".join(reasons) + ")")
+    if key not in DETECTORS:
+        names = ", ".join(["auto", *DETECTORS])
+        raise UnknownDetectorError(None, f"unknown face detector {name!r} (choose from: {names})")
+    if key == "yunet" and "model_path" not in kwargs:
+        raise ModelError(None, "the yunet detector needs model_path: a YuNet ONNX file (e.g. face_detection_yunet_2023mar.onnx)")
+    return _construct(key, dict(kwargs))
