@@ -26,7 +26,7 @@ BLOCK_TORCH = textwrap.dedent("""
     sys.meta_path.insert(0, NoTorch())
 """)
 INFERENCE_MODULES = ["asmnet", "asmnet.api", "asmnet.runtime", "asmnet.inference", "asmnet.predict",
-                     "asmnet.evaluation", "asmnet.video", "asmnet.draw", "asmnet.detect", "asmnet.metrics",
+                     "asmnet.evaluation", "asmnet.video", "asmnet.draw", "asmnet.detection", "asmnet.metrics",
                      "asmnet.benchmark", "asmnet.formats", "asmnet.fileio"]
 
 
