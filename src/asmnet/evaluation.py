@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .errors import DataError, ModelError
+from .errors import DataError
 from .formats import FaceRecord, key_folder, read_image
 from .formats.image import max_pixels_limit
 from .formats.wflw import WFLW_ATTRIBUTES
