@@ -77,7 +77,7 @@ def main() -> None:
     records = [r for r in all_records if r.key in keys]
     float_dir = out.with_name(out.name + "-fp32") if args.int8 else out
     report = export_model(args.checkpoint, float_dir, float_dir.name)
-    float_res = evaluate(load_model(float_dir, backend="onnx"), records, progress=False)
+    float_res = evaluate(load_model(float_dir, backend="onnx"), records, progress=False).to_dict()
     if args.int8:
         train_faces = [r for r in all_records if r.key not in keys]
         quantize_package(float_dir, out, train_faces, count=300)
@@ -91,7 +91,7 @@ def main() -> None:
         ckpt["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
         save_checkpoint(weights, ckpt)
     model = load_model(out, backend="onnx")
-    res = evaluate(model, records)
+    res = evaluate(model, records).to_dict()
     nmes = np.array([p["nme"] for p in res["per_image"]])
     quality = np.array([p["quality"] for p in res["per_image"]])
     threshold = float(np.quantile(quality, 1 - QUALITY_FLAG_SHARE))
@@ -109,7 +109,7 @@ def main() -> None:
     blends = {}
     for blend in (0.25, 0.5, 1.0):
         r = evaluate(model, records, asm_blend=blend, progress=False)
-        blends[str(blend)] = {"nme_mean": r["nme_mean"], "fr_0.10": r["fr_0.10"]}
+        blends[str(blend)] = {"nme_mean": r.nme_mean, "fr_0.10": r.fr_10}
     speeds = [time_landmark_stage(out, t, b) for t in (1, 2) for b in (1, 8)]
     train_card = json.loads((run / "model_card.json").read_text())
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -142,8 +142,8 @@ def main() -> None:
         "speed": {"cpu": cpu_name(), "backend": "onnxruntime", "landmark_stage": speeds},
         "precision": "int8 (ONNX Runtime static QDQ, per-channel)" if args.int8 else "float32",
         "float32_validation": {k: float_res[k] for k in ("nme_mean", "nme_median", "fr_0.08", "fr_0.10")},
-        "denormals_flushed": report["denormals_flushed"],
-        "onnx_max_abs_diff": report["max_abs_diff"],
+        "denormals_flushed": report.denormals_flushed,
+        "onnx_max_abs_diff": report.max_abs_diff,
         "baselines": {Path(b).stem: json.loads(Path(b).read_text())["results"] for b in args.baseline},
         "ablation": json.loads(Path(args.ablation).read_text()) if args.ablation else None,
         "epochs_val_nme": [round(h["val_nme"], 4) for h in history],

@@ -36,3 +36,33 @@ assert not logging.getLogger().handlers, logging.getLogger().handlers
     assert (tmp_path / "q" / "model.onnx").stat().st_size > 0
     assert not list((tmp_path / "q").glob(".*.tmp"))
 
+
+
+WEIGHTS = MODELS_DIR / "default" / "weights.pt"
+
+
+@pytest.mark.skipif(not WEIGHTS.exists(), reason="the shipped model has no weights.pt")
+def test_export_returns_what_it_wrote(tmp_path):
+    pytest.importorskip("torch")
+    from asmnet.runtime import load_model
+    from asmnet.training.export import ExportResult, export_model
+
+    result = export_model(WEIGHTS, tmp_path / "pkg", "mine")
+    assert isinstance(result, ExportResult)
+    assert result.onnx == tmp_path / "pkg" / "model.onnx" and result.onnx.stat().st_size == result.onnx_bytes
+    assert result.json.exists() and result.weights is not None and result.weights.exists()
+    assert 0 <= result.max_abs_diff <= 1e-4 and result.denormals_flushed >= 0
+    assert load_model(tmp_path / "pkg").info.name == "mine"
+    lone = export_model(WEIGHTS, tmp_path / "one.onnx")
+    assert lone.weights is None and lone.json == tmp_path / "one.json"
+
+
+def test_int8_export_checks_its_arguments_before_exporting(tmp_path, capsys):
+    from asmnet.cli import main
+
+    assert main(["export", "--model", "nowhere.pt", "--out", str(tmp_path / "m.onnx"), "--int8",
+                 "--calib-data", "x"]) == 2
+    assert "needs a package folder" in capsys.readouterr().err
+    assert main(["export", "--model", "nowhere.pt", "--out", str(tmp_path / "pkg"), "--int8"]) == 2
+    assert "--calib-data" in capsys.readouterr().err
+    assert not (tmp_path / "pkg").exists()

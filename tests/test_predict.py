@@ -76,3 +76,13 @@ def test_demo_writes_annotated_image_and_json(tmp_path):
     assert main(["demo", "--out", str(tmp_path)]) == 0
     record = json.loads((tmp_path / "astronaut.json").read_text())
     assert record["faces"] and (tmp_path / "astronaut_annotated.jpg").stat().st_size > 0
+
+
+@pytest.mark.skipif(Path("/dev/video0").exists(), reason="this machine has a camera")
+def test_missing_webcam_is_one_line_without_opencv_warnings():
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    res = subprocess.run([sys.executable, "-m", "asmnet", "predict", "--webcam", "0"], capture_output=True,
+                         text=True, timeout=120, env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin"})
+    assert res.returncode == 2
+    assert "WARN" not in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert "0: cannot open video" in res.stderr

@@ -372,25 +372,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         detector = make_detector(args.detector)
     res = evaluate(model, records, args.norm, detector, args.batch_size, args.asm_blend, flip_tta=args.flip_tta)
-    res["annotation_errors"] = [str(e) for e in errors]
-    for line in res["unreadable"]:
+    res.annotation_errors = [str(e) for e in errors]
+    for line in res.unreadable:
         print(f"asmnet: skipped: {line}", file=sys.stderr)
-    print(f"model {res['model']}: {res['n']} faces, NME ({args.norm}) mean {res['nme_mean']:.3f} %, "
-          f"median {res['nme_median']:.3f} %, FR@8% {res['fr_0.08']:.2f} %, FR@10% {res['fr_0.10']:.2f} %, "
-          f"AUC@0.08 {res['auc_0.08']:.4f}, AUC@0.10 {res['auc_0.10']:.4f}")
-    for folder, v in res["per_folder"].items():
-        print(f"  {folder}: {v['n']} faces, NME mean {v['nme_mean']:.3f} %, median {v['nme_median']:.3f} %")
-    if res["pose_mae"]:
-        print("  pose MAE (deg): " + ", ".join(f"{k} {v:.2f}" for k, v in res["pose_mae"].items()))
+    print(f"model {res.model}: {res.n} faces, NME ({args.norm}) mean {res.nme_mean:.3f} %, "
+          f"median {res.nme_median:.3f} %, FR@8% {res.fr_8:.2f} %, FR@10% {res.fr_10:.2f} %, "
+          f"AUC@0.08 {res.auc_8:.4f}, AUC@0.10 {res.auc_10:.4f}")
+    for folder, v in res.per_folder.items():
+        print(f"  {folder}: {v.n} faces, NME mean {v.nme_mean:.3f} %, median {v.nme_median:.3f} %")
+    if res.pose_mae:
+        print("  pose MAE (deg): " + ", ".join(f"{k} {v:.2f}" for k, v in res.pose_mae.items()))
     if detector is not None:
-        print(f"  detector {detector.name}: {res['detector_misses']} misses ({res['miss_rate']:.2f} %)")
+        print(f"  detector {detector.name}: {res.detector_misses} misses ({res.miss_rate:.2f} %)")
     if args.json:
-        write_json_atomic(args.json, res)
+        write_json_atomic(args.json, res.to_dict())
     if args.ced:
         from .metrics import plot_ced
 
-        plot_ced({res["model"]: np.array([p["nme"] for p in res["per_image"]])}, args.ced)
-    failed = errors or res["unreadable"]
+        plot_ced({res.model: res.nmes}, args.ced)
+    failed = errors or res.unreadable
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
@@ -412,28 +412,30 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from .training.export import export_model
 
+    if args.int8 and Path(args.out).suffix == ".onnx":  # before the export, not after it
+        return _fail("--int8 needs a package folder as --out")
+    if args.int8 and not args.calib_data:
+        return _fail("--int8 needs annotated faces to calibrate on (--calib-data DIR)")
     rep = export_model(args.model, args.out, args.name)
-    print(f"wrote {rep['onnx']} ({rep['bytes'] / 1e6:.1f} MB) and {rep['json']}"
-          + (f" and {rep['weights']}" if rep["weights"] else ""))
-    print(f"denormal weights flushed to zero: {rep['denormals_flushed']}; "
-          f"ONNX Runtime vs PyTorch max abs difference {rep['max_abs_diff']:.2e}")
+    print(f"wrote {rep.onnx} ({rep.onnx_bytes / 1e6:.1f} MB) and {rep.json}"
+          + (f" and {rep.weights}" if rep.weights else ""))
+    print(f"denormal weights flushed to zero: {rep.denormals_flushed}; "
+          f"ONNX Runtime vs PyTorch max abs difference {rep.max_abs_diff:.2e}")
     if args.int8:
-        from pathlib import Path
-
         from .evaluation import read_keys
         from .formats import load_many
         from .training.quantize import quantize_package
 
-        package = Path(rep["json"]).parent
-        if Path(args.out).suffix == ".onnx":
-            return _fail("--int8 needs a package folder as --out")
+        package = rep.json.parent
         skip = read_keys(args.exclude_keys) if args.exclude_keys else set()
         records = [r for r in load_many(args.calib_data)[0] if r.key not in skip]
         q = quantize_package(package, package.with_name(package.name + "-int8"), records, args.calib_count)
-        print(f"wrote {q['out']}: INT8 model {q['bytes_int8'] / 1e6:.1f} MB (float {q['bytes_float'] / 1e6:.1f} MB), "
-              f"calibrated on {q['calibration_faces']} faces")
+        print(f"wrote {q.out}: INT8 model {q.bytes_int8 / 1e6:.1f} MB (float {q.bytes_float / 1e6:.1f} MB), "
+              f"calibrated on {q.calibration_faces} faces")
     return EXIT_OK
 
 

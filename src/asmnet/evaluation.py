@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import sys
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -24,6 +26,75 @@ from .inference import crop_faces, predict_crops, units_to_image
 from .metrics import nme as nme_percent
 from .metrics import normalising_distance, summarize
 from .runtime import LandmarkModel
+
+
+@dataclass
+class ImageResult:
+    """One evaluated face: its key, NME (percent) and quality score (ASM distance)."""
+
+    image: str
+    nme: float
+    quality: float
+
+
+@dataclass
+class FolderResult:
+    """The faces of one data folder: how many, mean and median NME (percent)."""
+
+    n: int
+    nme_mean: float
+    nme_median: float
+
+
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate` measured. Percentages are in percent (NME, FR, miss rate); AUCs are
+    fractions. ``to_dict()`` is the ``asmnet evaluate --json`` document (keys ``fr_0.08``, ...)."""
+
+    model: str
+    norm: str
+    n: int  # faces evaluated
+    nme_mean: float
+    nme_median: float
+    fr_8: float  # failure rate: faces with NME above 8 %
+    fr_10: float
+    auc_8: float  # area under the CED up to 8 %, divided by 8 %
+    auc_10: float
+    pose_mae: dict[str, float] | None  # yaw/pitch/roll in degrees, over the faces with pose labels
+    pose_n: int
+    per_image: list[ImageResult]
+    per_folder: dict[str, FolderResult]
+    per_attribute: dict[str, float] | None = None  # WFLW attribute -> mean NME
+    missed: list[str] = field(default_factory=list)  # keys of faces the detector did not find
+    miss_rate: float = 0.0  # percent of the readable faces
+    unreadable: list[str] = field(default_factory=list)  # one line per face that could not be evaluated
+    annotation_errors: list[str] = field(default_factory=list)  # one line per unusable annotation file
+
+    @property
+    def detector_misses(self) -> int:
+        return len(self.missed)
+
+    @property
+    def nmes(self) -> np.ndarray:
+        """Every face's NME (percent), in evaluation order."""
+        return np.array([item.nme for item in self.per_image])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document of ``asmnet evaluate --json`` (plain Python numbers)."""
+        out: dict[str, Any] = {
+            "n": self.n, "nme_mean": self.nme_mean, "nme_median": self.nme_median,
+            "fr_0.08": self.fr_8, "fr_0.10": self.fr_10, "auc_0.08": self.auc_8, "auc_0.10": self.auc_10,
+            "pose_mae": self.pose_mae, "pose_n": self.pose_n,
+            "per_image": [vars(item).copy() for item in self.per_image],
+            "norm": self.norm,
+            "per_folder": {name: vars(folder).copy() for name, folder in self.per_folder.items()},
+        }
+        if self.per_attribute is not None:
+            out["per_attribute"] = self.per_attribute
+        out.update({"detector_misses": self.detector_misses, "miss_rate": self.miss_rate, "missed": self.missed,
+                    "unreadable": self.unreadable, "model": self.model,
+                    "annotation_errors": self.annotation_errors})
+        return out
 
 
 def read_keys(path: str | Path) -> set[str]:
@@ -63,9 +134,16 @@ def evaluate(
     asm_blend: float = 0.0,
     progress: bool = True,
     flip_tta: bool = False,
-) -> dict:
-    """Evaluate on records; returns the summary dict of :func:`asmnet.metrics.summarize` plus
-    per-folder and per-attribute NME, detector misses, quality scores and unreadable files."""
+) -> EvaluationResult:
+    """Evaluate ``model`` on annotated faces; returns an :class:`EvaluationResult`.
+
+    ``detector=None`` crops the tight box of the ground-truth points (the published protocol);
+    with a detector, each image's matching detection is calibrated to the model's box convention
+    and misses are counted. Faces that cannot be evaluated (unreadable image, undefined NME,
+    unusable box) are listed in ``unreadable``. Raises :class:`ModelError` when the model has no
+    box calibration for the detector or outputs NaN, and :class:`DataError` when no face at all
+    could be evaluated or ``$ASMNET_MAX_PIXELS`` is malformed.
+    """
     kept, preds, poses, quality, failures, misses = [], [], [], [], [], []
     pending: list[tuple[FaceRecord, np.ndarray, np.ndarray]] = []
     # settings that would fail every face fail once, here
@@ -130,28 +208,33 @@ def split_by_normaliser(
     return usable, unusable
 
 
-def summarize_results(model, kept, preds, poses, quality, norm, failures, misses, n_total) -> dict:
+def summarize_results(
+    model: LandmarkModel, kept: list[FaceRecord], preds: np.ndarray, poses: np.ndarray, quality: np.ndarray,
+    norm: str, failures: list[str], misses: list[str], n_total: int,
+) -> EvaluationResult:
+    """The :class:`EvaluationResult` of predictions ``preds`` (F, N, 2) and ``poses`` (F, 3) for
+    the evaluated records ``kept``."""
     gts = np.stack([r.points for r in kept])
     nmes = nme_percent(preds, gts, model.info.markup, norm)
     gt_pose = np.stack([r.pose if r.pose is not None else np.full(3, np.nan) for r in kept])
     has_pose = not np.isnan(gt_pose).all()
-    out = summarize(nmes, [r.key for r in kept], poses if has_pose else None, gt_pose if has_pose else None)
-    out["norm"] = norm
-    for item, q in zip(out["per_image"], quality):
-        item["quality"] = float(q)
+    summary = summarize(nmes, [r.key for r in kept], poses if has_pose else None, gt_pose if has_pose else None)
     folders = defaultdict(list)
     for r, e in zip(kept, nmes):
         folders[key_folder(r.key)].append(e)
-    out["per_folder"] = {f: {"n": len(v), "nme_mean": float(np.mean(v)), "nme_median": float(np.median(v))}
-                         for f, v in sorted(folders.items())}
+    per_attribute = None
     if any(r.attributes for r in kept):
-        out["per_attribute"] = {
+        per_attribute = {
             a: float(np.mean([e for r, e in zip(kept, nmes) if r.attributes.get(a)]))
             for a in WFLW_ATTRIBUTES if any(r.attributes.get(a) for r in kept)
         }
-    out["detector_misses"] = len(misses)
-    out["miss_rate"] = 100.0 * len(misses) / max(1, n_total - len(failures))
-    out["missed"] = misses
-    out["unreadable"] = failures
-    out["model"] = model.info.name
-    return out
+    return EvaluationResult(
+        model=model.info.name, norm=norm, n=summary["n"], nme_mean=summary["nme_mean"],
+        nme_median=summary["nme_median"], fr_8=summary["fr_0.08"], fr_10=summary["fr_0.10"],
+        auc_8=summary["auc_0.08"], auc_10=summary["auc_0.10"], pose_mae=summary["pose_mae"],
+        pose_n=summary["pose_n"],
+        per_image=[ImageResult(item["image"], item["nme"], float(q)) for item, q in zip(summary["per_image"], quality)],
+        per_folder={f: FolderResult(len(v), float(np.mean(v)), float(np.median(v))) for f, v in sorted(folders.items())},
+        per_attribute=per_attribute, missed=list(misses),
+        miss_rate=100.0 * len(misses) / max(1, n_total - len(failures)), unreadable=list(failures),
+    )

@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -219,6 +220,18 @@ def _collect(results, sink, report: PredictReport, bar) -> None:
         bar.update(1)
 
 
+@contextmanager
+def opencv_quiet() -> Iterator[None]:
+    """Only OpenCV errors are logged inside (its warnings go straight to stderr otherwise)."""
+    log = cv2.utils.logging
+    before = log.getLogLevel()
+    log.setLogLevel(log.LOG_LEVEL_ERROR)
+    try:
+        yield
+    finally:
+        log.setLogLevel(before)
+
+
 def run_video(source: str | int, opts: PredictOptions, sink, report: PredictReport, done: set) -> None:
     """Track faces through a video file or camera, writing one record per frame. A video that
     cannot be read, or stops early, is listed in ``report.failures``; the frames read are kept."""
@@ -243,7 +256,8 @@ def _track(source: str | int, opts: PredictOptions, sink, report: PredictReport,
     from .video import FaceTracker
 
     name = str(source)
-    cap = cv2.VideoCapture(source)
+    with opencv_quiet():  # OpenCV's own "[ WARN ]" lines would precede the one-line failure below
+        cap = cv2.VideoCapture(source)
     if not cap.isOpened():
         cap.release()
         _failed(report, f"{name}: cannot open video" + ("" if isinstance(source, int) else

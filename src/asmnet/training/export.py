@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,18 @@ from ..runtime import ModelInfo, OnnxLandmarkModel
 
 OPSET = 17
 MAX_ABS_DIFF = 1e-4
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_model` wrote and checked."""
+
+    onnx: Path  # the ONNX graph
+    json: Path  # its model.json (or NAME.json beside NAME.onnx)
+    weights: Path | None  # weights.pt of a package folder; None for a lone .onnx file
+    onnx_bytes: int  # size of the ONNX file
+    denormals_flushed: int  # subnormal weights set to zero before the export
+    max_abs_diff: float  # largest ONNX Runtime vs PyTorch output difference on random pixels
 
 
 def flush_denormals(model: torch.nn.Module) -> int:
@@ -62,11 +75,12 @@ def check_onnx(onnx_path: Path, info: ModelInfo, model: torch.nn.Module, batch: 
 
 def export_model(
     checkpoint: str | Path, out: str | Path, name: str | None = None, extra: dict | None = None
-) -> dict:
+) -> ExportResult:
     """Write ``out/`` (model.onnx, model.json, weights.pt) or ``out.onnx`` + ``out.json``.
 
-    ``extra`` is merged into model.json (calibrations, quality threshold, card). Returns a report:
-    flushed denormals, ONNX vs PyTorch difference, paths.
+    ``extra`` is merged into model.json (calibrations, quality threshold, card). Returns an
+    :class:`ExportResult`. Raises :class:`ModelError` when the checkpoint cannot be used or the
+    ONNX graph's outputs differ from PyTorch's by more than ``MAX_ABS_DIFF``.
     """
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt, checkpoint)
@@ -91,5 +105,5 @@ def export_model(
                                      "epoch", "best_nme", "train_config", "git_commit", "package_version") if k in ckpt}
         slim["state_dict"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         save_checkpoint(weights_path, slim)
-    return {"onnx": str(onnx_path), "json": str(json_path), "weights": str(weights_path) if weights_path else None,
-            "denormals_flushed": flushed, "max_abs_diff": diff, "bytes": len(data)}
+    return ExportResult(onnx=onnx_path, json=json_path, weights=weights_path, onnx_bytes=len(data),
+                        denormals_flushed=flushed, max_abs_diff=diff)

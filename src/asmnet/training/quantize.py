@@ -6,6 +6,7 @@ import logging
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,16 @@ from ..formats import FaceRecord, read_image
 from ..geometry import tight_box
 from ..inference import crop_faces
 from ..runtime import load_model, read_model_json
+
+
+@dataclass
+class QuantizeResult:
+    """What :func:`quantize_package` wrote."""
+
+    out: Path  # the INT8 package folder
+    calibration_faces: int  # faces the activation ranges were calibrated on
+    bytes_float: int  # size of the float model.onnx
+    bytes_int8: int  # size of the INT8 model.onnx
 
 
 def calibration_crops(records: list[FaceRecord], package: Path, count: int, seed: int = 0) -> np.ndarray:
@@ -49,8 +60,15 @@ def _no_root_logging_setup() -> Iterator[None]:
             root.removeHandler(quiet)
 
 
-def quantize_package(package: str | Path, out: str | Path, records: list[FaceRecord], count: int = 300) -> dict:
-    """Copy a float package to ``out`` with an INT8 model.onnx; returns sizes and the calibration count."""
+def quantize_package(
+    package: str | Path, out: str | Path, records: list[FaceRecord], count: int = 300
+) -> QuantizeResult:
+    """Copy a float package to ``out`` with an INT8 model.onnx calibrated on ``count`` of ``records``.
+
+    Returns a :class:`QuantizeResult`. Raises :class:`ModelError` when there are no faces to
+    calibrate on or the result does not load, :class:`DataError` when a calibration image is
+    unreadable.
+    """
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     package, out = Path(package), Path(out)
@@ -80,5 +98,5 @@ def quantize_package(package: str | Path, out: str | Path, records: list[FaceRec
         if (package / extra).exists() and package != out:
             shutil.copy2(package / extra, out / extra)
     load_model(out, backend="onnx")  # validates the result
-    return {"out": str(out), "calibration_faces": len(crops),
-            "bytes_float": (package / "model.onnx").stat().st_size, "bytes_int8": (out / "model.onnx").stat().st_size}
+    return QuantizeResult(out=out, calibration_faces=len(crops), bytes_float=(package / "model.onnx").stat().st_size,
+                          bytes_int8=(out / "model.onnx").stat().st_size)
