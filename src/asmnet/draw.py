@@ -14,9 +14,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from asmnet.errors import DataError
-from asmnet.fileio import write_atomic
-from asmnet.pose import rotation_matrix
+from .errors import DataError
+from .fileio import write_atomic
+from .pose import rotation_matrix
 
 Color = tuple[int, int, int]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from asmnet.markup import Markup, markup_for
+from .markup import Markup, markup_for
 
 NORMALISATIONS = ("inter-ocular", "inter-pupil", "box")
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from asmnet.errors import DataError
-from asmnet.formats.image import IMAGE_EXTENSIONS
-from asmnet.formats.mat import read_pose_mat
-from asmnet.formats.pose_csv import read_pose_csv
-from asmnet.formats.pts import read_pts
+from ..errors import DataError
+from .image import IMAGE_EXTENSIONS
+from .mat import read_pose_mat
+from .pose_csv import read_pose_csv
+from .pts import read_pts
 
 POSE_CSV = "pose.csv"
 _ANNOTATIONS = (".pts", ".mat")
@@ -220,7 +220,7 @@ def _load_folder(root: Path, n_points: int | None) -> tuple[list[FaceRecord], li
 
 def _load_list(path: Path, n_points: int | None) -> tuple[list[FaceRecord], list[DataError]]:
     """Faces of a WFLW list whose images exist."""
-    from asmnet.formats.wflw import parse_wflw_list  # here: wflw imports FaceRecord from this module
+    from .wflw import parse_wflw_list  # here: wflw imports FaceRecord from this module
 
     faces, errors = parse_wflw_list(path, check_images=True)
     if n_points is not None and faces and faces[0].n_points != n_points:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from asmnet.errors import DataError
+from ..errors import DataError
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PillowImage

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from asmnet.errors import DataError
+from ..errors import DataError
 
 LANDMARK_KEYS = ("pt3d_68", "pt2d", "pts_2d", "pts_3d")
 

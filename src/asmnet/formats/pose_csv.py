@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from asmnet.errors import DataError
-from asmnet.formats.pts import parse_float, read_text_lines
+from ..errors import DataError
+from .pts import parse_float, read_text_lines
 
 POSE_COLUMNS = ("stem", "yaw", "pitch", "roll")
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from asmnet.errors import DataError
-from asmnet.fileio import write_text_atomic
+from ..errors import DataError
+from ..fileio import write_text_atomic
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 

@@ -13,9 +13,9 @@ from pathlib import Path, PurePath
 
 import numpy as np
 
-from asmnet.errors import DataError
-from asmnet.formats.faces import FaceRecord, check_points
-from asmnet.formats.pts import parse_float, read_text_lines
+from ..errors import DataError
+from .faces import FaceRecord, check_points
+from .pts import parse_float, read_text_lines
 
 WFLW_ATTRIBUTES = ("pose", "expression", "illumination", "make-up", "occlusion", "blur")
 WFLW_POINTS = 98

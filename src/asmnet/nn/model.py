@@ -262,7 +262,7 @@ def build_model(config: dict[str, Any]) -> ASMNet:
     Missing keys take the defaults of :class:`ASMNet`; unknown keys or bad values raise
     :class:`asmnet.errors.ModelError`.
     """
-    from asmnet.errors import ModelError
+    from ..errors import ModelError
 
     known = {"num_points", "width", "arch", "dropout"}
     unknown = sorted(set(config) - known)
