@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -121,6 +122,64 @@ def test_int8_export_is_close_to_float(trained, synthetic_set, tmp_path, capsys)
         results[name] = json.loads(out.read_text())["nme_mean"]
     assert (tmp_path / "pkg-int8" / "model.onnx").stat().st_size < (pkg / "model.onnx").stat().st_size
     assert abs(results["pkg-int8"] - results["pkg"]) < 0.1 * results["pkg"]  # within 10 % of float
+
+
+def test_int8_outputs_are_float_and_close_to_the_float_model(trained, synthetic_set, tmp_path):
+    """Calibrated on 4 faces, run on 64 faces, their negatives, noise and shifted crops: the outputs
+    are float (8-bit outputs clamped every value outside the calibrated range and rounded the rest
+    to a grid), close to the float model's; an old INT8 graph is repaired by float_head."""
+    import onnx
+
+    from asmnet.formats import load_many
+    from asmnet.geometry import tight_box
+    from asmnet.inference import crop_faces
+    from asmnet.runtime import load_model
+    from asmnet.training.export import export_model
+    from asmnet.training.quantize import FLOAT_OPS, float_head, quantize_package, quantized_outputs
+
+    pkg, int8 = tmp_path / "pkg", tmp_path / "pkg-int8"
+    export_model(trained / "best.pt", pkg)
+    # two epochs leave the heads near the mean face: random heads make the outputs vary between
+    # crops, so that a grid or a clamp would show
+    graph_file = onnx.load(str(pkg / "model.onnx"))
+    heads = {n.input[1] for n in graph_file.graph.node if n.op_type == "Gemm"}
+    rng = np.random.default_rng(0)
+    for init in graph_file.graph.initializer:
+        if init.name in heads:
+            w = rng.normal(size=tuple(init.dims)) * 3.0 / np.sqrt(init.dims[1])
+            init.CopyFrom(onnx.numpy_helper.from_array(w.astype(np.float32), init.name))
+    onnx.save(graph_file, str(pkg / "model.onnx"))
+    records = load_many([synthetic_set])[0]
+    quantize_package(pkg, int8, records, count=4)
+    assert quantized_outputs(int8 / "model.onnx") == []
+    float_model, int8_model = load_model(pkg), load_model(int8)
+    crops = np.concatenate([crop_faces(cv2.imread(str(r.image)), tight_box(r.points)[None], float_model.info)[0]
+                            for r in records])
+    noise = np.random.default_rng(1).integers(0, 256, crops.shape, dtype=np.uint8)
+    crops = np.concatenate([crops, 255 - crops, noise, np.roll(crops, 12, axis=2)])
+    (uf, pf), (uq, pq) = float_model.run(crops), int8_model.run(crops)
+    for got, ref in ((uq, uf), (pq, pf)):  # backbone noise only
+        assert np.abs(got - ref).max() < 0.05 * (ref.max() - ref.min())
+    # float outputs: no grid, every crop its own value
+    assert all(len(np.unique(pq[:, j])) == len(crops) for j in range(3))
+    assert all(len(np.unique(uq[i, :, 0])) == uq.shape[1] for i in range(len(crops)))
+
+    # an INT8 graph made before (8-bit outputs) is repaired in place by float_head
+    old = onnx.load(str(int8 / "model.onnx"))
+    node = next(n for n in old.graph.node if n.op_type == "Gemm" and n.output[0] == "landmarks")
+    node.output[0] = "head_float"
+    scale = onnx.helper.make_tensor("s", onnx.TensorProto.FLOAT, [], [float(np.abs(uf).max() / 127)])
+    zero = onnx.helper.make_tensor("z", onnx.TensorProto.UINT8, [], [128])
+    old.graph.initializer.extend([scale, zero])
+    old.graph.node.extend([onnx.helper.make_node("QuantizeLinear", ["head_float", "s", "z"], ["head_q"]),
+                           onnx.helper.make_node("DequantizeLinear", ["head_q", "s", "z"], ["landmarks"])])
+    onnx.save(old, str(int8 / "model.onnx"))
+    assert quantized_outputs(int8 / "model.onnx") == ["landmarks"]
+    assert len(np.unique(load_model(int8).run(crops)[0][:, :, 0])) < uq[..., 0].size // 4  # on a grid
+    assert float_head(old) == 2 and "Gemm" in FLOAT_OPS
+    onnx.save(old, str(int8 / "model.onnx"))
+    assert quantized_outputs(int8 / "model.onnx") == []
+    assert np.array_equal(load_model(int8).run(crops)[0], uq)
 
 
 def test_flip_tta_unflips_points_and_pose():

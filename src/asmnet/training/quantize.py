@@ -1,4 +1,11 @@
-"""INT8 export: ONNX Runtime static quantisation (QDQ, per-channel weights), calibrated on faces."""
+"""INT8 export: ONNX Runtime static quantisation (QDQ, per-channel weights), calibrated on faces.
+
+The backbone runs in INT8; the pooled features, their concatenation and the two linear heads
+(:data:`FLOAT_OPS`) stay float. Quantising the heads' outputs to 8 bits per tensor clamped every
+value outside the calibration faces' range (jaw points stuck on one x at the crop edge, yaw cut
+off near +-45 deg) and rounded the rest to a grid (0.0036 crop units, about 1 px; pose in 0.38 deg
+steps). Keeping them float costs nothing measurable: they are about 0.1 % of the network's work.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +24,10 @@ from ..formats import FaceRecord, read_image
 from ..geometry import tight_box
 from ..inference import crop_faces
 from ..runtime import load_model, read_model_json
+
+#: ONNX op types left in float: global pooling of the tapped features, flatten, concat, the heads.
+FLOAT_OPS = ("GlobalAveragePool", "Flatten", "Concat", "Gemm")
+PRECISION = "int8 (ONNX Runtime static QDQ, per-channel weights; pooling and heads in float)"
 
 
 @dataclass
@@ -60,15 +71,61 @@ def _no_root_logging_setup() -> Iterator[None]:
             root.removeHandler(quiet)
 
 
+def quantized_outputs(onnx_path: str | Path) -> list[str]:
+    """Names of the graph outputs that come out of a DequantizeLinear (8-bit values, clamped to a range)."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path)).graph
+    producer = {out: node.op_type for node in graph.node for out in node.output}
+    return [o.name for o in graph.output if producer.get(o.name) == "DequantizeLinear"]
+
+
+def float_head(model):
+    """Remove the activation QuantizeLinear/DequantizeLinear pairs after :data:`FLOAT_OPS` nodes of
+    a QDQ ``onnx.ModelProto`` in place, so pooling, concat and heads compute and return float.
+
+    For INT8 graphs whose float model is gone (the weights of those ops stay as they were
+    quantised). Returns how many nodes were removed.
+    """
+    graph = model.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    removed, rename = [], {}
+    for q in graph.node:
+        src = producer.get(q.input[0]) if q.op_type == "QuantizeLinear" else None
+        dqs = consumers.get(q.output[0], []) if src is not None else []
+        if src is None or src.op_type not in FLOAT_OPS or not dqs or any(d.op_type != "DequantizeLinear" for d in dqs):
+            continue
+        removed += [q, *dqs]
+        rename.update({d.output[0]: q.input[0] for d in dqs})
+    for node in graph.node:
+        node.input[:] = [rename.get(name, name) for name in node.input]
+    # a graph output keeps its name: the float producer now writes it directly
+    outputs = {o.name for o in graph.output}
+    for dq_out, float_name in rename.items():
+        if dq_out in outputs:
+            node = producer[float_name]
+            node.output[:] = [dq_out if o == float_name else o for o in node.output]
+            for other in graph.node:
+                other.input[:] = [dq_out if name == float_name else name for name in other.input]
+    for node in removed:
+        graph.node.remove(node)
+    return len(removed)
+
+
 def quantize_package(
     package: str | Path, out: str | Path, records: list[FaceRecord], count: int = 300
 ) -> QuantizeResult:
     """Copy a float package to ``out`` with an INT8 model.onnx calibrated on ``count`` of ``records``.
 
     Returns a :class:`QuantizeResult`. Raises :class:`ModelError` when there are no faces to
-    calibrate on or the result does not load, :class:`DataError` when a calibration image is
-    unreadable.
+    calibrate on, the result has 8-bit outputs or does not load, :class:`DataError` when a
+    calibration image is unreadable.
     """
+    import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     package, out = Path(package), Path(out)
@@ -83,15 +140,21 @@ def quantize_package(
         def get_next(self):
             return next(self.batches, None)
 
+    float_nodes = [n.name for n in onnx.load(str(package / "model.onnx")).graph.node if n.op_type in FLOAT_OPS]
+
     def write_int8(tmp: Path) -> None:
+        # min-max calibration: every activation range covers the calibration faces entirely
         with _no_root_logging_setup():
             quantize_static(str(package / "model.onnx"), str(tmp), Reader(), quant_format=QuantFormat.QDQ,
-                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            nodes_to_exclude=float_nodes)
+        if quantized_outputs(tmp):
+            raise ModelError(out / "model.onnx", f"INT8 outputs {quantized_outputs(tmp)} would be clamped to 8 bits")
 
     write_atomic(out / "model.onnx", write_int8)
     meta = read_model_json(package / "model.json").to_json()
     meta["name"] = out.name
-    meta["card"] = {**meta.get("card", {}), "precision": "int8 (ONNX Runtime static QDQ, per-channel)",
+    meta["card"] = {**meta.get("card", {}), "precision": PRECISION,
                     "int8_calibration_faces": len(crops), "float_model": str(package)}
     write_json_atomic(out / "model.json", meta)
     for extra in ("weights.pt",):
