@@ -7,12 +7,21 @@
 Exports ONNX + weights, evaluates the validation faces of the run's split.json (ground-truth box
 protocol), measures the quality score as a failure detector and the ASM blend option, times the
 landmark stage, attaches detector box calibrations, and writes model.json's card and MODEL_CARD.md.
+
+A shipped package whose run folder is gone is rebuilt from its own weights (e.g. after a change
+to the export or the INT8 quantisation); its validation keys, training facts, detector box
+calibrations and quality threshold are kept as they are, everything measured is measured again:
+
+    python scripts/build_model.py --from-package src/asmnet/models/default --int8 \
+        --data ../shared/data/lfpw_train --data ../shared/data/udacity_train
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,7 +33,8 @@ from asmnet.fileio import write_json_atomic, write_text_atomic
 from asmnet.formats import load_many
 from asmnet.nn.checkpoint import load_checkpoint, save_checkpoint
 from asmnet.runtime import load_model
-from asmnet.training.export import export_model
+from asmnet.training.export import ExportResult, export_model
+from asmnet.training.quantize import PRECISION as INT8_PRECISION
 from asmnet.training.quantize import quantize_package
 
 QUALITY_FLAG_SHARE = 0.05  # flag the least plausible 5 % of validation faces
@@ -40,26 +50,35 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
 
 
 def time_landmark_stage(model_dir: Path, threads: int, batch: int, repeats: int = 300) -> dict:
+    """Wall-clock ms per face (median, p90) and, on one thread, CPU ms per face: the CPU time of
+    the calling thread, which other processes on a shared machine inflate far less."""
     model = load_model(model_dir, backend="onnx", threads=threads)
     s = model.info.input_size
     crops = np.random.default_rng(0).integers(0, 255, (batch, s, s, 3), dtype=np.uint8)
     for _ in range(30):
         model.run(crops)
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         model.run(crops)
         times.append((time.perf_counter() - t0) * 1000 / batch)
-    return {"threads": threads, "batch": batch, "ms_per_face_median": float(np.median(times)),
-            "ms_per_face_p90": float(np.percentile(times, 90))}
+        cpu.append((time.thread_time() - c0) * 1000 / batch)
+    out = {"threads": threads, "batch": batch, "ms_per_face_median": float(np.median(times)),
+           "ms_per_face_p90": float(np.percentile(times, 90)), "load_average": os.getloadavg()[0]}
+    if threads == 1:
+        out["cpu_ms_per_face_median"] = float(np.median(cpu))
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", required=True)
-    ap.add_argument("--run-dir", required=True, help="the run folder (split.json, metrics.jsonl, model_card.json)")
+    ap.add_argument("--checkpoint", default=None, help="default with --from-package: its weights.pt")
+    ap.add_argument("--run-dir", default=None, help="the run folder (split.json, metrics.jsonl, model_card.json)")
+    ap.add_argument("--from-package", default=None, metavar="DIR",
+                    help="rebuild a shipped package instead: keys, training facts, box calibrations and quality "
+                         "threshold come from DIR (and --out defaults to DIR)")
     ap.add_argument("--data", action="append", required=True)
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", default=None)
     ap.add_argument("--name", default="default")
     ap.add_argument("--calibration", default="src/asmnet/models/detector_calibration.json")
     ap.add_argument("--baseline", action="append", default=[], help="JSON results of a peer (dlib_baseline.py)")
@@ -70,47 +89,19 @@ def main() -> None:
     ap.add_argument("--ablation", default=None, help="JSON of the ASM-LOSS vs plain runs (benchmarks/results/ablation.json)")
     ap.add_argument("--ced", default=None, help="CED plot of this model and the --baseline peers (PNG)")
     args = ap.parse_args()
+    if args.from_package:
+        rebuild(args)
+        return
+    if not (args.checkpoint and args.run_dir and args.out):
+        ap.error("--checkpoint, --run-dir and --out are needed unless --from-package is given")
 
     out, run = Path(args.out), Path(args.run_dir)
     keys = read_keys(run / "split.json")
     all_records = load_many(args.data)[0]
-    records = [r for r in all_records if r.key in keys]
-    float_dir = out.with_name(out.name + "-fp32") if args.int8 else out
-    report = export_model(args.checkpoint, float_dir, float_dir.name)
-    float_res = evaluate(load_model(float_dir, backend="onnx"), records, progress=False).to_dict()
-    if args.int8:
-        train_faces = [r for r in all_records if r.key not in keys]
-        quantize_package(float_dir, out, train_faces, count=300)
-        (float_dir / "weights.pt").unlink()  # one copy of the weights, in the INT8 package
-    weights = out / "weights.pt"
-    if args.no_weights:
-        weights.unlink(missing_ok=True)
-    elif weights.exists():
-        # half precision halves the file; the network computes in float32 after loading
-        ckpt = load_checkpoint(weights)
-        ckpt["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
-        save_checkpoint(weights, ckpt)
-    model = load_model(out, backend="onnx")
-    res = evaluate(model, records).to_dict()
-    nmes = np.array([p["nme"] for p in res["per_image"]])
-    quality = np.array([p["quality"] for p in res["per_image"]])
-    threshold = float(np.quantile(quality, 1 - QUALITY_FLAG_SHARE))
-    flagged = quality > threshold
-    fail8 = nmes > 8
-    quality_report = {
-        "definition": "mean distance between predicted points and their ASM projection, normalised crop units",
-        "roc_auc_nme_gt_8": roc_auc(quality, fail8),
-        "threshold": threshold,
-        "flag_share": float(flagged.mean()),
-        "fr_0.08_among_flagged": float(fail8[flagged].mean() * 100) if flagged.any() else None,
-        "fr_0.08_among_unflagged": float(fail8[~flagged].mean() * 100),
-        "failures_caught": f"{int((fail8 & flagged).sum())} of {int(fail8.sum())}",
-    }
-    blends = {}
-    for blend in (0.25, 0.5, 1.0):
-        r = evaluate(model, records, asm_blend=blend, progress=False)
-        blends[str(blend)] = {"nme_mean": r.nme_mean, "fr_0.10": r.fr_10}
-    speeds = [time_landmark_stage(out, t, b) for t in (1, 2) for b in (1, 8)]
+    float_dir, report = build_packages(args.checkpoint, out, all_records, keys, args.int8, args.no_weights)
+    m = measure(out, float_dir, [r for r in all_records if r.key in keys])
+    model, res, float_res, threshold = m["model"], m["res"], m["float_res"], m["threshold"]
+    quality_report, blends, speeds = m["quality"], m["asm_blend"], m["speeds"]
     train_card = json.loads((run / "model_card.json").read_text())
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     calibrations = json.loads(Path(args.calibration).read_text()) if Path(args.calibration).exists() else {}
@@ -140,7 +131,7 @@ def main() -> None:
         "quality": quality_report,
         "asm_blend": blends,
         "speed": {"cpu": cpu_name(), "backend": "onnxruntime", "landmark_stage": speeds},
-        "precision": "int8 (ONNX Runtime static QDQ, per-channel)" if args.int8 else "float32",
+        "precision": INT8_PRECISION if args.int8 else "float32",
         "float32_validation": {k: float_res[k] for k in ("nme_mean", "nme_median", "fr_0.08", "fr_0.10")},
         "denormals_flushed": report.denormals_flushed,
         "onnx_max_abs_diff": report.max_abs_diff,
@@ -148,12 +139,75 @@ def main() -> None:
         "ablation": json.loads(Path(args.ablation).read_text()) if args.ablation else None,
         "epochs_val_nme": [round(h["val_nme"], 4) for h in history],
     }
+    calibrations = {k: v["calibration"] for k, v in calibrations.items() if not k.startswith("_")}
+    write_packages(out, float_dir, args.int8, calibrations, threshold, card, res, keys)
+    if args.ced:
+        plot_comparison(res, args.baseline, Path(args.ced), args.name)
+    print(json.dumps({k: card[k] for k in ("validation", "quality", "asm_blend", "speed")}, indent=1))
+
+
+def build_packages(checkpoint, out: Path, all_records: list, val_keys: set[str], int8: bool,
+                   no_weights: bool) -> tuple[Path, ExportResult]:
+    """Export ``checkpoint`` to ``out`` (float) or to ``out``-fp32 and ``out`` (INT8, calibrated on
+    300 faces that are not validation faces); weights.pt in half precision. Returns the float
+    package folder and the export report."""
+    float_dir = out.with_name(out.name + "-fp32") if int8 else out
+    report = export_model(checkpoint, float_dir, float_dir.name)
+    if int8:
+        train_faces = [r for r in all_records if r.key not in val_keys]
+        quantize_package(float_dir, out, train_faces, count=300)
+        (float_dir / "weights.pt").unlink()  # one copy of the weights, in the INT8 package
+    weights = out / "weights.pt"
+    if no_weights:
+        weights.unlink(missing_ok=True)
+    elif weights.exists():
+        # half precision halves the file; the network computes in float32 after loading
+        ckpt = load_checkpoint(weights)
+        ckpt["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+        save_checkpoint(weights, ckpt)
+    return float_dir, report
+
+
+def measure(out: Path, float_dir: Path, records: list, threshold: float | None = None) -> dict:
+    """Validation of the shipped and the float graph, the quality flag at ``threshold`` (default:
+    the one flagging the worst QUALITY_FLAG_SHARE), ASM blends and landmark-stage speed."""
+    float_res = evaluate(load_model(float_dir, backend="onnx"), records, progress=False).to_dict()
+    model = load_model(out, backend="onnx")
+    res = evaluate(model, records).to_dict()
+    nmes = np.array([p["nme"] for p in res["per_image"]])
+    quality = np.array([p["quality"] for p in res["per_image"]])
+    if threshold is None:
+        threshold = float(np.quantile(quality, 1 - QUALITY_FLAG_SHARE))
+    flagged = quality > threshold
+    fail8 = nmes > 8
+    quality_report = {
+        "definition": "mean distance between predicted points and their ASM projection, normalised crop units",
+        "roc_auc_nme_gt_8": roc_auc(quality, fail8),
+        "threshold": threshold,
+        "flag_share": float(flagged.mean()),
+        "fr_0.08_among_flagged": float(fail8[flagged].mean() * 100) if flagged.any() else None,
+        "fr_0.08_among_unflagged": float(fail8[~flagged].mean() * 100),
+        "failures_caught": f"{int((fail8 & flagged).sum())} of {int(fail8.sum())}",
+    }
+    blends = {}
+    for blend in (0.25, 0.5, 1.0):
+        r = evaluate(model, records, asm_blend=blend, progress=False)
+        blends[str(blend)] = {"nme_mean": r.nme_mean, "fr_0.10": r.fr_10}
+    speeds = [time_landmark_stage(out, t, b) for t in (1, 2) for b in (1, 8)]
+    return {"model": model, "res": res, "float_res": float_res, "threshold": threshold,
+            "quality": quality_report, "asm_blend": blends, "speeds": speeds}
+
+
+def write_packages(out: Path, float_dir: Path, int8: bool, calibrations: dict, threshold: float, card: dict,
+                   res: dict, keys: set[str]) -> None:
+    """model.json (calibrations, quality threshold, card), validation.json, val_keys.txt, MODEL_CARD.md;
+    with INT8, the float package's model.json carries the same card with its own validation."""
     meta = json.loads((out / "model.json").read_text())
-    meta["calibrations"] = {k: v["calibration"] for k, v in calibrations.items() if not k.startswith("_")}
+    meta["calibrations"] = calibrations
     meta["quality_threshold"] = threshold
     meta["card"] = card
     write_json_atomic(out / "model.json", meta)
-    if args.int8:  # the float package carries the same card and calibrations
+    if int8:
         fmeta = json.loads((float_dir / "model.json").read_text())
         fmeta.update({k: meta[k] for k in ("calibrations", "quality_threshold")})
         fmeta["card"] = {**card, "precision": "float32", "validation": card["float32_validation"]}
@@ -161,9 +215,48 @@ def main() -> None:
     write_json_atomic(out / "validation.json", res)
     write_text_atomic(out / "val_keys.txt", "".join(k + "\n" for k in sorted(keys)))
     write_text_atomic(out / "MODEL_CARD.md", render_card(card))
-    if args.ced:
-        plot_comparison(res, args.baseline, Path(args.ced), args.name)
-    print(json.dumps({k: card[k] for k in ("validation", "quality", "asm_blend", "speed")}, indent=1))
+
+
+def rebuild(args: argparse.Namespace) -> None:
+    """Rebuild the package ``args.from_package`` from its weights (see the module docstring)."""
+    package = Path(args.from_package)
+    out = Path(args.out) if args.out else package
+    old = json.loads((package / "model.json").read_text())
+    float_package = package.with_name(package.name + "-fp32")
+    old_float = json.loads((float_package / "model.json").read_text()) if args.int8 and float_package.exists() else None
+    keys = read_keys(package / "val_keys.txt")
+    all_records = load_many(args.data)[0]
+    with tempfile.TemporaryDirectory() as tmp:  # the export may overwrite the weights it reads
+        checkpoint = Path(tmp) / "weights.pt"
+        ckpt = load_checkpoint(args.checkpoint or package / "weights.pt")
+        # slim weights written before label_origin was kept in them: model.json has it
+        ckpt.setdefault("label_origin", old["label_origin"])
+        save_checkpoint(checkpoint, ckpt)
+        float_dir, report = build_packages(checkpoint, out, all_records, keys, args.int8, args.no_weights)
+    m = measure(out, float_dir, [r for r in all_records if r.key in keys], old["quality_threshold"])
+    res, float_res = m["res"], m["float_res"]
+    card = {
+        **old["card"],
+        "name": out.name,
+        "validation": {k: res[k] for k in ("n", "nme_mean", "nme_median", "fr_0.08", "fr_0.10",
+                                           "auc_0.08", "auc_0.10", "pose_mae", "per_folder")},
+        "quality": m["quality"],
+        "asm_blend": m["asm_blend"],
+        "speed": {"cpu": cpu_name(), "backend": "onnxruntime", "landmark_stage": m["speeds"]},
+        "precision": INT8_PRECISION if args.int8 else "float32",
+        "float32_validation": {k: float_res[k] for k in ("nme_mean", "nme_median", "fr_0.08", "fr_0.10")},
+        "denormals_flushed": report.denormals_flushed,
+        "onnx_max_abs_diff": report.max_abs_diff,
+        "rebuilt_from": f"{package}/weights.pt (half precision) by scripts/build_model.py --from-package",
+    }
+    write_packages(out, float_dir, args.int8, old["calibrations"], old["quality_threshold"], card, res, keys)
+    # everything in model.json but the card (measurements) is what it was
+    for before, folder in ((old, out), (old_float, float_dir)):
+        after = json.loads((folder / "model.json").read_text())
+        changed = [k for k in before or {} if k != "card" and before[k] != after.get(k)] if before else []
+        if changed or (before and set(after) != set(before)):
+            raise SystemExit(f"{folder}/model.json: fields changed by the rebuild: {changed or set(after) ^ set(before)}")
+    print(json.dumps({k: card[k] for k in ("validation", "float32_validation", "quality", "speed")}, indent=1))
 
 
 def plot_comparison(res: dict, baselines: list[str], out_png: Path, name: str) -> None:
@@ -210,7 +303,10 @@ def render_card(card: dict) -> str:
     extras += [f"training faces of `{f}` drawn {n}x per epoch" for f, n in (t["config"].get("oversample") or {}).items()]
     rows = "\n".join(f"| {f} | {d['n']} | {d['nme_mean']:.2f} | {d['nme_median']:.2f} |" for f, d in v["per_folder"].items())
     speed = "\n".join(f"| {s['threads']} | {s['batch']} | {s['ms_per_face_median']:.2f} | {s['ms_per_face_p90']:.2f} |"
+                      + (f" {s['cpu_ms_per_face_median']:.2f} |" if "cpu_ms_per_face_median" in s else " |")
                       for s in card["speed"]["landmark_stage"])
+    loads = [s["load_average"] for s in card["speed"]["landmark_stage"] if "load_average" in s]
+    load = f", load average {max(loads):.1f} while measuring" if loads else ""
     pose = v["pose_mae"] or {}
     q = card["quality"]
     blends = "\n".join(f"| {b} | {d['nme_mean']:.3f} | {d['fr_0.10']:.2f} |" for b, d in card["asm_blend"].items())
@@ -250,9 +346,9 @@ FR@8 % among flagged {q['fr_0.08_among_flagged']}, among the rest {q['fr_0.08_am
 {blends}
 
 {peers_and_ablation(card)}
-## Speed (landmark + pose stage, ONNX Runtime, {card['speed']['cpu']})
-| threads | batch | ms/face median | p90 |
-|---|---|---|---|
+## Speed (landmark + pose stage, ONNX Runtime, {card['speed']['cpu']}{load})
+| threads | batch | ms/face median | p90 | CPU ms/face (1 thread) |
+|---|---|---|---|---|
 {speed}
 """
 

@@ -101,7 +101,7 @@ def export_model(
     meta["card"] = {**info.card, **meta.get("card", {}), "denormals_flushed": flushed}
     write_json_atomic(json_path, meta)
     if weights_path is not None:
-        slim = {k: ckpt[k] for k in ("model_config", "input_size", "crop_scale", "markup", "shape_model",
+        slim = {k: ckpt[k] for k in ("model_config", "input_size", "crop_scale", "label_origin", "markup", "shape_model",
                                      "epoch", "best_nme", "train_config", "git_commit", "package_version") if k in ckpt}
         slim["state_dict"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         save_checkpoint(weights_path, slim)
