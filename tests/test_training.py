@@ -238,3 +238,20 @@ def test_oversample_option_names_a_data_folder(synthetic_set, tmp_path, capsys):
     assert "expected FOLDER=N" in capsys.readouterr().err
     run = Run(config(synthetic_set, out, oversample={synthetic_set.name: 2}))
     assert len(run.dataset) == 2 * len(run.train_regions)
+
+
+def test_init_fine_tunes_the_shipped_model_by_name(synthetic_set, tmp_path, capsys):
+    from asmnet.runtime import DEFAULT_MODEL_DIR, load_model
+
+    if not (DEFAULT_MODEL_DIR / "weights.pt").exists():
+        pytest.skip("the shipped model has no weights.pt")
+    args = ["train", "--data", str(synthetic_set), "--out", str(tmp_path / "ft"), "--epochs", "1", "--input-size", "64",
+            "--batch-size", "16", "--workers", "0", "--device", "cpu", "--lr", "1e-4", "--init", "default"]
+    assert main(args) == 0
+    assert "initialised from default" in capsys.readouterr().err
+    ckpt = load_checkpoint(tmp_path / "ft" / "best.pt")
+    shipped = load_model(None).info.shape_model
+    assert np.allclose(ckpt["shape_model"]["mean"], shipped.mean)  # the shipped shape model is kept
+    assert main(args[:-1] + ["default", "--width", "0.5", "--out", str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("asmnet: error: --init default: its network has width 1.0, this run 0.5")

@@ -45,9 +45,9 @@ class TrainConfig:
     weight_decay: float = setting(1e-4, "AdamW weight decay")
     warmup_epochs: int = setting(2, "epochs of linear learning-rate warm-up")
     init: str | None = setting(
-        None, "fine-tune: start from the weights and shape model of this checkpoint or model package "
-        "folder (e.g. the shipped src/asmnet/models/default with --lr 3e-4 --loss mse --ema 0.998)",
-        metavar="PT")
+        None, "fine-tune: start from the weights and shape model of this checkpoint, model folder or "
+        "shipped model (e.g. --init default --loss mse --lr 3e-4 --warmup-epochs 1 --ema 0.998)",
+        metavar="MODEL")
     ema: float = setting(0.0, "decay of an exponential moving average of the weights (e.g. 0.999); 0 = off")
     loss: str = setting("asm", "asm: ASM-LOSS; mse: the same without the ASM term (baseline)", choices=("asm", "mse"))
     point_loss: str = setting("l1", "distance of the landmark terms", choices=("mse", "l1"))

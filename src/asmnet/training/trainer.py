@@ -42,6 +42,7 @@ from ..metrics import nme as nme_percent
 from ..nn import build_model, count_parameters
 from ..nn.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from ..nn.losses import ASMLoss
+from ..runtime import resolve_model
 from ..shape_model import ShapeModel
 from . import distributed
 from .augment import AugmentConfig, augmented_shapes, make_sample
@@ -190,6 +191,18 @@ def plot_curves(history: list[dict], path: Path) -> None:
     write_atomic(path, lambda p: fig.savefig(p, format="png", dpi=90))
 
 
+def load_init(cfg: TrainConfig) -> dict:
+    """The checkpoint ``cfg.init`` names (a .pt file, a model folder or a shipped model's name),
+    checked against the run's network; :class:`AsmnetError` in one line when they differ."""
+    ckpt = load_checkpoint(resolve_model(cfg.init))
+    theirs = ckpt["model_config"]
+    for key, mine in (("num_points", cfg.points), ("arch", cfg.arch), ("width", cfg.width)):
+        if theirs.get(key, mine) != mine:
+            raise AsmnetError(f"--init {cfg.init}: its network has {key} {theirs[key]!r}, this run {mine!r} "
+                              "(give the same --points, --arch and --width)")
+    return ckpt
+
+
 class Run:
     """One training run: its folder, data, model and state. ``Run(cfg).fit()`` trains it.
 
@@ -274,7 +287,7 @@ class Run:
 
     def _build(self) -> None:
         cfg = self.cfg
-        init = load_checkpoint(cfg.init) if cfg.init and self.ckpt is None else None
+        init = load_init(cfg) if cfg.init and self.ckpt is None else None
         if self.ckpt is not None or init is not None:
             self.shape_model = ShapeModel.from_dict((self.ckpt or init)["shape_model"])
         elif not self.dist.enabled:
