@@ -301,6 +301,17 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--flip-tta", action="store_true", help="average with the mirrored face (2x network time)")
     p.add_argument("--workers", type=int, default=1, help="processes for image folders")
     p.add_argument("--resume", action="store_true", help="skip inputs already in the --json file")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: processes of this machine (--workers); ray: the actors of a Ray cluster, "
+                   "images only (needs pip install 'asmnet[ray]')")
+    p.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                   help="Ray cluster to join (auto, HOST:6379 or ray://HOST:10001); default: start a local one")
+    p.add_argument("--ray-actors", type=int, default=None, metavar="N",
+                   help="Ray actors, one model each (default: as many as the cluster's CPUs allow)")
+    p.add_argument("--ray-cpus", type=float, default=1.0, metavar="C",
+                   help="CPUs per Ray actor (also its inference threads unless --threads)")
+    p.add_argument("--ray-gpus", type=float, default=0.0, metavar="G",
+                   help="GPUs per Ray actor: ONNX Runtime's CUDA provider (needs onnxruntime-gpu on the workers)")
     p.add_argument("--redetect-every", type=int, default=15, metavar="K", help="video: re-run the detector every K frames")
     p.add_argument("--no-smooth", action="store_true", help="video: no temporal smoothing")
     p.add_argument("--max-frames", type=int, default=None, metavar="N",
@@ -316,7 +327,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     opts = PredictOptions(model=args.model, detector=args.detector, backend=args.backend, threads=args.threads,
                           out_dir=args.out, json_path=args.json, workers=max(1, args.workers), resume=args.resume,
                           redetect_every=args.redetect_every, smooth=not args.no_smooth, max_frames=args.max_frames,
-                          min_score=args.min_score, flip_tta=args.flip_tta)
+                          min_score=args.min_score, flip_tta=args.flip_tta, engine=args.engine)
+    if args.engine == "ray":
+        from .ray_engine import RayOptions
+
+        opts.ray = RayOptions(address=args.ray_address, actors=args.ray_actors, cpus=args.ray_cpus, gpus=args.ray_gpus)
     report = predict(args.inputs, opts, webcam=args.webcam)
     print(summary_line(report), file=sys.stderr)
     if report.failures:

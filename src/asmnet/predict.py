@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import cv2
 from tqdm import tqdm
@@ -23,6 +23,9 @@ from tqdm import tqdm
 from .errors import AsmnetError, DataError, ModelError
 from .formats import IMAGE_EXTENSIONS, read_image
 from .formats.image import max_pixels_limit
+
+if TYPE_CHECKING:
+    from .ray_engine import RayOptions
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 
@@ -42,6 +45,8 @@ class PredictOptions:
     max_frames: int | None = None
     min_score: float | None = None  # drop detections scoring below this
     flip_tta: bool = False  # average with the mirrored face (2x network time)
+    engine: str = "local"  # "local": processes of this machine (workers); "ray": a Ray cluster (ray_engine)
+    ray: RayOptions | None = None  # cluster address and resources per actor (engine "ray"; None: defaults)
 
 
 @dataclass
@@ -134,14 +139,21 @@ def _named(path: str, exc: AsmnetError) -> str:
 
 
 def _process_image(task: tuple[str, str | None]) -> tuple[dict | None, str | None, str | None]:
-    """(record, None, None) on success, (None, error line, None) for a bad file, and
-    (None, None, message) for a problem of the model or detector, which stops the run."""
-    path, out_file = task
+    """One task of this process's worker (see :func:`process_image`)."""
     if _ALIGNER is None:
         return None, None, _INIT_ERROR or "the worker has no model"
+    return process_image(_ALIGNER, task)
+
+
+def process_image(aligner, task: tuple[str, str | None]) -> tuple[dict | None, str | None, str | None]:
+    """Read one image, predict, and write its annotated copy when ``task[1]`` names one.
+
+    Returns (record, None, None) on success, (None, error line, None) for a bad file, and
+    (None, None, message) for a problem of the model or detector, which stops the run."""
+    path, out_file = task
     try:
         image = read_image(path)
-        faces = _ALIGNER(image, channel_order="bgr")
+        faces = aligner(image, channel_order="bgr")
     except ModelError as exc:
         return None, None, str(exc)
     except AsmnetError as exc:
@@ -159,7 +171,7 @@ def _process_image(task: tuple[str, str | None]) -> tuple[dict | None, str | Non
             return None, str(exc), None
         except OSError as exc:
             return None, f"{out_file}: cannot write the annotated image ({exc.strerror or exc})", None
-    return image_record(path, None, image.shape, faces, _ALIGNER.model.info.name), None, None
+    return image_record(path, None, image.shape, faces, aligner.model.info.name), None, None
 
 
 def _failed(report: PredictReport, line: str) -> None:
@@ -192,7 +204,16 @@ def run_images(images: list[Path], roots: list[Path], opts: PredictOptions, sink
     aligner.detector  # noqa: B018 - builds the detector now, so that a bad name fails here
     bar = tqdm(total=len(tasks), desc="images", unit="img", file=sys.stderr, disable=None)
     try:
-        if opts.workers > 1:
+        if opts.engine == "ray":
+            from .ray_engine import process_tasks
+
+            del aligner
+            results = process_tasks(tasks, opts)
+            try:
+                _collect(results, sink, report, bar)
+            finally:
+                results.close()  # stops the Ray job (and a local cluster it started) on an error too
+        elif opts.workers > 1:
             import multiprocessing as mp
 
             del aligner
@@ -326,6 +347,10 @@ def predict(inputs: list[str], opts: PredictOptions, webcam: int | None = None) 
     report = PredictReport()
     max_pixels_limit()  # a bad $ASMNET_MAX_PIXELS fails here once, not for every image
     images, videos, errors = expand_inputs(inputs)
+    if opts.engine != "local":
+        from .ray_engine import check_job
+
+        check_job(opts, videos, webcam)  # before any output is opened or model loaded
     for e in errors:
         _failed(report, e)
     if not images and not videos and webcam is None:

@@ -146,10 +146,18 @@ class OnnxLandmarkModel(LandmarkModel):
             opts.intra_op_num_threads = int(threads)
             opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        self._session_options = opts
+        self.set_providers(["CPUExecutionProvider"])
+
+    def set_providers(self, providers: list[str]) -> None:
+        """(Re)create the session on these ONNX Runtime execution providers, in order of preference
+        (e.g. ``["CUDAExecutionProvider", "CPUExecutionProvider"]``); ModelError if it cannot load."""
+        import onnxruntime as ort
+
         try:
-            self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(self.path), self._session_options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelError(onnx_path, f"cannot load ONNX model ({str(exc).splitlines()[0][:160]})") from None
+            raise ModelError(self.path, f"cannot load ONNX model ({str(exc).splitlines()[0][:160]})") from None
         self._check_io()
 
     def _check_io(self) -> None:

@@ -1,0 +1,279 @@
+"""``asmnet predict --engine ray``: the images of a job spread over the actors of a Ray cluster.
+
+Ray Data carries the job's image paths to an actor pool; each actor holds one :class:`FaceAligner`
+(built once, in its constructor), reads and decodes its share of the files itself, writes their
+annotated copies when asked, and sends back one row per image: the JSON record, or the one-line
+error for a file that cannot be used. The driver (this process) writes the records, so the
+JSON Lines file is the same as the local engine's, in another order.
+
+Ray retries the tasks of an actor that dies; a retried task may answer again for images already
+answered, so the driver keeps the first answer per image (every input ends in the output exactly
+once) and reports any image that never came back as failed instead of losing it.
+
+The same actor class works in your own Ray Data pipeline::
+
+    import ray
+    from asmnet.ray_engine import AlignerActor
+
+    ds = ray.data.from_items([{"path": p} for p in paths])
+    out = ds.map_batches(AlignerActor, fn_constructor_kwargs={"detector": "auto"}, batch_size=16,
+                         compute=ray.data.ActorPoolStrategy(size=4), num_cpus=1)
+    for row in out.iter_rows():
+        row["record"]  # the JSON text of `asmnet predict`'s record ("" when the image failed)
+        row["error"]   # "" or the file's one-line error
+
+Needs the ``ray`` extra (``pip install "asmnet[ray]"``); nothing else in asmnet imports Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import AsmnetError, ModelError
+from .predict import PredictOptions, process_image
+
+RAY_EXTRA = "pip install 'asmnet[ray]'"
+
+
+@dataclass
+class RayOptions:
+    """Where the job runs and what each actor gets.
+
+    ``address``: a running cluster (``"auto"``, ``"HOST:6379"`` or ``"ray://HOST:10001"``); None
+    starts a local Ray instance on this machine for the job and stops it afterwards (a Ray
+    session already started in this process, e.g. by ``ray.init()``, is used as it is).
+    ``actors``: the number of actors (one :class:`FaceAligner` each); None: as many as the
+    cluster's CPUs (or GPUs, with ``gpus``) allow. ``cpus`` / ``gpus``: Ray resources per actor;
+    an actor runs ONNX Runtime with ``ceil(cpus)`` threads unless ``PredictOptions.threads`` says
+    otherwise, and on CUDA when ``gpus > 0``. ``batch_size``: images per actor call.
+    """
+
+    address: str | None = None
+    actors: int | None = None
+    cpus: float = 1.0
+    gpus: float = 0.0
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        if self.actors is not None and self.actors < 1:
+            raise AsmnetError(f"the number of Ray actors must be at least 1, got {self.actors}")
+        if not (math.isfinite(self.cpus) and self.cpus > 0):
+            raise AsmnetError(f"CPUs per Ray actor must be a number above 0, got {self.cpus}")
+        if not (math.isfinite(self.gpus) and self.gpus >= 0):
+            raise AsmnetError(f"GPUs per Ray actor must be 0 or more, got {self.gpus}")
+        if self.batch_size < 1:
+            raise AsmnetError(f"the Ray batch size must be at least 1, got {self.batch_size}")
+
+
+def require_ray() -> Any:
+    """The ``ray`` module with Ray Data loaded; AsmnetError naming the extra when it is missing."""
+    try:
+        import ray
+        import ray.data  # noqa: F401 - Ray Data needs ray[data]'s pandas/pyarrow too
+    except ImportError as exc:
+        raise AsmnetError(f"--engine ray needs Ray Data, which is not installed ({RAY_EXTRA}): {exc}") from None
+    return ray
+
+
+def check_job(opts: PredictOptions, videos: list, webcam: int | None) -> None:
+    """Refuse, in one line, what the Ray engine does not run; AsmnetError. Called before any work."""
+    if opts.engine != "ray":
+        raise AsmnetError(f"unknown engine {opts.engine!r} (local or ray)")
+    if opts.workers > 1:
+        raise AsmnetError("--workers is for --engine local; with --engine ray the actors do the work "
+                          "(--ray-actors N)")
+    if webcam is not None:
+        raise AsmnetError("--webcam runs on this machine only: use --engine local")
+    if videos:
+        raise AsmnetError(f"{videos[0]}: --engine ray runs images only (a video's frames depend on each other "
+                          "and are tracked in order): run videos with --engine local")
+    require_ray()
+
+
+# -- the actor ---------------------------------------------------------------------------------
+class AlignerActor:
+    """A callable class for ``ray.data.Dataset.map_batches``: one :class:`FaceAligner` per actor.
+
+    Each call takes a batch with a ``"path"`` column (image files every worker can read) and an
+    optional ``"out_file"`` column (where to write the annotated image; ``""`` for none), and
+    returns the batch's columns plus ``"record"`` (the JSON text of ``asmnet predict``'s record,
+    ``""`` on failure), ``"error"`` (``""`` or the file's one-line error) and ``"fatal"`` (``""``
+    or a model / detector problem that makes every image fail: stop the job). It never raises for
+    a bad image. The constructor arguments are those of :class:`FaceAligner`; ``gpu=True`` runs
+    the ONNX model with ONNX Runtime's CUDA provider (``onnxruntime-gpu``); ``cwd``: the folder
+    that relative paths are relative to (the actor changes to it when it exists there).
+    """
+
+    def __init__(self, model: str | None = None, detector: str = "auto", backend: str = "auto",
+                 threads: int | None = 1, min_score: float | None = None, flip_tta: bool = False,
+                 gpu: bool = False, cwd: str | None = None):
+        import cv2
+
+        from .api import FaceAligner
+
+        if cwd and os.path.isdir(cwd):
+            os.chdir(cwd)  # relative paths mean what they mean to the driver (same machine or shared mount)
+        cv2.setNumThreads(1)  # the actor's CPUs go to ONNX Runtime; OpenCV's pool would compete
+        self.aligner, self.fatal = None, ""
+        try:
+            aligner = FaceAligner(model, detector=detector, backend=backend, threads=threads,
+                                  min_score=min_score, flip_tta=flip_tta)
+            aligner.detector  # noqa: B018 - built now, so that a bad detector is one fatal line
+            if gpu:
+                use_cuda(aligner.model)
+            self.aligner = aligner
+        except AsmnetError as exc:
+            self.fatal = str(exc)
+        except Exception as exc:  # noqa: BLE001 - sent to the driver as one line, not an actor crash loop
+            from .predict import one_line
+
+            self.fatal = f"cannot start a Ray actor ({one_line(exc)})"
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        paths = [str(p) for p in batch["path"]]
+        outs = [str(o) for o in batch["out_file"]] if "out_file" in batch else [""] * len(paths)
+        records, errors, fatals = [], [], []
+        for path, out_file in zip(paths, outs):
+            if self.aligner is None:
+                record, error, fatal = None, None, self.fatal
+            else:
+                record, error, fatal = process_image(self.aligner, (path, out_file or None))
+            records.append(json.dumps(record) if record is not None else "")
+            errors.append(error or "")
+            fatals.append(fatal or "")
+        return {**batch, "record": np.array(records, dtype=object), "error": np.array(errors, dtype=object),
+                "fatal": np.array(fatals, dtype=object)}
+
+
+def use_cuda(model: Any) -> None:
+    """Run an ONNX model on ONNX Runtime's CUDA provider; ModelError when it cannot."""
+    if getattr(model, "backend", None) != "onnx":
+        raise ModelError(None, "GPU actors run ONNX models only (--backend onnx)")
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise ModelError(None, "this actor has a GPU but its onnxruntime has no CUDA provider "
+                         "(install onnxruntime-gpu instead of onnxruntime on the workers)")
+    model.set_providers(["CUDAExecutionProvider", "CPUExecutionProvider"])
+
+
+# -- the driver --------------------------------------------------------------------------------
+def _quiet_ray_logs() -> None:
+    """Ray's INFO lines and Ray Data's progress bars would bury asmnet's own bar and messages."""
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _connect(ray: Any, rop: RayOptions) -> bool:
+    """Join or start the cluster; True when this call started Ray (and so must stop it)."""
+    if ray.is_initialized():
+        return False
+    _quiet_ray_logs()
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.ERROR}
+    try:
+        if rop.address:
+            ray.init(address=rop.address, **kwargs)
+        else:
+            ray.init(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError... from Ray
+        where = f"the Ray cluster at {rop.address}" if rop.address else "a local Ray instance"
+        raise AsmnetError(f"cannot start or join {where} ({_last_line(exc)})") from None
+    return True
+
+
+def _last_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[-1][:200]}" if lines else type(exc).__name__
+
+
+def _pool(ray: Any, rop: RayOptions) -> Any:
+    """The actor pool: ``rop.actors`` actors, or 1 up to what the cluster can hold."""
+    resources = ray.cluster_resources()
+    if rop.gpus > 0 and resources.get("GPU", 0) < rop.gpus:
+        raise AsmnetError(f"{rop.gpus:g} GPU(s) per actor asked, but the Ray cluster has "
+                          f"{resources.get('GPU', 0):g} GPU(s)")
+    if resources.get("CPU", 0) < rop.cpus:
+        raise AsmnetError(f"{rop.cpus:g} CPU(s) per actor asked, but the Ray cluster has {resources.get('CPU', 0):g}")
+    if rop.actors is not None:
+        return ray.data.ActorPoolStrategy(size=rop.actors)
+    fits = resources.get("CPU", 0) // rop.cpus
+    if rop.gpus > 0:
+        fits = min(fits, resources.get("GPU", 0) // rop.gpus)
+    return ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, int(fits)))
+
+
+def _max_actors(compute: Any) -> int:
+    return int(getattr(compute, "max_size", None) or getattr(compute, "size", None) or 1)
+
+
+def process_tasks(tasks: list[tuple[str, str | None]], opts: PredictOptions
+                  ) -> Iterator[tuple[dict | None, str | None, str | None]]:
+    """Run (image path, annotated output or None) tasks on Ray, yielding one result per task in
+    the order they finish: the same (record, error, fatal) triples as the local engine's workers
+    (see :func:`asmnet.predict.process_image`).
+
+    Starts (and at the end stops) a local Ray instance unless ``opts.ray.address`` names a
+    cluster or Ray is already initialised. Raises AsmnetError for a cluster that cannot be
+    reached or cannot hold one actor, or a Ray job that fails as a whole; the results yielded
+    before stay valid (``--resume`` continues from them).
+    """
+    ray = require_ray()
+    rop = opts.ray or RayOptions()
+    started = _connect(ray, rop)
+    try:
+        yield from _run(ray, tasks, opts, rop)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _run(ray: Any, tasks: list[tuple[str, str | None]], opts: PredictOptions, rop: RayOptions
+         ) -> Iterator[tuple[dict | None, str | None, str | None]]:
+    compute = _pool(ray, rop)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # asmnet shows its own bar, fed from the results below
+    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # "progress bars disabled" and other INFO/WARNING lines
+    rows = [{"index": i, "path": str(path), "out_file": out or ""} for i, (path, out) in enumerate(tasks)]
+    # one block per batch: an actor that dies loses (and Ray redoes) one batch; batches small
+    # enough that a small job still reaches every actor of the pool
+    batch_size = max(1, min(rop.batch_size, math.ceil(len(rows) / _max_actors(compute))))
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / batch_size)))
+    threads = opts.threads or max(1, math.ceil(rop.cpus))
+    out = ds.map_batches(
+        AlignerActor, batch_size=batch_size, batch_format="numpy", compute=compute,
+        num_cpus=rop.cpus, num_gpus=rop.gpus or None,
+        fn_constructor_kwargs={"model": opts.model, "detector": opts.detector, "backend": opts.backend,
+                               "threads": threads, "min_score": opts.min_score, "flip_tta": opts.flip_tta,
+                               "gpu": rop.gpus > 0, "cwd": os.getcwd()},
+    )
+    answered: set[int] = set()
+    try:
+        for batch in out.iter_batches(batch_size=None, batch_format="numpy"):
+            for index, record, error, fatal in zip(batch["index"], batch["record"], batch["error"], batch["fatal"]):
+                index = int(index)
+                if index in answered:
+                    continue  # a retried task answering again: the first answer is already out
+                answered.add(index)
+                yield (json.loads(record) if record else None), (error or None), (fatal or None)
+    except AsmnetError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Ray's task/actor errors: one line, the records so far are kept
+        if isinstance(exc, (KeyboardInterrupt, GeneratorExit)):
+            raise
+        raise AsmnetError(f"the Ray job failed after {len(answered)} of {len(tasks)} images "
+                          f"({_last_line(exc)}); --resume continues from the records written") from None
+    for i, (path, _) in enumerate(tasks):
+        if i not in answered:  # never silently lost: say so, and --resume will try it again
+            yield None, f"{path}: no result came back from the Ray job", None
+
+
+__all__ = ["AlignerActor", "RayOptions", "check_job", "process_tasks", "require_ray", "use_cuda"]

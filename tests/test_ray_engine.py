@@ -1,0 +1,175 @@
+"""``asmnet predict --engine ray`` on a local 2-CPU Ray cluster (one per session), against the
+local engine: the same records, a killed actor loses and repeats nothing, bad files are failures,
+--resume skips what is done. Skipped only when Ray (the ``ray`` extra) is not installed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import DATA_DIR
+
+from asmnet.cli import main
+from asmnet.predict import PredictOptions, predict
+from asmnet.runtime import DEFAULT_MODEL_DIR
+
+HAVE_RAY = importlib.util.find_spec("ray") is not None
+needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="Ray is not installed (pip install 'asmnet[ray]')")
+pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "model.json").exists(), reason="no shipped model")
+N_IMAGES = 100
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray instance with 2 CPUs for all the tests here; the engine joins it (and leaves it running)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20, logging_level="ERROR")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory) -> list[Path]:
+    """100 real face photos: LFPW images from the shared data when present, otherwise crops of
+    scikit-image's astronaut at other places, scales and mirrorings (so CI without the data tests too)."""
+    lfpw = DATA_DIR / "lfpw_train"
+    if lfpw.is_dir():
+        found = sorted(lfpw.glob("*.jpg"))[:N_IMAGES]
+        if len(found) == N_IMAGES:
+            return found
+    skdata = pytest.importorskip("skimage.data", reason="no shared data and no scikit-image for the test photos")
+    folder = tmp_path_factory.mktemp("astronauts")
+    photo = skdata.astronaut()[:, :, ::-1]
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(N_IMAGES):
+        size = int(rng.integers(220, 300))  # the face stays wider than dlib HOG's 80 px
+        scaled = cv2.resize(photo, (size, size), interpolation=cv2.INTER_AREA)
+        side = int(size * 0.8)
+        x, y = int(rng.integers(0, size - side + 1)), int(rng.integers(0, size - side + 1))
+        crop = scaled[y:y + side, x:x + side]
+        paths.append(folder / f"astronaut_{i:03d}.png")
+        cv2.imwrite(str(paths[-1]), crop[:, ::-1] if i % 2 else crop)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def local_records(photos, tmp_path_factory) -> list[str]:
+    """The default engine's JSON Lines for the photos, sorted."""
+    out = tmp_path_factory.mktemp("local") / "local.jsonl"
+    report = predict([str(p) for p in photos], PredictOptions(json_path=str(out)))
+    assert report.done == N_IMAGES and not report.failures
+    return sorted(out.read_text().splitlines())
+
+
+def ray_options(**ray):
+    from asmnet.ray_engine import RayOptions
+
+    return RayOptions(**{"actors": 2, **ray})
+
+
+@pytest.mark.ray
+@needs_ray
+def test_ray_records_equal_local_engine(ray_cluster, photos, local_records, tmp_path):
+    out = tmp_path / "ray.jsonl"
+    report = predict([str(p) for p in photos], PredictOptions(json_path=str(out), engine="ray", ray=ray_options()))
+    assert report.done == N_IMAGES and not report.failures
+    lines = out.read_text().splitlines()
+    assert sorted(lines) == local_records  # same bytes per record; only the order may differ
+    assert sum(1 for r in map(json.loads, lines) if r["faces"]) >= 0.9 * N_IMAGES  # real faces were found
+
+
+def _actor_pids() -> list[int]:
+    """Ray Data's actor processes running AlignerActor, among this process's descendants."""
+    me, pids = os.getpid(), []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if "AlignerActor" not in title:
+                continue
+            pid = int(entry.name)
+            while pid > 1:  # walk up to us: leave other people's Ray processes alone
+                pid = int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if pid == me:
+                    pids.append(int(entry.name))
+                    break
+        except (OSError, ValueError, IndexError):
+            continue
+    return pids
+
+
+@pytest.mark.ray
+@needs_ray
+def test_killed_actor_loses_and_repeats_nothing(ray_cluster, photos, local_records, tmp_path):
+    from asmnet.ray_engine import process_tasks
+
+    tasks = [(str(p), None) for p in photos]
+    opts = PredictOptions(engine="ray", ray=ray_options(batch_size=4))
+    results, killed = [], []
+    for result in process_tasks(tasks, opts):
+        results.append(result)
+        if not killed:  # SIGKILL one busy actor after the first answer; Ray restarts it and redoes its task
+            pids = _actor_pids()
+            assert pids, "no AlignerActor process found"
+            os.kill(pids[0], signal.SIGKILL)
+            killed.append(pids[0])
+    assert killed and all(error is None and fatal is None for _, error, fatal in results)
+    lines = sorted(json.dumps(record) for record, _, _ in results)
+    assert lines == local_records  # every image exactly once, and the same record
+
+
+@pytest.mark.ray
+@needs_ray
+def test_bad_files_fail_and_resume_skips_done(ray_cluster, photos, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for p in photos[:12]:
+        (folder / p.name).symlink_to(p)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    (folder / "empty.png").write_bytes(b"")
+    out, annotated = tmp_path / "out.jsonl", tmp_path / "annotated"
+    args = ["predict", str(folder), "--json", str(out), "--engine", "ray", "--ray-actors", "2"]
+    assert main(args + ["--out", str(annotated)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "broken.jpg" in err and "empty.png" in err
+    assert "12 done, 0 already in the output, 2 failed" in err
+    first = out.read_text().splitlines()
+    assert len(first) == 12 and len({json.loads(line)["file"] for line in first}) == 12
+    assert len(list(annotated.glob("*.jpg"))) == 12  # written by the actors
+
+    out.write_text("\n".join(first[:5]) + "\n" + '{"file": "half-writ')  # 5 done, then an interrupted write
+    assert main(args + ["--resume"]) == 1
+    assert "7 done, 5 already in the output, 2 failed" in capsys.readouterr().err
+    assert sorted(out.read_text().splitlines()) == sorted(first)  # each image once, the same records
+
+
+def test_missing_ray_extra_is_one_line(tmp_path):
+    photo = tmp_path / "x.png"
+    cv2.imwrite(str(photo), np.zeros((32, 32, 3), np.uint8))
+    code = ("import sys; sys.modules['ray'] = None; from asmnet.cli import main; "
+            f"sys.exit(main(['predict', {str(photo)!r}, '--engine', 'ray']))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2
+    assert res.stderr.count("\n") == 1 and "asmnet[ray]" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_videos_and_webcam_are_refused_in_one_line(tmp_path, capsys):
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"\0" * 64)
+    assert main(["predict", str(video), "--engine", "ray"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "clip.mp4" in err and "--engine local" in err
+    assert main(["predict", "--webcam", "0", "--engine", "ray"]) == 2
+    assert "--engine local" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path), "--engine", "ray", "--ray-actors", "0"]) == 2
