@@ -16,7 +16,7 @@ The same actor class works in your own Ray Data pipeline::
     from asmnet.ray_engine import AlignerActor
 
     ds = ray.data.from_items([{"path": p} for p in paths])
-    out = ds.map_batches(AlignerActor, fn_constructor_kwargs={"detector": "auto"}, batch_size=16,
+    out = ds.map_batches(AlignerActor, fn_constructor_kwargs={"model": "default"}, batch_size=16,
                          compute=ray.data.ActorPoolStrategy(size=4), num_cpus=1)
     for row in out.iter_rows():
         row["record"]  # the JSON text of `asmnet predict`'s record ("" when the image failed)
@@ -32,7 +32,7 @@ import logging
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -107,25 +107,25 @@ class AlignerActor:
     returns the batch's columns plus ``"record"`` (the JSON text of ``asmnet predict``'s record,
     ``""`` on failure), ``"error"`` (``""`` or the file's one-line error) and ``"fatal"`` (``""``
     or a model / detector problem that makes every image fail: stop the job). It never raises for
-    a bad image. The constructor arguments are those of :class:`FaceAligner`; ``gpu=True`` runs
+    a bad image. The model settings are a :class:`asmnet.predict.PredictOptions`, or its fields as
+    keywords (``model=``, ``detector=``, ``threads=``, ``min_score=``, ...); ``gpu=True`` runs
     the ONNX model with ONNX Runtime's CUDA provider (``onnxruntime-gpu``); ``cwd``: the folder
     that relative paths are relative to (the actor changes to it when it exists there).
     """
 
-    def __init__(self, model: str | None = None, detector: str = "auto", backend: str = "auto",
-                 threads: int | None = 1, min_score: float | None = None, flip_tta: bool = False,
-                 gpu: bool = False, cwd: str | None = None):
+    def __init__(self, options: PredictOptions | None = None, *, gpu: bool = False, cwd: str | None = None,
+                 **fields: Any):
         import cv2
 
-        from .api import FaceAligner
+        from .predict import _make_aligner, one_line
 
         if cwd and os.path.isdir(cwd):
             os.chdir(cwd)  # relative paths mean what they mean to the driver (same machine or shared mount)
         cv2.setNumThreads(1)  # the actor's CPUs go to ONNX Runtime; OpenCV's pool would compete
         self.aligner, self.fatal = None, ""
         try:
-            aligner = FaceAligner(model, detector=detector, backend=backend, threads=threads,
-                                  min_score=min_score, flip_tta=flip_tta)
+            opts = options if options is not None else PredictOptions(**fields)
+            aligner = _make_aligner(opts)  # the local engine's own recipe: the same options, the same records
             aligner.detector  # noqa: B018 - built now, so that a bad detector is one fatal line
             if gpu:
                 use_cuda(aligner.model)
@@ -133,8 +133,6 @@ class AlignerActor:
         except AsmnetError as exc:
             self.fatal = str(exc)
         except Exception as exc:  # noqa: BLE001 - sent to the driver as one line, not an actor crash loop
-            from .predict import one_line
-
             self.fatal = f"cannot start a Ray actor ({one_line(exc)})"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -251,8 +249,7 @@ def _run(ray: Any, tasks: list[tuple[str, str | None]], opts: PredictOptions, ro
     out = ds.map_batches(
         AlignerActor, batch_size=batch_size, batch_format="numpy", compute=compute,
         num_cpus=rop.cpus, num_gpus=rop.gpus or None,
-        fn_constructor_kwargs={"model": opts.model, "detector": opts.detector, "backend": opts.backend,
-                               "threads": threads, "min_score": opts.min_score, "flip_tta": opts.flip_tta,
+        fn_constructor_kwargs={"options": replace(opts, threads=threads, workers=1, json_path=None, out_dir=None),
                                "gpu": rop.gpus > 0, "cwd": os.getcwd()},
     )
     answered: set[int] = set()
