@@ -42,8 +42,11 @@ def add_model_flags(p: argparse.ArgumentParser, *, backend: bool = True, threads
                        help="auto: ONNX Runtime, or PyTorch for a checkpoint (default: %(default)s)")
     if threads:
         p.add_argument("--threads", type=int, default=None, metavar="N", help=threads_help)
+    from .detection import DETECTORS
+
+    names = ", ".join(("auto", *DETECTORS))  # the registered detectors, so a new one is listed at once
     p.add_argument("--detector", default=detector, metavar="NAME",
-                   help=detector_help or "face detector: auto, dlib-hog, dlib-cnn, haar, yunet (default: %(default)s)")
+                   help=(detector_help or "face detector (default: %(default)s)") + f"; one of {names}")
 
 
 # -- info --------------------------------------------------------------------------------------
@@ -538,6 +541,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 # -- entry point -------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    """The ``asmnet`` argument parser with every subcommand (:data:`COMMANDS`)."""
     parser = argparse.ArgumentParser(
         prog="asmnet", description="68-point face landmarks and head pose (ASMNet): run the shipped model on "
         "photos, videos and webcams, evaluate, train and export models.",
@@ -554,6 +558,8 @@ COMMANDS = [add_demo, add_predict, add_evaluate, add_train, add_export, add_benc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``asmnet`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit status; known
+    problems print one line. Bad arguments exit through argparse (``SystemExit(2)``)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

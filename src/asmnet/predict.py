@@ -32,6 +32,8 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".m
 
 @dataclass
 class PredictOptions:
+    """How :func:`predict` runs: the model and detector, the outputs, and the video settings."""
+
     model: str | None = None
     detector: str = "auto"
     backend: str = "auto"
@@ -51,6 +53,9 @@ class PredictOptions:
 
 @dataclass
 class PredictReport:
+    """What :func:`predict` did: inputs done, inputs skipped (already in the ``resume`` output) and
+    one line per failed input."""
+
     done: int = 0
     skipped: int = 0
     failures: list[str] = field(default_factory=list)
@@ -71,6 +76,7 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[Path], list[str]]
 
 
 def image_record(path: str, frame: int | None, shape: tuple[int, ...], faces: list, model: str, **extra) -> dict:
+    """The JSON Lines record of one image or video frame (``extra``: more keys, e.g. track ids)."""
     return {"file": path, "frame": frame, "image_size": [int(shape[1]), int(shape[0])], "model": model,
             "faces": [f.to_dict() for f in faces], **extra}
 
@@ -188,6 +194,8 @@ def _write(sink: TextIO | None, record: dict) -> None:
 
 def run_images(images: list[Path], roots: list[Path], opts: PredictOptions, sink, report: PredictReport,
                done: set) -> None:
+    """Images one by one (or on ``opts.workers`` processes), each record to ``sink``; bad files go
+    to ``report.failures``. Raises :class:`ModelError` when the model or detector is unusable."""
     global _ALIGNER, _INIT_ERROR
     out_dir = Path(opts.out_dir) if opts.out_dir else None
     tasks = []
@@ -343,7 +351,9 @@ def _track(source: str | int, opts: PredictOptions, sink, report: PredictReport,
 
 
 def predict(inputs: list[str], opts: PredictOptions, webcam: int | None = None) -> PredictReport:
-    """Run the whole job; failures are collected in the report, never raised per file."""
+    """Run the whole job and return a :class:`PredictReport`; a bad input is listed in its
+    ``failures``, never raised. Raises :class:`DataError` when no input exists or an output cannot
+    be written, and :class:`ModelError` when the model or detector cannot be loaded or outputs NaN."""
     report = PredictReport()
     max_pixels_limit()  # a bad $ASMNET_MAX_PIXELS fails here once, not for every image
     images, videos, errors = expand_inputs(inputs)
@@ -390,6 +400,7 @@ def _open_output(opts: PredictOptions) -> tuple[TextIO | None, set]:
 
 
 def summary_line(report: PredictReport) -> str:
+    """One line for the end of a run: done, already there, failed."""
     return (f"asmnet: {report.done} done, {report.skipped} already in the output, "
             f"{len(report.failures)} failed")
 

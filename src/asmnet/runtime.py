@@ -50,6 +50,7 @@ class ModelInfo:
             self.calibrations = Calibrations.from_json(self.calibrations)
 
     def to_json(self) -> dict[str, Any]:
+        """The ``model.json`` document of this model (plain JSON values)."""
         return {
             "format": MODEL_FORMAT,
             "version": MODEL_VERSION,
@@ -70,6 +71,8 @@ class ModelInfo:
 
     @classmethod
     def from_json(cls, data: dict, source: str | Path) -> ModelInfo:
+        """Parse a ``model.json`` document read from ``source``; :class:`ModelError` (naming
+        ``source``) when it is not an asmnet model description, of another version or malformed."""
         if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
             raise ModelError(source, "not an asmnet model.json")
         if data.get("version") != MODEL_VERSION:
@@ -96,6 +99,7 @@ class ModelInfo:
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict, source: str | Path) -> ModelInfo:
+        """The description of a validated checkpoint (no calibrations, no quality threshold)."""
         return cls(
             name=Path(source).stem,
             input_size=int(ckpt["input_size"]),
@@ -200,6 +204,7 @@ class TorchLandmarkModel(LandmarkModel):
 
 
 def read_model_json(path: Path) -> ModelInfo:
+    """Read and parse a ``model.json``; :class:`ModelError` when it is unreadable or malformed."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -32,10 +32,12 @@ class ShapeModel:
 
     @property
     def n_points(self) -> int:
+        """Landmarks per shape."""
         return self.mean.shape[0] // 2
 
     @property
     def n_components(self) -> int:
+        """Principal components kept."""
         return self.components.shape[1]
 
     @property
@@ -88,6 +90,7 @@ class ShapeModel:
 
     # -- serialisation: plain lists/floats, so torch.load(weights_only=True) and JSON both take it
     def to_dict(self) -> dict:
+        """The shape model as plain lists and numbers (stored in checkpoints and model.json)."""
         return {
             "version": SHAPE_MODEL_VERSION,
             "mean": self.mean.tolist(),
@@ -101,6 +104,8 @@ class ShapeModel:
 
     @classmethod
     def from_dict(cls, data: dict, source: str | Path | None = None) -> ShapeModel:
+        """Parse :meth:`to_dict`'s form; :class:`ModelError` naming ``source`` when it is of
+        another version, malformed or inconsistent."""
         try:
             if data.get("version") != SHAPE_MODEL_VERSION:
                 raise ModelError(source, f"shape model version {data.get('version')!r} is not {SHAPE_MODEL_VERSION}")
