@@ -92,3 +92,18 @@ def test_every_option_has_help_and_the_top_level_help_is_plain(capsys):
     for name in subparsers(parser):
         sub = subparsers(parser)[name]
         assert "``" not in sub.format_help(), name
+
+
+def test_nproc_relaunch_keeps_every_train_setting():
+    """--nproc re-runs the same command under torchrun: the arguments rebuilt from the parsed ones
+    give the same TrainConfig (switches, repeatable and negative-looking values included)."""
+    from asmnet.cli import _train_argv
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "--data", "a", "--data", "b c", "--out", "o", "--nproc", "2", "--no-sync-bn",
+                              "--oversample", "a=2", "--oversample", "b c=3", "--label-origin", "-0.5",
+                              "--init", "default", "--stop-after", "3"])
+    again = parser.parse_args(["train", *_train_argv(args)])
+    assert again.nproc is None and again.stop_after == 3
+    assert config_from_args(TrainConfig, again) == config_from_args(TrainConfig, args)
+    assert config_from_args(TrainConfig, again).oversample == {"a": 2, "b c": 3}
