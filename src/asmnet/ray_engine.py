@@ -48,8 +48,10 @@ class RayOptions:
     """Where the job runs and what each actor gets.
 
     ``address``: a running cluster (``"auto"``, ``"HOST:6379"`` or ``"ray://HOST:10001"``); None
-    starts a local Ray instance on this machine for the job and stops it afterwards (a Ray
-    session already started in this process, e.g. by ``ray.init()``, is used as it is).
+    does what ``ray.init()`` does: joins the cluster in ``$RAY_ADDRESS`` (as ``ray job submit``
+    sets it) or one started with ``ray start`` on this machine, and otherwise starts a local Ray
+    instance for the job, stopped at the end. A Ray session already started in this process
+    (e.g. by ``ray.init()``) is used as it is.
     ``actors``: the number of actors (one :class:`FaceAligner` each); None: as many as the
     cluster's CPUs (or GPUs, with ``gpus``) allow. ``cpus`` / ``gpus``: Ray resources per actor;
     an actor runs ONNX Runtime with ``ceil(cpus)`` threads unless ``PredictOptions.threads`` says
@@ -176,6 +178,8 @@ def _connect(ray: Any, rop: RayOptions) -> bool:
         return False
     _quiet_ray_logs()
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.ERROR}
+    if rop.address:
+        _check_reachable(rop.address)
     try:
         if rop.address:
             ray.init(address=rop.address, **kwargs)
@@ -185,6 +189,20 @@ def _connect(ray: Any, rop: RayOptions) -> bool:
         where = f"the Ray cluster at {rop.address}" if rop.address else "a local Ray instance"
         raise AsmnetError(f"cannot start or join {where} ({_last_line(exc)})") from None
     return True
+
+
+def _check_reachable(address: str) -> None:
+    """AsmnetError unless HOST:PORT (or ray://HOST:PORT) accepts a connection: Ray itself retries
+    a wrong address for minutes, printing warnings. ``auto`` and other forms are left to Ray."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as exc:
+        raise AsmnetError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc})") from None
 
 
 def _last_line(exc: BaseException) -> str:
