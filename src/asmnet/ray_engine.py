@@ -210,8 +210,8 @@ def _last_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[-1][:200]}" if lines else type(exc).__name__
 
 
-def _pool(ray: Any, rop: RayOptions) -> Any:
-    """The actor pool: ``rop.actors`` actors, or 1 up to what the cluster can hold."""
+def _pool(ray: Any, rop: RayOptions, tasks: int) -> Any:
+    """The actor pool: ``rop.actors`` actors (no more than tasks), or 1 up to what the cluster holds."""
     resources = ray.cluster_resources()
     if rop.gpus > 0 and resources.get("GPU", 0) < rop.gpus:
         raise AsmnetError(f"{rop.gpus:g} GPU(s) per actor asked, but the Ray cluster has "
@@ -219,11 +219,11 @@ def _pool(ray: Any, rop: RayOptions) -> Any:
     if resources.get("CPU", 0) < rop.cpus:
         raise AsmnetError(f"{rop.cpus:g} CPU(s) per actor asked, but the Ray cluster has {resources.get('CPU', 0):g}")
     if rop.actors is not None:
-        return ray.data.ActorPoolStrategy(size=rop.actors)
+        return ray.data.ActorPoolStrategy(size=min(rop.actors, tasks))
     fits = resources.get("CPU", 0) // rop.cpus
     if rop.gpus > 0:
         fits = min(fits, resources.get("GPU", 0) // rop.gpus)
-    return ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, int(fits)))
+    return ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, min(int(fits), tasks)))
 
 
 def _max_actors(compute: Any) -> int:
@@ -253,7 +253,7 @@ def process_tasks(tasks: list[tuple[str, str | None]], opts: PredictOptions
 
 def _run(ray: Any, tasks: list[tuple[str, str | None]], opts: PredictOptions, rop: RayOptions
          ) -> Iterator[tuple[dict | None, str | None, str | None]]:
-    compute = _pool(ray, rop)
+    compute = _pool(ray, rop, len(tasks))
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # asmnet shows its own bar, fed from the results below
     ctx.print_on_execution_start = False
