@@ -171,3 +171,22 @@ def test_videos_and_webcam_are_refused_in_one_line(tmp_path, capsys):
     assert main(["predict", "--webcam", "0", "--engine", "ray"]) == 2
     assert "--engine local" in capsys.readouterr().err
     assert main(["predict", str(tmp_path), "--engine", "ray", "--ray-actors", "0"]) == 2
+
+
+@pytest.mark.ray
+@needs_ray
+def test_gpu_actors_on_a_cluster_without_gpus_are_one_line(ray_cluster, photos, capsys):
+    assert main(["predict", str(photos[0]), "--engine", "ray", "--ray-gpus", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "GPU" in err
+
+
+def test_gpu_actor_without_cuda_onnxruntime_says_what_to_install(photos):
+    ort = pytest.importorskip("onnxruntime")
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider")
+    from asmnet.ray_engine import AlignerActor
+
+    actor = AlignerActor(gpu=True)  # Ray calls it the same way in an actor; no Ray needed to check it
+    out = actor({"path": np.array([str(photos[0])], dtype=object)})
+    assert out["record"][0] == "" and "onnxruntime-gpu" in out["fatal"][0]

@@ -188,6 +188,7 @@ def _connect(ray: Any, rop: RayOptions) -> bool:
     except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError... from Ray
         where = f"the Ray cluster at {rop.address}" if rop.address else "a local Ray instance"
         raise AsmnetError(f"cannot start or join {where} ({_last_line(exc)})") from None
+    _quiet_ray_logs()  # again: ray.init sets up its loggers
     return True
 
 
@@ -254,10 +255,6 @@ def process_tasks(tasks: list[tuple[str, str | None]], opts: PredictOptions
 def _run(ray: Any, tasks: list[tuple[str, str | None]], opts: PredictOptions, rop: RayOptions
          ) -> Iterator[tuple[dict | None, str | None, str | None]]:
     compute = _pool(ray, rop, len(tasks))
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # asmnet shows its own bar, fed from the results below
-    ctx.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.ERROR)  # "progress bars disabled" and other INFO/WARNING lines
     rows = [{"index": i, "path": str(path), "out_file": out or ""} for i, (path, out) in enumerate(tasks)]
     # one block per batch: an actor that dies loses (and Ray redoes) one batch; batches small
     # enough that a small job still reaches every actor of the pool
@@ -271,6 +268,9 @@ def _run(ray: Any, tasks: list[tuple[str, str | None]], opts: PredictOptions, ro
                                "gpu": rop.gpus > 0, "cwd": os.getcwd()},
     )
     answered: set[int] = set()
+    ctx = ray.data.DataContext.get_current()
+    saved = ctx.enable_progress_bars, ctx.print_on_execution_start
+    ctx.enable_progress_bars = ctx.print_on_execution_start = False  # asmnet shows its own bar
     try:
         for batch in out.iter_batches(batch_size=None, batch_format="numpy"):
             for index, record, error, fatal in zip(batch["index"], batch["record"], batch["error"], batch["fatal"]):
@@ -282,10 +282,10 @@ def _run(ray: Any, tasks: list[tuple[str, str | None]], opts: PredictOptions, ro
     except AsmnetError:
         raise
     except Exception as exc:  # noqa: BLE001 - Ray's task/actor errors: one line, the records so far are kept
-        if isinstance(exc, (KeyboardInterrupt, GeneratorExit)):
-            raise
         raise AsmnetError(f"the Ray job failed after {len(answered)} of {len(tasks)} images "
                           f"({_last_line(exc)}); --resume continues from the records written") from None
+    finally:
+        ctx.enable_progress_bars, ctx.print_on_execution_start = saved
     for i, (path, _) in enumerate(tasks):
         if i not in answered:  # never silently lost: say so, and --resume will try it again
             yield None, f"{path}: no result came back from the Ray job", None
