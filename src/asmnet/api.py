@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DataError
-from .formats import decode_image_array, read_image
+from .formats import decode_image_array, image_pixels, read_image, to_bgr
 from .inference import align_boxes
 from .runtime import load_model
 
@@ -65,6 +65,16 @@ def as_bgr(image: Any, channel_order: str = "rgb") -> np.ndarray:
     raise DataError(None, f"cannot read an image from {type(image).__name__}")
 
 
+def as_pixels(image: Any, channel_order: str = "rgb") -> tuple[np.ndarray, str]:
+    """Like :func:`as_bgr`, but an array is only checked, not converted: (pixels, their channel
+    order). The aligner converts just the face crops, which keeps large pictures cheap."""
+    if isinstance(image, np.ndarray):
+        return image_pixels(image, channel_order), channel_order
+    if hasattr(image, "mode") and hasattr(image, "convert"):
+        return image_pixels(np.asarray(image.convert("RGB")), "rgb"), "rgb"
+    return as_bgr(image), "bgr"
+
+
 class FaceAligner:
     """Detect faces and predict their landmarks and head pose.
 
@@ -81,6 +91,11 @@ class FaceAligner:
     ``boxes=[(x1, y1, x2, y2), ...]`` skips detection; such boxes are taken in the model's own box
     convention (the tight box of the 68 points; a face detector's box should be calibrated, which
     the built-in detectors are). All faces of an image go through the network in one batch.
+
+    Coordinates (landmarks, boxes in and out) are in the convention ``pixel_origin`` names: the
+    position of the first pixel's centre. 0 (the default) is OpenCV's, dlib's and
+    face-alignment's (``cv2.circle(image, (round(x), round(y)), ...)`` hits the right pixel);
+    1 is the iBUG ``.pts`` annotation files' (Matlab) convention.
     """
 
     def __init__(
@@ -92,8 +107,12 @@ class FaceAligner:
         asm_blend: float = 0.0,
         min_score: float | None = None,
         flip_tta: bool = False,
+        pixel_origin: float = 0.0,
         **detector_options: Any,
     ):
+        if not np.isfinite(pixel_origin):
+            raise ValueError(f"pixel_origin must be a finite number (0: OpenCV, 1: iBUG .pts), got {pixel_origin!r}")
+        self.pixel_origin = float(pixel_origin)  # the first pixel's centre in every coordinate in and out
         self.model = load_model(model, backend=backend, threads=threads)
         self.asm_blend = float(asm_blend)
         self.flip_tta = bool(flip_tta)  # average with the mirrored crop: 2x network time, ~2 % lower NME
@@ -112,22 +131,30 @@ class FaceAligner:
         return self._detector
 
     def __call__(self, image: Any, boxes: Any = None, channel_order: str = "rgb") -> list[Face]:
-        bgr = as_bgr(image, channel_order)
+        """The faces of one image (path, PIL image or NumPy array; arrays are RGB unless
+        ``channel_order="bgr"``), each with landmarks and pose. ``boxes`` (in ``pixel_origin``'s
+        convention) skips detection. Raises DataError for an unreadable image, ModelError when the
+        model has no box calibration for the detector."""
+        pixels, order = as_pixels(image, channel_order)
+        # the network side works in the model's annotation convention; shift in and out once
+        shift = self.model.info.annotation_origin - self.pixel_origin
         if boxes is not None:
-            ref = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-            shown, scores = ref, np.ones(len(ref))
+            shown = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+            ref, scores = shown + shift, np.ones(len(shown))
         else:
             from .detection import to_reference_box
 
-            dets = self.detector.detect(bgr)
+            dets = self.detector.detect(to_bgr(pixels, order))
             if self.min_score is not None:
                 dets = [d for d in dets if d.score >= self.min_score]
             if dets:
                 calib = self.model.info.calibrations.for_detector(self.detector, self.model.info.name)
-            shown = np.array([d.box for d in dets]).reshape(-1, 4)
+            shown = np.array([d.box for d in dets]).reshape(-1, 4) + self.pixel_origin  # detectors: 0-based
             scores = np.array([d.score for d in dets])
             ref = np.array([to_reference_box(d.box, calib) for d in dets]).reshape(-1, 4)
-        landmarks, pose, quality = align_boxes(self.model, bgr, ref, asm_blend=self.asm_blend, flip_tta=self.flip_tta)
+        landmarks, pose, quality = align_boxes(self.model, pixels, ref, asm_blend=self.asm_blend,
+                                               flip_tta=self.flip_tta, channel_order=order)
+        landmarks = landmarks - shift
         threshold = self.quality_threshold
         return [
             Face(shown[i], float(scores[i]), landmarks[i], pose[i], float(quality[i]),

@@ -279,7 +279,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     faces = aligner(image, channel_order="bgr")
     write_image(out / f"{name}_annotated.jpg", draw_faces(image, faces))
     record = {"file": args.image or f"{name}.png", "frame": None, "image_size": [image.shape[1], image.shape[0]],
-              "model": aligner.model.info.name, "detector": aligner.detector.name, "faces": [f.to_dict() for f in faces]}
+              "model": aligner.model.info.name, "pixel_origin": aligner.pixel_origin, "detector": aligner.detector.name,
+              "faces": [f.to_dict() for f in faces]}
     write_json_atomic(out / f"{name}.json", record)
     for i, f in enumerate(faces):
         print(f"face {i}: box {np.round(f.box).astype(int).tolist()}, yaw {f.yaw:+.1f}, pitch {f.pitch:+.1f}, "
@@ -302,6 +303,9 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
                     "--workers; ONNX Runtime's choice for videos)")
     p.add_argument("--min-score", type=float, default=None, help="drop detections scoring below this")
     p.add_argument("--flip-tta", action="store_true", help="average with the mirrored face (2x network time)")
+    p.add_argument("--pixel-origin", type=float, default=0.0, choices=(0.0, 1.0), metavar="{0,1}",
+                   help="the first pixel's centre in the output coordinates: 0 (default) OpenCV / dlib, "
+                   "1 the iBUG .pts annotation convention")
     p.add_argument("--workers", type=int, default=1, help="processes for image folders")
     p.add_argument("--resume", action="store_true", help="skip inputs already in the --json file")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
@@ -330,7 +334,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     opts = PredictOptions(model=args.model, detector=args.detector, backend=args.backend, threads=args.threads,
                           out_dir=args.out, json_path=args.json, workers=max(1, args.workers), resume=args.resume,
                           redetect_every=args.redetect_every, smooth=not args.no_smooth, max_frames=args.max_frames,
-                          min_score=args.min_score, flip_tta=args.flip_tta, engine=args.engine)
+                          min_score=args.min_score, flip_tta=args.flip_tta, engine=args.engine,
+                          pixel_origin=args.pixel_origin)
     if args.engine == "ray":
         from .ray_engine import RayOptions
 
@@ -364,6 +369,9 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ced", default=None, metavar="OUT.png", help="plot the CED curve")
     p.add_argument("--asm-blend", type=float, default=0.0, help="blend predictions towards their ASM projection")
     p.add_argument("--flip-tta", action="store_true", help="average with the mirrored face (2x network time)")
+    p.add_argument("--annotation-origin", type=float, default=None, metavar="ORIGIN",
+                   help="the first pixel's centre in the annotations (iBUG .pts: 1, 0-based files: 0); "
+                   "default: the convention of the model's training data")
     p.add_argument("--batch-size", type=int, default=32, metavar="N",
                    help="faces per network call (default: %(default)s)")
     p.set_defaults(func=cmd_evaluate)
@@ -389,7 +397,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from .detection import make_detector
 
         detector = make_detector(args.detector)
-    res = evaluate(model, records, args.norm, detector, args.batch_size, args.asm_blend, flip_tta=args.flip_tta)
+    res = evaluate(model, records, args.norm, detector, args.batch_size, args.asm_blend, flip_tta=args.flip_tta,
+                   annotation_origin=args.annotation_origin)
     res.annotation_errors = [str(e) for e in errors]
     for line in res.unreadable:
         print(f"asmnet: skipped: {line}", file=sys.stderr)

@@ -177,19 +177,26 @@ def draw_face(
 
 
 def draw_faces(
-    image_bgr: np.ndarray, faces: Iterable[object], color: Color = DEFAULT_POINT_COLOR
+    image_bgr: np.ndarray, faces: Iterable[object], color: Color = DEFAULT_POINT_COLOR, pixel_origin: float = 0.0
 ) -> np.ndarray:
     """A BGR copy of ``image_bgr`` with every face drawn.
 
     Faces are duck-typed: any object with attributes ``box``, ``landmarks``, ``pose`` and ``score``
-    (a missing attribute counts as None).
+    (a missing attribute counts as None). ``pixel_origin``: the convention of their coordinates
+    (``FaceAligner.pixel_origin``; 1 for iBUG-convention points), shifted to OpenCV's to draw.
     """
     canvas = _as_bgr(np.asarray(image_bgr))
+
+    def opencv(value: object) -> object:
+        if value is None or not pixel_origin:
+            return value
+        return np.asarray(value, dtype=np.float64) - pixel_origin
+
     for face in faces:
         _draw_face_on(
             canvas,
-            getattr(face, "landmarks", None),
-            getattr(face, "box", None),
+            opencv(getattr(face, "landmarks", None)),
+            opencv(getattr(face, "box", None)),
             getattr(face, "pose", None),
             getattr(face, "score", None),
             color,

@@ -69,6 +69,7 @@ class EvaluationResult:
     miss_rate: float = 0.0  # percent of the readable faces
     unreadable: list[str] = field(default_factory=list)  # one line per face that could not be evaluated
     annotation_errors: list[str] = field(default_factory=list)  # one line per unusable annotation file
+    annotation_origin: float | None = None  # the pixel convention points were compared in (iBUG .pts: 1)
 
     @property
     def detector_misses(self) -> int:
@@ -93,7 +94,7 @@ class EvaluationResult:
             out["per_attribute"] = self.per_attribute
         out.update({"detector_misses": self.detector_misses, "miss_rate": self.miss_rate, "missed": self.missed,
                     "unreadable": self.unreadable, "model": self.model,
-                    "annotation_errors": self.annotation_errors})
+                    "annotation_errors": self.annotation_errors, "annotation_origin": self.annotation_origin})
         return out
 
 
@@ -134,16 +135,22 @@ def evaluate(
     asm_blend: float = 0.0,
     progress: bool = True,
     flip_tta: bool = False,
+    annotation_origin: float | None = None,
 ) -> EvaluationResult:
     """Evaluate ``model`` on annotated faces; returns an :class:`EvaluationResult`.
 
     ``detector=None`` crops the tight box of the ground-truth points (the published protocol);
     with a detector, each image's matching detection is calibrated to the model's box convention
     and misses are counted. Faces that cannot be evaluated (unreadable image, undefined NME,
-    unusable box) are listed in ``unreadable``. Raises :class:`ModelError` when the model has no
+    unusable box) are listed in ``unreadable``. Predictions are compared with the annotations in
+    the annotations' pixel convention: ``annotation_origin`` is the first pixel's centre in the
+    records' points (iBUG .pts: 1), by default the convention of the model's own training data
+    (``info.annotation_origin``). Raises :class:`ModelError` when the model has no
     box calibration for the detector or outputs NaN, and :class:`DataError` when no face at all
     could be evaluated or ``$ASMNET_MAX_PIXELS`` is malformed.
     """
+    # records' convention -> the model's: boxes go in shifted by -shift, predictions come back +shift
+    shift = 0.0 if annotation_origin is None else float(annotation_origin) - model.info.annotation_origin
     kept, preds, poses, quality, failures, misses = [], [], [], [], [], []
     pending: list[tuple[FaceRecord, np.ndarray, np.ndarray]] = []
     # settings that would fail every face fail once, here
@@ -157,7 +164,7 @@ def evaluate(
         crops = np.concatenate([c for _, c, _ in pending])
         mats = np.concatenate([m for _, _, m in pending])
         units, pose, q = predict_crops(model, crops, batch_size, asm_blend, flip_tta)
-        preds.extend(units_to_image(units, mats, model.info))
+        preds.extend(units_to_image(units, mats, model.info) + shift)
         poses.extend(pose)
         quality.extend(q)
         kept.extend(r for r, _, _ in pending)
@@ -172,6 +179,8 @@ def evaluate(
             if box is None:
                 misses.append(rec.key)
                 continue
+            if detector is None:
+                box = box - shift
             crops, mats = crop_faces(image, box[None], model.info)
         except DataError as exc:
             failures.append(str(exc) if exc.path is not None else f"{rec.image}: {exc}")
@@ -185,8 +194,10 @@ def evaluate(
     flush()
     if not kept:
         raise DataError(None, "no face could be evaluated" + (f" ({failures[0]})" if failures else ""))
-    return summarize_results(model, kept, np.stack(preds), np.stack(poses), np.array(quality), norm,
-                             failures, misses, len(records))
+    out = summarize_results(model, kept, np.stack(preds), np.stack(poses), np.array(quality), norm,
+                            failures, misses, len(records))
+    out.annotation_origin = model.info.annotation_origin + shift
+    return out
 
 
 def split_by_normaliser(

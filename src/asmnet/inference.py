@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import numpy as np
 
+from .formats import to_rgb
 from .geometry import face_crop_matrix, from_normalised, invert_affine, transform_points, warp
 from .runtime import LandmarkModel, ModelInfo
 
 
-def crop_faces(image_bgr: np.ndarray, boxes: np.ndarray, info: ModelInfo) -> tuple[np.ndarray, np.ndarray]:
+def crop_faces(
+    image: np.ndarray, boxes: np.ndarray, info: ModelInfo, channel_order: str = "bgr"
+) -> tuple[np.ndarray, np.ndarray]:
     """RGB uint8 crops (K, S, S, 3) of reference boxes (K, 4) and their image->crop matrices.
 
+    ``image``: BGR uint8, or any :func:`asmnet.formats.image_pixels` array (gray, RGB, RGBA) with
+    its ``channel_order``; only the crops are converted to RGB, never the whole picture.
     Boxes are in the annotation files' pixel convention; the crops are taken in OpenCV's 0-based
     frame (the box is shifted by ``info.label_origin``), exactly as in training."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) - info.label_origin
     matrices = np.stack([face_crop_matrix(b, info.input_size, info.crop_scale) for b in boxes])
-    crops = np.stack([warp(image_bgr, m, info.input_size)[:, :, ::-1] for m in matrices])
+    crops = np.stack([to_rgb(warp(image, m, info.input_size), channel_order) for m in matrices])
     return crops, matrices
 
 
@@ -69,14 +74,16 @@ def align_boxes(
     batch_size: int = 32,
     asm_blend: float = 0.0,
     flip_tta: bool = False,
+    channel_order: str = "bgr",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Landmarks (K, N, 2) in image pixels, pose (K, 3) and quality (K,) for reference boxes.
 
-    Boxes and landmarks are in the training files' pixel convention (``info.label_origin``)."""
+    Boxes and landmarks are in the training files' pixel convention (``info.annotation_origin``).
+    ``image_bgr`` may be any :func:`asmnet.formats.image_pixels` array with its ``channel_order``."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     if len(boxes) == 0:
         n = model.info.markup.n_points
         return np.zeros((0, n, 2)), np.zeros((0, 3)), np.zeros(0)
-    crops, matrices = crop_faces(image_bgr, boxes, model.info)
+    crops, matrices = crop_faces(image_bgr, boxes, model.info, channel_order)
     units, pose, quality = predict_crops(model, crops, batch_size, asm_blend, flip_tta)
     return units_to_image(units, matrices, model.info), pose, quality

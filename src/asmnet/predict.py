@@ -49,6 +49,7 @@ class PredictOptions:
     flip_tta: bool = False  # average with the mirrored face (2x network time)
     engine: str = "local"  # "local": processes of this machine (workers); "ray": a Ray cluster (ray_engine)
     ray: RayOptions | None = None  # cluster address and resources per actor (engine "ray"; None: defaults)
+    pixel_origin: float = 0.0  # the first pixel's centre in the output coordinates (0: OpenCV, 1: iBUG .pts)
 
 
 @dataclass
@@ -75,10 +76,11 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[Path], list[str]]
     return images, videos, errors
 
 
-def image_record(path: str, frame: int | None, shape: tuple[int, ...], faces: list, model: str, **extra) -> dict:
+def image_record(path: str, frame: int | None, shape: tuple[int, ...], faces: list, model: str,
+                 pixel_origin: float = 0.0, **extra) -> dict:
     """The JSON Lines record of one image or video frame (``extra``: more keys, e.g. track ids)."""
     return {"file": path, "frame": frame, "image_size": [int(shape[1]), int(shape[0])], "model": model,
-            "faces": [f.to_dict() for f in faces], **extra}
+            "pixel_origin": pixel_origin, "faces": [f.to_dict() for f in faces], **extra}
 
 
 def done_inputs(json_path: Path) -> set[tuple[str, int | None]]:
@@ -117,7 +119,7 @@ def _make_aligner(opts: PredictOptions):
     from .api import FaceAligner
 
     return FaceAligner(opts.model, detector=opts.detector, backend=opts.backend, threads=opts.threads or 1,
-                       min_score=opts.min_score, flip_tta=opts.flip_tta)
+                       min_score=opts.min_score, flip_tta=opts.flip_tta, pixel_origin=opts.pixel_origin)
 
 
 def _init_worker(opts: PredictOptions) -> None:
@@ -172,12 +174,12 @@ def process_image(aligner, task: tuple[str, str | None]) -> tuple[dict | None, s
         from .draw import draw_faces, write_image
 
         try:
-            write_image(out_file, draw_faces(image, faces))
+            write_image(out_file, draw_faces(image, faces, pixel_origin=aligner.pixel_origin))
         except DataError as exc:
             return None, str(exc), None
         except OSError as exc:
             return None, f"{out_file}: cannot write the annotated image ({exc.strerror or exc})", None
-    return image_record(path, None, image.shape, faces, aligner.model.info.name), None, None
+    return image_record(path, None, image.shape, faces, aligner.model.info.name, aligner.pixel_origin), None, None
 
 
 def _failed(report: PredictReport, line: str) -> None:
@@ -294,7 +296,7 @@ def _track(source: str | int, opts: PredictOptions, sink, report: PredictReport,
         return
     try:
         aligner = FaceAligner(opts.model, detector=opts.detector, backend=opts.backend, threads=opts.threads,
-                          min_score=opts.min_score, flip_tta=opts.flip_tta)
+                              min_score=opts.min_score, flip_tta=opts.flip_tta, pixel_origin=opts.pixel_origin)
     except BaseException:
         cap.release()
         raise
@@ -318,7 +320,7 @@ def _track(source: str | int, opts: PredictOptions, sink, report: PredictReport,
             faces = [t.face for t in tracked]
             if (name, frame_idx) not in done:
                 _write(sink, image_record(name, frame_idx, frame.shape, faces, aligner.model.info.name,
-                                          track_ids=[t.id for t in tracked]))
+                                          aligner.pixel_origin, track_ids=[t.id for t in tracked]))
             if tmp_video is not None:
                 if writer is None:
                     writer = cv2.VideoWriter(str(tmp_video), cv2.VideoWriter_fourcc(*"mp4v"), fps,
@@ -328,7 +330,7 @@ def _track(source: str | int, opts: PredictOptions, sink, report: PredictReport,
                                 "mp4v encoder); the JSON records are written")
                         tmp_video = None
                 if tmp_video is not None:
-                    writer.write(draw_faces(frame, faces))
+                    writer.write(draw_faces(frame, faces, pixel_origin=aligner.pixel_origin))
             frame_idx += 1
             bar.update(1)
             bar.set_postfix(fps=f"{frame_idx / max(1e-9, time.time() - t0):.1f}")

@@ -43,8 +43,14 @@ class ModelInfo:
     quality_threshold: float | None = None  # ASM distance above which a face is flagged
     label_origin: float = 0.0  # added to predictions: the training files' pixel convention (1 = iBUG .pts)
     card: dict = field(default_factory=dict)
+    # the pixel convention the predictions (label_origin added back) and reference boxes are in:
+    # label_origin, except for a model trained without the origin fix (paper224: its 1-based
+    # .pts labels were taken as 0-based, so label_origin is 0 and its outputs are 1-based)
+    annotation_origin: float | None = None
 
     def __post_init__(self) -> None:
+        if self.annotation_origin is None:
+            self.annotation_origin = self.label_origin
         # a plain {detector: {...}} dict becomes Calibrations here, so every lookup sees parsed entries
         if not isinstance(self.calibrations, Calibrations):
             self.calibrations = Calibrations.from_json(self.calibrations)
@@ -61,6 +67,7 @@ class ModelInfo:
             "input_size": self.input_size,
             "crop_scale": self.crop_scale,
             "label_origin": self.label_origin,
+            "annotation_origin": self.annotation_origin,
             "num_points": self.markup.n_points,
             "model_config": self.model_config,
             "shape_model": self.shape_model.to_dict(),
@@ -90,6 +97,7 @@ class ModelInfo:
                 quality_threshold=data.get("quality_threshold"),
                 label_origin=float(data.get("label_origin", 0.0)),
                 card=dict(data.get("card") or {}),
+                annotation_origin=None if data.get("annotation_origin") is None else float(data["annotation_origin"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(source, f"model.json is malformed ({exc})") from None

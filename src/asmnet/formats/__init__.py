@@ -5,7 +5,10 @@ from .image import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     decode_image_array,
+    image_pixels,
     read_image,
+    to_bgr,
+    to_rgb,
 )
 from .mat import read_pose_mat
 from .pose_csv import read_pose_csv
@@ -18,6 +21,7 @@ __all__ = [
     "WFLW_ATTRIBUTES",
     "FaceRecord",
     "decode_image_array",
+    "image_pixels",
     "key_folder",
     "load_faces",
     "load_many",
@@ -27,5 +31,7 @@ __all__ = [
     "read_pts",
     "read_wflw_list",
     "subset",
+    "to_bgr",
+    "to_rgb",
     "write_pts",
 ]

@@ -191,11 +191,12 @@ def _array_to_uint8(array: np.ndarray) -> np.ndarray:
     raise DataError(None, f"unsupported image dtype {array.dtype} (uint8, uint16 or float in [0, 1])")
 
 
-def decode_image_array(array: np.ndarray, channel_order: str = "bgr") -> np.ndarray:
-    """An in-memory image as BGR uint8 (H, W, 3).
+def image_pixels(array: np.ndarray, channel_order: str = "bgr") -> np.ndarray:
+    """An in-memory image as uint8 (H, W), (H, W, 3) or (H, W, 4), channels left in their order.
 
-    Accepts gray (H, W) or (H, W, 1), colour (H, W, 3) and colour with alpha (H, W, 4; alpha is
-    dropped); ``channel_order`` ("rgb" or "bgr") says how colour channels are ordered.
+    No copy is made of a C-contiguous uint8 array: large pictures are converted only where they
+    are cropped (:func:`to_rgb` / :func:`to_bgr` on the crop). uint16 and float in [0, 1] are
+    scaled to uint8. Raises DataError for other shapes, dtypes and ``channel_order`` values.
     """
     if channel_order not in ("rgb", "bgr"):
         raise DataError(None, f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
@@ -207,9 +208,30 @@ def decode_image_array(array: np.ndarray, channel_order: str = "bgr") -> np.ndar
     if shape[0] == 0 or shape[1] == 0:
         raise DataError(None, f"image has no pixels (shape {shape})")
     pixels = _array_to_uint8(array)
-    if pixels.ndim == 2 or pixels.shape[2] == 1:
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    return np.ascontiguousarray(pixels)
+
+
+def to_bgr(pixels: np.ndarray, channel_order: str) -> np.ndarray:
+    """BGR uint8 (H, W, 3) of an :func:`image_pixels` array (a crop, or the whole picture)."""
+    if pixels.ndim == 2:
         return np.ascontiguousarray(_gray_array(pixels))
     colour = pixels[:, :, :3]
     if channel_order == "rgb":
         colour = colour[:, :, ::-1]
     return np.array(colour, dtype=np.uint8, order="C")
+
+
+def to_rgb(pixels: np.ndarray, channel_order: str) -> np.ndarray:
+    """RGB uint8 (H, W, 3) of an :func:`image_pixels` array."""
+    return to_bgr(pixels, "bgr" if channel_order == "rgb" else "rgb")
+
+
+def decode_image_array(array: np.ndarray, channel_order: str = "bgr") -> np.ndarray:
+    """An in-memory image as BGR uint8 (H, W, 3) (a copy).
+
+    Accepts gray (H, W) or (H, W, 1), colour (H, W, 3) and colour with alpha (H, W, 4; alpha is
+    dropped); ``channel_order`` ("rgb" or "bgr") says how colour channels are ordered.
+    """
+    return to_bgr(image_pixels(array, channel_order), channel_order)
