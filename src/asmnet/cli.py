@@ -430,37 +430,54 @@ def add_export(sub: argparse._SubParsersAction) -> None:
                    help="the model's name in model.json and in every JSON record (default: OUT's name)")
     p.add_argument("--int8", action="store_true",
                    help="also write OUT-int8/: ONNX Runtime static INT8 quantisation calibrated on --calib-data faces")
-    p.add_argument("--calib-data", action="append", default=[], metavar="DIR", help="faces for INT8 calibration")
+    p.add_argument("--calib-data", action="append", default=[], metavar="DIR",
+                   help="training faces for --int8 and for fitting detector box calibrations (default for the "
+                   "latter: the run's own --data folders, less its validation faces); repeatable")
     p.add_argument("--calib-count", type=int, default=300, metavar="N",
-                   help="--int8: calibrate on N faces drawn from --calib-data (default: %(default)s)")
+                   help="use N faces drawn from the calibration data (default: %(default)s)")
     p.add_argument("--exclude-keys", default=None, metavar="FILE",
                    help="a split.json: keep its validation faces out of the calibration")
+    p.add_argument("--fit-calibrations", action="store_true",
+                   help="fit the detector box calibrations on the training faces even when the shipped ones apply "
+                   "(68 points in the .pts convention), e.g. for annotations drawn in another style")
     p.set_defaults(func=cmd_export)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from .evaluation import read_keys
+    from .formats import load_many
     from .training.export import export_model
 
     if args.int8 and Path(args.out).suffix == ".onnx":  # before the export, not after it
         return _fail("--int8 needs a package folder as --out")
     if args.int8 and not args.calib_data:
         return _fail("--int8 needs annotated faces to calibrate on (--calib-data DIR)")
-    rep = export_model(args.model, args.out, args.name)
+    skip = read_keys(args.exclude_keys) if args.exclude_keys else set()
+    records = None
+    if args.calib_data:
+        loaded, errors = load_many(args.calib_data)
+        for err in errors:
+            print(f"asmnet: skipped: {err}", file=sys.stderr)
+        records = [r for r in loaded if r.key not in skip]
+    rep = export_model(args.model, args.out, args.name, calib_faces=records, fit_calibrations=args.fit_calibrations,
+                       calib_count=args.calib_count)
     print(f"wrote {rep.onnx} ({rep.onnx_bytes / 1e6:.1f} MB) and {rep.json}"
           + (f" and {rep.weights}" if rep.weights else ""))
     print(f"denormal weights flushed to zero: {rep.denormals_flushed}; "
           f"ONNX Runtime vs PyTorch max abs difference {rep.max_abs_diff:.2e}")
+    source = rep.calibration_source
+    if source["kind"] == "shipped":
+        print(f"detector box calibrations: the shipped ones ({', '.join(source['detectors'])}): {source['why']}")
+    else:
+        print(f"detector box calibrations fitted on {source['faces']} training faces: {', '.join(source['detectors'])}"
+              + "".join(f"; {k} not fitted ({v})" for k, v in source["not_fitted"].items()))
     if args.int8:
-        from .evaluation import read_keys
-        from .formats import load_many
         from .training.quantize import quantize_package
 
         package = rep.json.parent
-        skip = read_keys(args.exclude_keys) if args.exclude_keys else set()
-        records = [r for r in load_many(args.calib_data)[0] if r.key not in skip]
-        q = quantize_package(package, package.with_name(package.name + "-int8"), records, args.calib_count)
+        q = quantize_package(package, package.with_name(package.name + "-int8"), records or [], args.calib_count)
         print(f"wrote {q.out}: INT8 model {q.bytes_int8 / 1e6:.1f} MB (float {q.bytes_float / 1e6:.1f} MB), "
               f"calibrated on {q.calibration_faces} faces")
     return EXIT_OK

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import ModelError
+from ..errors import DataError, ModelError
 from ..fileio import write_atomic, write_json_atomic
+from ..formats import FaceRecord, load_many, read_image
 from ..nn.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from ..runtime import ModelInfo, OnnxLandmarkModel
 
 OPSET = 17
 MAX_ABS_DIFF = 1e-4
+# The shipped detector calibrations map a detector's box to the tight box of the 68 iBUG points
+# as written in .pts files (first pixel's centre at 1). That box does not depend on the network,
+# so they hold for any 68-point model trained on points in that convention.
+SHIPPED_CALIBRATION_POINTS, SHIPPED_CALIBRATION_ORIGIN = 68, 1.0
+CALIBRATION_FACES = 300  # training faces per detector when calibrations are fitted at export
 
 
 @dataclass
@@ -28,6 +36,7 @@ class ExportResult:
     onnx_bytes: int  # size of the ONNX file
     denormals_flushed: int  # subnormal weights set to zero before the export
     max_abs_diff: float  # largest ONNX Runtime vs PyTorch output difference on random pixels
+    calibration_source: dict | None = None  # where the detector box calibrations came from
 
 
 def flush_denormals(model: torch.nn.Module) -> int:
@@ -73,19 +82,123 @@ def check_onnx(onnx_path: Path, info: ModelInfo, model: torch.nn.Module, batch: 
     return diff
 
 
+def shipped_calibrations() -> dict[str, dict]:
+    """Detector name -> calibration dict, from the calibrations shipped with asmnet."""
+    from ..detection import load_calibrations
+
+    return load_calibrations().to_json()
+
+
+def _lowest_hashes(records: list[FaceRecord], count: int) -> list[FaceRecord]:
+    """At most ``count`` records, the same ones on every run (those whose key hashes lowest)."""
+    ranked = sorted(records, key=lambda r: hashlib.sha1(r.key.encode()).hexdigest())
+    return ranked[:count]
+
+
+def fit_calibrations(
+    records: list[FaceRecord], detectors: dict | None = None, count: int = CALIBRATION_FACES
+) -> tuple[dict[str, dict], dict[str, str]]:
+    """Fit each detector's box calibration on up to ``count`` of ``records`` (training faces).
+
+    ``detectors``: name -> FaceDetector (default: every built-in detector that works here without
+    a model file of the user's). Returns (name -> calibration dict, name -> why it was not fitted).
+    """
+    from ..detection import available_detectors, fit_calibration, make_detector, match_detection
+
+    if detectors is None:
+        detectors = {name: make_detector(name) for name, state in available_detectors().items() if state == "ok"}
+    faces = _lowest_hashes(records, count)
+    images: dict[Path, np.ndarray | None] = {}
+    fitted, skipped = {}, {}
+    for name, detector in detectors.items():
+        matched = []
+        for face in faces:
+            if face.image not in images:
+                try:
+                    images[face.image] = read_image(face.image)
+                except DataError:
+                    images[face.image] = None
+            image = images[face.image]
+            matched.append(None if image is None else match_detection(detector.detect(image), face.points))
+        try:
+            options = json.loads(json.dumps(detector.options(), default=str))  # as it reads back
+            fitted[name] = {"detector": detector.name, "options": options,
+                            "calibration": fit_calibration(matched, [f.points for f in faces]).to_dict()}
+        except DataError as exc:
+            skipped[name] = exc.problem
+    return fitted, skipped
+
+
+def training_faces(ckpt: dict, checkpoint: str | Path) -> tuple[list[FaceRecord], list[str]]:
+    """The run's training faces (its data folders, less the validation keys of the run's
+    split.json beside the checkpoint) and the data paths used; empty when the data is gone."""
+    data = [d for d in (ckpt.get("train_config") or {}).get("data", []) if Path(d).exists()]
+    if not data:
+        return [], []
+    records = load_many(data, n_points=int(ckpt["model_config"]["num_points"]))[0]
+    split = Path(checkpoint).parent / "split.json"
+    if split.exists():
+        try:
+            val = set(json.loads(split.read_text(encoding="utf-8"))["val_keys"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise DataError(split, "not a split.json with val_keys") from None
+        records = [r for r in records if r.key not in val]
+    return records, data
+
+
+def package_calibrations(
+    info: ModelInfo, faces: list[FaceRecord] | None, fit: bool = False, count: int = CALIBRATION_FACES,
+    data: list[str] | None = None,
+) -> tuple[dict[str, dict], dict]:
+    """The detector calibrations a package of this model carries, and where they come from.
+
+    The shipped ones when the model's reference box is theirs (68 points in the .pts convention)
+    and ``fit`` is False; else fitted on ``faces`` (training faces). Raises ModelError when they
+    must be fitted and there are no faces, or no detector found any of them."""
+    if not fit and info.markup.n_points == SHIPPED_CALIBRATION_POINTS and info.annotation_origin == SHIPPED_CALIBRATION_ORIGIN:
+        calibrations = shipped_calibrations()
+        return calibrations, {
+            "kind": "shipped", "file": "asmnet/models/detector_calibration.json", "detectors": sorted(calibrations),
+            "why": "68 iBUG points in the .pts convention (first pixel's centre 1): the model's reference box is "
+                   "the one the shipped calibrations were fitted to, whatever the network"}
+    why = "asked (--fit-calibrations)" if fit else (
+        f"the shipped calibrations are for 68 points with pixel origin {SHIPPED_CALIBRATION_ORIGIN:g}; this model has "
+        f"{info.markup.n_points} points with origin {info.annotation_origin:g}")
+    if not faces:
+        raise ModelError(None, f"box calibrations must be fitted ({why}) but there are no training faces: "
+                         "pass --calib-data with the training data")
+    calibrations, skipped = fit_calibrations(faces, count=count)
+    if not calibrations:
+        raise ModelError(None, "no detector could be calibrated on the training faces ("
+                         + "; ".join(f"{k}: {v}" for k, v in skipped.items()) + ")")
+    return calibrations, {"kind": "fitted", "why": why, "data": data or [], "faces": min(len(faces), count),
+                          "detectors": sorted(calibrations), "not_fitted": skipped}
+
+
 def export_model(
-    checkpoint: str | Path, out: str | Path, name: str | None = None, extra: dict | None = None
+    checkpoint: str | Path, out: str | Path, name: str | None = None, extra: dict | None = None,
+    calib_faces: list[FaceRecord] | None = None, fit_calibrations: bool = False,
+    calib_count: int = CALIBRATION_FACES,
 ) -> ExportResult:
     """Write ``out/`` (model.onnx, model.json, weights.pt) or ``out.onnx`` + ``out.json``.
 
-    ``extra`` is merged into model.json (calibrations, quality threshold, card). Returns an
-    :class:`ExportResult`. Raises :class:`ModelError` when the checkpoint cannot be used or the
-    ONNX graph's outputs differ from PyTorch's by more than ``MAX_ABS_DIFF``.
+    ``extra`` is merged into model.json (calibrations, quality threshold, card). Unless ``extra``
+    gives them, the package gets detector box calibrations (:func:`package_calibrations`): the
+    shipped ones, or fitted on ``calib_faces`` (default: the run's training faces, when its data
+    is still there). Returns an :class:`ExportResult`. Raises :class:`ModelError` when the
+    checkpoint cannot be used, when calibrations must be fitted and cannot be, or when the ONNX
+    graph's outputs differ from PyTorch's by more than ``MAX_ABS_DIFF``.
     """
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt, checkpoint)
-    flushed = flush_denormals(model)
     info = ModelInfo.from_checkpoint(ckpt, checkpoint)
+    calib_source = None
+    if "calibrations" not in (extra or {}):  # decided before anything is written
+        used = None
+        if calib_faces is None:
+            calib_faces, used = training_faces(ckpt, checkpoint)
+        info.calibrations, calib_source = package_calibrations(info, calib_faces, fit_calibrations, calib_count, used)
+    flushed = flush_denormals(model)
     out = Path(out)
     if out.suffix == ".onnx":
         onnx_path, json_path, weights_path = out, out.with_suffix(".json"), None
@@ -99,6 +212,9 @@ def export_model(
     for key, value in (extra or {}).items():
         meta[key] = value
     meta["card"] = {**info.card, **meta.get("card", {}), "denormals_flushed": flushed}
+    if calib_source is not None:
+        meta["calibration_source"] = calib_source
+        meta["card"]["box_calibrations"] = calib_source
     write_json_atomic(json_path, meta)
     if weights_path is not None:
         slim = {k: ckpt[k] for k in ("model_config", "input_size", "crop_scale", "label_origin", "markup", "shape_model",
@@ -106,4 +222,4 @@ def export_model(
         slim["state_dict"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         save_checkpoint(weights_path, slim)
     return ExportResult(onnx=onnx_path, json=json_path, weights=weights_path, onnx_bytes=len(data),
-                        denormals_flushed=flushed, max_abs_diff=diff)
+                        denormals_flushed=flushed, max_abs_diff=diff, calibration_source=calib_source)
