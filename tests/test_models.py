@@ -55,3 +55,30 @@ def test_models_command_lists_validation_numbers(tmp_path, capsys):
     card = json.loads((DEFAULT_MODEL_DIR / "validation.json").read_text())
     assert default["default"] and default["nme_mean"] == pytest.approx(card["nme_mean"])
     assert f"{card['nme_mean']:.2f}" in out and "paper224" in out and "dlib-hog" in out
+
+
+def test_onnx_graph_counts_match_the_network():
+    torch = pytest.importorskip("torch")
+    from asmnet.nn import count_macs, count_parameters
+    from asmnet.nn.checkpoint import load_checkpoint, model_from_checkpoint
+    from asmnet.onnx_graph import count_onnx
+
+    net = model_from_checkpoint(load_checkpoint(DEFAULT_MODEL_DIR / "weights.pt"), "weights.pt")
+    bn = sum(p.numel() for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters())
+    for name in ("default", "default-fp32", "paper224"):  # INT8 (QDQ) and float graphs
+        for size in (128, 224):
+            params, macs = count_onnx(MODELS_DIR / name / "model.onnx", size)
+            assert macs == count_macs(net, size)
+            assert params == count_parameters(net) - bn // 2  # BatchNorm folded: one bias per channel
+    assert count_onnx(MODELS_DIR / "paper224" / "model.onnx", 224)[1] == 256_495_816  # the paper's 256.5 M
+
+
+def test_info_counts_a_model_from_its_onnx_graph(capsys):
+    assert main(["info", "--model", "default-fp32"]) == 0
+    assert "83,803,912" in capsys.readouterr().out
+    assert main(["info", "--model", "default", "--width", "0.5"]) == 2
+    assert "only --input-size applies" in capsys.readouterr().err
+    from asmnet.onnx_graph import count_onnx
+
+    with pytest.raises(ModelError, match="not an ONNX model"):
+        count_onnx(MODELS_DIR / "default" / "model.json", 128)

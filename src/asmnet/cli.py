@@ -50,29 +50,83 @@ def add_model_flags(p: argparse.ArgumentParser, *, backend: bool = True, threads
 
 
 # -- info --------------------------------------------------------------------------------------
+def _missing(module: str) -> bool:
+    """Whether ``module`` cannot be imported here (checked without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec(module) is None
+
+
+TORCH_EXTRA = "PyTorch is not installed: pip install 'asmnet[train]' (in a clone: pip install '.[train]')"
+
+
 def add_info(sub: argparse._SubParsersAction) -> None:
     from .training.config import TrainConfig
 
-    p = sub.add_parser("info", help="parameters and multiply-adds of a network configuration",
-                       description="Parameters and multiply-adds of a network configuration; the defaults "
-                       "are the shipped model's (and asmnet train's).")
+    p = sub.add_parser("info", help="parameters and multiply-adds of a model or a network configuration",
+                       description="Parameters and multiply-adds of a model (--model: counted on its ONNX graph, "
+                       "no PyTorch needed) or of a network configuration (the flags; defaults: the shipped "
+                       "model's and asmnet train's).")
+    p.add_argument("--model", default=None, metavar="MODEL", help=MODEL_HELP)
     # the defaults and help of the train flags: one source for both commands
     defaults = {f.name: f for f in dataclasses.fields(TrainConfig)}
     for name in ("points", "input_size", "width", "arch"):
         f = defaults[name]
-        p.add_argument(f"--{name.replace('_', '-')}", type=type(f.default), default=f.default,
-                       choices=f.metadata.get("choices"), help=f.metadata["help"] + " (default: %(default)s)")
-    p.set_defaults(func=cmd_info)
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(f.default), default=None,
+                       choices=f.metadata.get("choices"), help=f.metadata["help"] + f" (default: {f.default})")
+    p.set_defaults(func=cmd_info, _info_defaults={k: f.default for k, f in defaults.items()})
+
+
+def _print_counts(params: int, macs: int, what: str) -> None:
+    print(f"parameters: {params:,} ({params / 1e6:.2f} M){what}")
+    print(f"multiply-adds: {macs:,} ({macs / 1e6:.1f} M MACs, {2 * macs / 1e9:.2f} GFLOPs)")
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .nn import build_model, count_macs, count_parameters
+    from .runtime import DEFAULT_MODEL, resolve_model
 
-    model = build_model({"num_points": args.points, "width": args.width, "arch": args.arch})
-    params, macs = count_parameters(model), count_macs(model, args.input_size)
-    print(f"arch {args.arch}, width {args.width}, {args.points} points, input {args.input_size}x{args.input_size}")
-    print(f"parameters: {params:,} ({params / 1e6:.2f} M)")
-    print(f"multiply-adds: {macs:,} ({macs / 1e6:.1f} M MACs, {2 * macs / 1e9:.2f} GFLOPs)")
+    flags = {k: getattr(args, k) for k in ("points", "input_size", "width", "arch")}
+    given = {k: v for k, v in flags.items() if v is not None}
+    cfg = {**{k: args._info_defaults[k] for k in flags}, **given}
+    model = args.model
+    if model is not None and set(given) - {"input_size"}:
+        return _fail("--points, --width and --arch describe a configuration: with --model only --input-size applies")
+    # a configuration is counted on the network itself (PyTorch) unless a model was named, or it
+    # is the shipped model's own configuration and PyTorch is absent (its ONNX graph then counts)
+    if model is None and _missing("torch"):
+        shipped = {"points": 68, "width": 1.0, "arch": "asmnet"}
+        if any(cfg[k] != v for k, v in shipped.items()):
+            return _fail(f"counting a network configuration needs PyTorch; {TORCH_EXTRA} (or pass --model)")
+        model = DEFAULT_MODEL
+    if model is None:
+        from .nn import build_model, count_macs, count_parameters
+
+        net = build_model({"num_points": cfg["points"], "width": cfg["width"], "arch": cfg["arch"]})
+        print(f"arch {cfg['arch']}, width {cfg['width']}, {cfg['points']} points, "
+              f"input {cfg['input_size']}x{cfg['input_size']}")
+        _print_counts(count_parameters(net), count_macs(net, cfg["input_size"]), "")
+        return EXIT_OK
+    from .onnx_graph import count_onnx
+    from .runtime import load_model
+
+    path = resolve_model(model)
+    onnx_file = path / "model.onnx" if path.is_dir() else path
+    if onnx_file.suffix != ".onnx" or not onnx_file.exists():
+        if _missing("torch"):
+            return _fail(f"{path}: counting a checkpoint needs PyTorch; {TORCH_EXTRA} (or export it to ONNX)")
+        from .nn import count_macs, count_parameters
+
+        loaded = load_model(path, backend="torch")
+        size = cfg["input_size"] if "input_size" in given else loaded.info.input_size
+        print(f"model {loaded.info.name} ({path}), {loaded.info.markup.n_points} points, input {size}x{size}")
+        _print_counts(count_parameters(loaded.model), count_macs(loaded.model, size), " (PyTorch)")
+        return EXIT_OK
+    info = load_model(path, backend="onnx").info
+    size = cfg["input_size"] if "input_size" in given else info.input_size
+    params, macs = count_onnx(onnx_file, size)
+    print(f"model {info.name} ({path}), {info.markup.n_points} points, input {size}x{size}, "
+          f"{info.card.get('precision', 'float32').split(' ')[0]}")
+    _print_counts(params, macs, " in the ONNX graph (BatchNorm folded into the convolutions)")
     return EXIT_OK
 
 
@@ -208,6 +262,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(TrainConfig, args)
     if args.nproc is not None and args.nproc < 1:
         return _fail(f"--nproc must be at least 1, got {args.nproc}")
+    if _missing("torch"):
+        return _fail(f"training needs PyTorch; {TORCH_EXTRA}")
     if args.nproc is not None and args.nproc > 1:
         return _launch_torchrun(args)
     from .training import distributed
@@ -383,6 +439,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .formats import load_many
     from .runtime import load_model
 
+    if args.ced and _missing("matplotlib"):  # say so now, not after the evaluation
+        return _fail("--ced draws with matplotlib, which is not installed: pip install matplotlib "
+                     "(it comes with 'asmnet[train]'), or leave --ced out")
     model = load_model(args.model, backend=args.backend, threads=args.threads)
     records, errors = load_many(args.data, n_points=model.info.markup.n_points)
     for err in errors:
@@ -446,6 +505,8 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    if _missing("torch"):
+        return _fail(f"export reads a PyTorch checkpoint; {TORCH_EXTRA}")
     from .evaluation import read_keys
     from .formats import load_many
     from .training.export import export_model
