@@ -59,10 +59,10 @@ def test_evaluate_compares_in_the_annotations_convention(picture, tmp_path):
     model = load_model(None)
     one_based = evaluate(model, [FaceRecord(path, points, key="x/face")], progress=False)
     zero_based = evaluate(model, [FaceRecord(path, points - 1, key="x/face")], progress=False, annotation_origin=0)
-    assert one_based["annotation_origin"] == 1.0 and zero_based["annotation_origin"] == 0.0
-    assert zero_based["nme_mean"] == pytest.approx(one_based["nme_mean"], abs=1e-9)
+    assert one_based.annotation_origin == 1.0 and zero_based.to_dict()["annotation_origin"] == 0.0
+    assert zero_based.nme_mean == pytest.approx(one_based.nme_mean, abs=1e-9)
     wrong = evaluate(model, [FaceRecord(path, points - 1, key="x/face")], progress=False)
-    assert wrong["nme_mean"] != pytest.approx(one_based["nme_mean"], abs=1e-3)
+    assert wrong.nme_mean != pytest.approx(one_based.nme_mean, abs=1e-3)
 
 
 def test_drawing_puts_points_on_the_same_pixels_in_either_convention(picture):
