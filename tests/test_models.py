@@ -77,7 +77,7 @@ def test_info_counts_a_model_from_its_onnx_graph(capsys):
     assert main(["info", "--model", "default-fp32"]) == 0
     assert "83,803,912" in capsys.readouterr().out
     assert main(["info", "--model", "default", "--width", "0.5"]) == 2
-    assert "only --input-size applies" in capsys.readouterr().err
+    assert "--model counts that model as it is" in capsys.readouterr().err
     from asmnet.onnx_graph import count_onnx
 
     with pytest.raises(ModelError, match="not an ONNX model"):

@@ -72,8 +72,8 @@ def add_info(sub: argparse._SubParsersAction) -> None:
     defaults = {f.name: f for f in dataclasses.fields(TrainConfig)}
     for name in ("points", "input_size", "width", "arch"):
         f = defaults[name]
-        p.add_argument(f"--{name.replace('_', '-')}", type=type(f.default), default=None,
-                       choices=f.metadata.get("choices"), help=f.metadata["help"] + f" (default: {f.default})")
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(f.default), default=f.default,
+                       choices=f.metadata.get("choices"), help=f.metadata["help"] + " (default: %(default)s)")
     p.set_defaults(func=cmd_info, _info_defaults={k: f.default for k, f in defaults.items()})
 
 
@@ -85,12 +85,11 @@ def _print_counts(params: int, macs: int, what: str) -> None:
 def cmd_info(args: argparse.Namespace) -> int:
     from .runtime import DEFAULT_MODEL, resolve_model
 
-    flags = {k: getattr(args, k) for k in ("points", "input_size", "width", "arch")}
-    given = {k: v for k, v in flags.items() if v is not None}
-    cfg = {**{k: args._info_defaults[k] for k in flags}, **given}
+    cfg = {k: getattr(args, k) for k in ("points", "input_size", "width", "arch")}
     model = args.model
-    if model is not None and set(given) - {"input_size"}:
-        return _fail("--points, --width and --arch describe a configuration: with --model only --input-size applies")
+    if model is not None and any(v != args._info_defaults[k] for k, v in cfg.items()):
+        return _fail("--points, --input-size, --width and --arch describe a configuration; "
+                     "--model counts that model as it is")
     # a configuration is counted on the network itself (PyTorch) unless a model was named, or it
     # is the shipped model's own configuration and PyTorch is absent (its ONNX graph then counts)
     if model is None and _missing("torch"):
@@ -117,12 +116,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         from .nn import count_macs, count_parameters
 
         loaded = load_model(path, backend="torch")
-        size = cfg["input_size"] if "input_size" in given else loaded.info.input_size
+        size = loaded.info.input_size
         print(f"model {loaded.info.name} ({path}), {loaded.info.markup.n_points} points, input {size}x{size}")
         _print_counts(count_parameters(loaded.model), count_macs(loaded.model, size), " (PyTorch)")
         return EXIT_OK
     info = load_model(path, backend="onnx").info
-    size = cfg["input_size"] if "input_size" in given else info.input_size
+    size = info.input_size
     params, macs = count_onnx(onnx_file, size)
     print(f"model {info.name} ({path}), {info.markup.n_points} points, input {size}x{size}, "
           f"{info.card.get('precision', 'float32').split(' ')[0]}")

@@ -84,3 +84,19 @@ def face_crop_matrix(box: np.ndarray, out_size: int, crop_scale: float = CROP_SC
     """The inference/evaluation crop of a face box in the training convention (no jitter)."""
     center, size = box_center_size(box)
     return crop_matrix(center, crop_scale * size, out_size)
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The 2x3 similarity (rotation, uniform scale, shift; no reflection) that maps the points
+    ``src`` (K, 2) closest to ``dst`` (K, 2) in least squares (Umeyama 1991). K >= 2."""
+    src, dst = np.asarray(src, dtype=np.float64), np.asarray(dst, dtype=np.float64)
+    mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
+    s, d = src - mu_s, dst - mu_d
+    var_s = (s**2).sum() / len(src)
+    if not var_s > 0:
+        raise ValueError("similarity_transform: the source points coincide")
+    u, sig, vt = np.linalg.svd(d.T @ s / len(src))
+    sign = np.diag([1.0, 1.0 if np.linalg.det(u) * np.linalg.det(vt) >= 0 else -1.0])
+    rot = u @ sign @ vt
+    scale = float(np.trace(np.diag(sig) @ sign)) / var_s
+    return np.hstack([scale * rot, (mu_d - scale * rot @ mu_s)[:, None]])
