@@ -96,6 +96,8 @@ def test_quick_start_runs_as_written(workplace, capsys):
     records = [json.loads(line) for line in Path("results.jsonl").read_text().splitlines()]
     assert {Path(r["file"]).name for r in records} == {"astronaut.jpg", "clip.mp4"}
     assert all(len(r["faces"]) >= 1 and r["pixel_origin"] == 0 for r in records)
+    aligned = [json.loads(line) for line in Path("aligned/aligned.jsonl").read_text().splitlines()]
+    assert aligned[0]["template"] == "arcface" and Path(aligned[0]["faces"][0]["crop"]).exists()
     mine = json.loads(Path("mine.jsonl").read_text())
     assert mine["model"] == "my_model" and len(mine["faces"][0]["landmarks"]) == 68
 

@@ -20,7 +20,11 @@ Matrices map OpenCV pixel positions of the image (first pixel's centre at 0) to 
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -133,3 +137,82 @@ def aligned_crops(
         crop = cv2.warpAffine(pixels, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=border)
         out.append((crop, matrix, transform_points(opencv, matrix) + pixel_origin))
     return out
+
+
+# -- files: ``asmnet align`` ------------------------------------------------------------------
+def crop_paths(images: list[Path], inputs: list[str], out_dir: Path) -> dict[Path, Path]:
+    """Each image's crop *base*: ``out_dir`` / its path relative to the folder holding all the
+    inputs, name and extension kept (``a/x.jpg`` -> ``OUT/a/x.jpg``; crops add ``.faceK.png``),
+    so two inputs never share a crop name."""
+    bases = [os.path.abspath(i) if os.path.isdir(i) else os.path.dirname(os.path.abspath(i))
+             for i in inputs if os.path.exists(i)]
+    root = Path(os.path.commonpath(bases)) if bases else Path.cwd()
+    return {p: out_dir / Path(os.path.abspath(p)).relative_to(root) for p in images}
+
+
+def align_file(aligner: Any, path: str | Path, base: Path, template: str, size: int, fmt: str = "png",
+               protected: frozenset[str] = frozenset()) -> dict:
+    """Align the faces of one image file and write each crop as ``BASE.faceK.FMT``; returns the
+    JSON record (the faces' records with ``crop``, ``matrix`` and ``crop_landmarks``). The unit
+    of work of ``asmnet align`` (and of any engine that runs it elsewhere). Raises DataError for
+    an unreadable image or a crop path that is one of the ``protected`` (input) files, OSError
+    when a crop cannot be written."""
+    from .draw import write_image
+    from .errors import DataError
+    from .formats import read_image
+
+    image = read_image(path)
+    aligned = aligner.align(image, size=size, template=template, channel_order="bgr")
+    faces = []
+    for k, item in enumerate(aligned):
+        crop_file = base.with_name(f"{base.name}.face{k}.{fmt}")
+        if os.path.realpath(crop_file) in protected:
+            raise DataError(crop_file, "a crop would overwrite an input: choose an --out folder outside the inputs")
+        write_image(crop_file, item.image)
+        faces.append({**item.to_dict(), "crop": str(crop_file)})
+    return {"file": str(path), "image_size": [int(image.shape[1]), int(image.shape[0])],
+            "model": aligner.model.info.name, "pixel_origin": aligner.pixel_origin, "template": template,
+            "size": size, "faces": faces}
+
+
+def align_inputs(inputs: list[str], out_dir: str | Path, aligner: Any, template: str = "arcface",
+                 size: int | None = None, fmt: str = "png", json_path: str | Path | None = None) -> tuple[list[dict], list[str]]:
+    """``asmnet align``: the images of ``inputs`` (files, folders searched recursively) aligned
+    into ``out_dir`` (crops named after each input's path relative to the inputs' common folder,
+    see :func:`crop_paths`) with a JSON Lines index at ``json_path`` (default OUT/aligned.jsonl).
+    Returns (records, one line per failed input). Raises DataError when ``out_dir`` is an input
+    folder or nothing can be read, ModelError for a model or detector problem (which would fail
+    every image)."""
+    from tqdm import tqdm
+
+    from .errors import AsmnetError, DataError, ModelError
+    from .fileio import write_text_atomic
+    from .predict import expand_inputs
+
+    size = check_template(template, size)
+    out_dir = Path(out_dir)
+    out_real = os.path.realpath(out_dir)
+    if any(os.path.isdir(i) and os.path.realpath(i) == out_real for i in inputs):
+        raise DataError(out_dir, "is an input folder: choose an --out folder outside the inputs")
+    images, videos, failures = expand_inputs(inputs)
+    # crops of an earlier run inside an input folder are outputs, not inputs
+    images = [p for p in images if not os.path.realpath(p).startswith(out_real.rstrip(os.sep) + os.sep)]
+    failures += [f"{v}: a video (asmnet align takes images; asmnet predict tracks videos)" for v in videos]
+    if not images:
+        raise DataError(None, "no images found in the inputs" + (f" ({failures[0]})" if failures else ""))
+    protected = frozenset(os.path.realpath(p) for p in images)
+    plan = crop_paths(images, inputs, out_dir)
+    records = []
+    for path in tqdm(images, desc="align", unit="img", file=sys.stderr, disable=None):
+        try:
+            records.append(align_file(aligner, path, plan[path], template, size, fmt, protected))
+        except ModelError:
+            raise
+        except AsmnetError as exc:
+            text = str(exc)
+            failures.append(text if text.startswith(str(path)) or getattr(exc, "path", None) else f"{path}: {text}")
+        except OSError as exc:
+            failures.append(f"{plan[path]}: cannot write a crop ({exc.strerror or exc})")
+    index = Path(json_path) if json_path else out_dir / "aligned.jsonl"
+    write_text_atomic(index, "".join(json.dumps(r) + "\n" for r in records))
+    return records, failures

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .align import AlignedFace
 from .errors import DataError
-from .formats import decode_image_array, image_pixels, read_image, to_bgr
+from .formats import decode_image_array, image_pixels, read_image, to_bgr, to_rgb
 from .inference import align_boxes
 from .runtime import load_model
 
@@ -63,6 +65,11 @@ def as_bgr(image: Any, channel_order: str = "rgb") -> np.ndarray:
     if isinstance(image, np.ndarray):
         return decode_image_array(image, channel_order=channel_order)
     raise DataError(None, f"cannot read an image from {type(image).__name__}")
+
+
+def to_channels(pixels: np.ndarray, order: str, wanted: str) -> np.ndarray:
+    """Any :func:`as_pixels` array (a crop) as 3-channel uint8 in the ``wanted`` order."""
+    return to_rgb(pixels, order) if wanted == "rgb" else to_bgr(pixels, order)
 
 
 def as_pixels(image: Any, channel_order: str = "rgb") -> tuple[np.ndarray, str]:
@@ -136,6 +143,61 @@ class FaceAligner:
         convention) skips detection. Raises DataError for an unreadable image, ModelError when the
         model has no box calibration for the detector."""
         pixels, order = as_pixels(image, channel_order)
+        return self._faces(pixels, order, boxes)
+
+    def predict_batch(self, images: Iterable[Any], boxes: Iterable[Any] | None = None,
+                      channel_order: str = "rgb") -> list[list[Face]]:
+        """The faces of each image (like face-alignment's ``get_landmarks_from_batch``):
+        ``[aligner(image) for image in images]``, with per-image ``boxes`` when given. The faces
+        of one image already share a network batch; across images a CPU gains nothing more.
+        Raises as :meth:`__call__`."""
+        images = list(images)
+        per_image = [None] * len(images) if boxes is None else list(boxes)
+        if len(per_image) != len(images):
+            raise ValueError(f"{len(per_image)} box lists for {len(images)} images")
+        return [self(image, b, channel_order) for image, b in zip(images, per_image)]
+
+    def predict_directory(self, folder: str | Path, recursive: bool = True,
+                          skip_errors: bool = False) -> dict[str, list[Face]]:
+        """Path -> faces for every image in ``folder`` (like face-alignment's
+        ``get_landmarks_from_directory``; sorted; sub-folders too unless ``recursive=False``).
+        Raises DataError for a missing folder, or for an unreadable image unless ``skip_errors``
+        (such files are then left out)."""
+        from .formats import IMAGE_EXTENSIONS
+
+        root = Path(folder)
+        if not root.is_dir():
+            raise DataError(root, "no such folder")
+        files = sorted(p for p in (root.rglob("*") if recursive else root.iterdir())
+                       if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        out: dict[str, list[Face]] = {}
+        for path in files:
+            try:
+                out[str(path)] = self(path)
+            except DataError:
+                if not skip_errors:
+                    raise
+        return out
+
+    def align(self, image: Any, size: int | None = None, template: str = "arcface", boxes: Any = None,
+              channel_order: str = "rgb") -> list[AlignedFace]:
+        """Aligned crops of the faces of one image (see :mod:`asmnet.align`): ``template``
+        "arcface" (5-point similarity, 112 px by default), "ffhq" (256) or "dlib" (dlib's
+        get_face_chip-like, 150). Crops come in ``channel_order`` (RGB by default, whatever the
+        input). Raises ValueError for an unknown template or a size below 16, and as
+        :meth:`__call__`."""
+        from .align import aligned_crops, check_template
+
+        size = check_template(template, size)
+        pixels, order = as_pixels(image, channel_order)
+        faces = self._faces(pixels, order, boxes)
+        mean = self.model.info.shape_model.mean.reshape(-1, 2) if template == "dlib" else None
+        crops = aligned_crops(pixels, faces, template, size, self.pixel_origin, mean)
+        return [AlignedFace(to_channels(crop, order, channel_order), matrix, points, face, template)
+                for (crop, matrix, points), face in zip(crops, faces)]
+
+    def _faces(self, pixels: np.ndarray, order: str, boxes: Any) -> list[Face]:
+        """The faces of an image already read by :func:`as_pixels`."""
         # the network side works in the model's annotation convention; shift in and out once
         shift = self.model.info.annotation_origin - self.pixel_origin
         if boxes is not None:

@@ -15,7 +15,7 @@ from ..errors import DataError, ModelError
 from ..fileio import write_atomic, write_json_atomic
 from ..formats import FaceRecord, load_many, read_image
 from ..nn.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from ..runtime import ModelInfo, OnnxLandmarkModel
+from ..runtime import ModelInfo, OnnxLandmarkModel, read_model_json
 
 OPSET = 17
 MAX_ABS_DIFF = 1e-4
@@ -192,6 +192,10 @@ def export_model(
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt, checkpoint)
     info = ModelInfo.from_checkpoint(ckpt, checkpoint)
+    package_json = Path(checkpoint).with_name("model.json")
+    if "label_origin" not in ckpt and package_json.exists():  # an older package's weights.pt: its model.json knows
+        package = read_model_json(package_json)
+        info.label_origin, info.annotation_origin = package.label_origin, package.annotation_origin
     calib_source = None
     if "calibrations" not in (extra or {}):  # decided before anything is written
         used = None
