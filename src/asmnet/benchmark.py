@@ -41,14 +41,15 @@ def timed(fn: Callable[[], object], per: int = 1, warmup: int = 10, min_runs: in
 
 def benchmark(image_bgr: np.ndarray, model: str | None = None, detector: str = "auto",
               backends: tuple[str, ...] = ("onnx", "torch"), batches: tuple[int, ...] = (1, 8),
-              min_seconds: float = 1.0) -> dict:
-    """Measure every combination; backends that are not installed are reported as skipped."""
+              min_seconds: float = 1.0, detector_options: dict | None = None) -> dict:
+    """Measure every combination; backends that are not installed are reported as skipped.
+    ``detector_options`` are make_detector keywords (e.g. ``min_face``)."""
     from .api import FaceAligner
     from .inference import crop_faces
     from .runtime import load_model
 
     default_threads = os.cpu_count() or 1
-    aligner = FaceAligner(model, detector=detector, threads=1)
+    aligner = FaceAligner(model, detector=detector, threads=1, **(detector_options or {}))
     dets = aligner.detector.detect(image_bgr)
     if not dets:
         raise ModelError(None, "no face found in the benchmark image: pass --image with a face")

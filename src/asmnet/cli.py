@@ -47,6 +47,39 @@ def add_model_flags(p: argparse.ArgumentParser, *, backend: bool = True, threads
     names = ", ".join(("auto", *DETECTORS))  # the registered detectors, so a new one is listed at once
     p.add_argument("--detector", default=detector, metavar="NAME",
                    help=(detector_help or "face detector (default: %(default)s)") + f"; one of {names}")
+    add_detector_option_flags(p)
+
+
+def _bounded(kind: type, low: float, high: float, what: str):
+    """An argparse type: a ``kind`` number from low to high, else one line and exit 2."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {what}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r}: needs a {what} from {low:g} to {high:g}")
+        return value
+    return parse
+
+
+def add_detector_option_flags(p: argparse.ArgumentParser) -> None:
+    """The detector options of the Python API (``make_detector`` keywords) as flags; unset ones are
+    left to the detector's default (see :func:`detector_options`)."""
+    p.add_argument("--detector-model", default=None, metavar="FILE",
+                   help="the detector's model file: a YuNet .onnx for yunet (with --detector auto, it means yunet), "
+                   "mmod_human_face_detector.dat for dlib-cnn")
+    p.add_argument("--min-face", type=_bounded(float, 8, 10000, "number of pixels"), default=None, metavar="PX",
+                   help="mtcnn: smallest face searched, in pixels (default 40; cost grows with pixels / PX^2)")
+    p.add_argument("--upsample", type=_bounded(int, 0, 4, "whole number"), default=None, metavar="N",
+                   help="dlib-hog / dlib-cnn: double the image N times first (dlib-hog default 1: faces from ~40 px)")
+
+
+def detector_options(args: argparse.Namespace) -> dict:
+    """The detector keywords given on the command line (``--detector-model``, ``--min-face``, ``--upsample``)."""
+    given = {"model_path": getattr(args, "detector_model", None), "min_face": getattr(args, "min_face", None),
+             "upsample": getattr(args, "upsample", None)}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 # -- info --------------------------------------------------------------------------------------
@@ -308,9 +341,8 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
                    help="write NAME_annotated.jpg and NAME.json here (default: %(default)s)")
     p.add_argument("--image", default=None, help="use this image instead of the astronaut")
     add_model_flags(p)
-    p.add_argument("--min-score", type=float, default=0.3,
-                   help="drop detections scoring below this (default %(default)s: dlib's HOG also fires at ~0.1 "
-                   "on two mission patches of the astronaut's suit)")
+    p.add_argument("--min-score", type=float, default=None,
+                   help="drop detections scoring below this (default: the detector's own threshold)")
     p.set_defaults(func=cmd_demo)
 
 
@@ -333,7 +365,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         image, name = np.ascontiguousarray(data.astronaut()[:, :, ::-1]), "astronaut"
         write_image(out / f"{name}.png", image)
     aligner = FaceAligner(args.model, detector=args.detector, backend=args.backend, threads=args.threads,
-                          min_score=args.min_score)
+                          min_score=args.min_score, **detector_options(args))
     faces = aligner(image, channel_order="bgr")
     write_image(out / f"{name}_annotated.jpg", draw_faces(image, faces))
     record = {"file": args.image or f"{name}.png", "frame": None, "image_size": [image.shape[1], image.shape[0]],
@@ -393,7 +425,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                           out_dir=args.out, json_path=args.json, workers=max(1, args.workers), resume=args.resume,
                           redetect_every=args.redetect_every, smooth=not args.no_smooth, max_frames=args.max_frames,
                           min_score=args.min_score, flip_tta=args.flip_tta, engine=args.engine,
-                          pixel_origin=args.pixel_origin)
+                          pixel_origin=args.pixel_origin, detector_options=detector_options(args))
     if args.engine == "ray":
         from .ray_engine import RayOptions
 
@@ -502,7 +534,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.detector:
         from .detection import make_detector
 
-        detector = make_detector(args.detector)
+        detector = make_detector(args.detector, **detector_options(args))
     res = evaluate(model, records, args.norm, detector, args.batch_size, args.asm_blend, flip_tta=args.flip_tta,
                    annotation_origin=args.annotation_origin)
     res.annotation_errors = [str(e) for e in errors]
@@ -616,7 +648,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             return _fail("pass --image (the default photo comes from scikit-image: pip install 'asmnet[demo]')")
         image = np.ascontiguousarray(data.astronaut()[:, :, ::-1])
     rep = benchmark(image, args.model, args.detector, tuple(b for b in args.backends.split(",") if b),
-                    min_seconds=args.seconds)
+                    min_seconds=args.seconds, detector_options=detector_options(args))
     print(format_report(rep))
     if args.json:
         write_json_atomic(args.json, rep)

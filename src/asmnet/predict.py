@@ -50,6 +50,7 @@ class PredictOptions:
     engine: str = "local"  # "local": processes of this machine (workers); "ray": a Ray cluster (ray_engine)
     ray: RayOptions | None = None  # cluster address and resources per actor (engine "ray"; None: defaults)
     pixel_origin: float = 0.0  # the first pixel's centre in the output coordinates (0: OpenCV, 1: iBUG .pts)
+    detector_options: dict = field(default_factory=dict)  # make_detector keywords (model_path, min_face, upsample)
 
 
 @dataclass
@@ -119,7 +120,8 @@ def _make_aligner(opts: PredictOptions):
     from .api import FaceAligner
 
     return FaceAligner(opts.model, detector=opts.detector, backend=opts.backend, threads=opts.threads or 1,
-                       min_score=opts.min_score, flip_tta=opts.flip_tta, pixel_origin=opts.pixel_origin)
+                       min_score=opts.min_score, flip_tta=opts.flip_tta, pixel_origin=opts.pixel_origin,
+                       **opts.detector_options)
 
 
 def _init_worker(opts: PredictOptions) -> None:
@@ -296,7 +298,8 @@ def _track(source: str | int, opts: PredictOptions, sink, report: PredictReport,
         return
     try:
         aligner = FaceAligner(opts.model, detector=opts.detector, backend=opts.backend, threads=opts.threads,
-                              min_score=opts.min_score, flip_tta=opts.flip_tta, pixel_origin=opts.pixel_origin)
+                              min_score=opts.min_score, flip_tta=opts.flip_tta, pixel_origin=opts.pixel_origin,
+                              **opts.detector_options)
     except BaseException:
         cap.release()
         raise

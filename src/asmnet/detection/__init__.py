@@ -3,6 +3,8 @@
 Detectors (all take a BGR uint8 image and return :class:`Detection` objects, best first; all may
 be called from several threads at once):
 
+* ``mtcnn``: MTCNN's three-stage cascade with the ``mtcnn`` package's weights, in ONNX Runtime
+  (:mod:`.mtcnn_detector`);
 * ``dlib-hog``: dlib's frontal HOG + linear SVM detector (:mod:`.dlib_detectors`);
 * ``dlib-cnn``: dlib's MMOD CNN with ``mmod_human_face_detector.dat`` from the optional
   ``face_recognition_models`` package; more robust to pose, slow on a CPU;
@@ -39,17 +41,21 @@ from .calibration import (
     to_reference_box,
 )
 from .dlib_detectors import DLIB_CNN_MODEL, DlibCnnDetector, DlibHogDetector, dlib_cnn_model_path
+from .mtcnn_detector import MtcnnDetector, mtcnn_problem
 from .opencv_detectors import HaarDetector, YuNetDetector, haar_cascade_path, haar_problem
 from .user_boxes import BoxesDetector
 
 __all__ = [
-    "AUTO_ORDER", "CALIBRATION_FILE", "DETECTORS", "MIN_IOU", "BoxCalibration", "BoxesDetector", "CalibrationEntry",
-    "Calibrations", "Detection", "DlibCnnDetector", "DlibHogDetector", "FaceDetector", "HaarDetector", "PerThread",
-    "UnknownDetectorError", "YuNetDetector", "available_detectors", "box_iou", "check_image", "dlib_cnn_model_path",
-    "fit_calibration", "haar_cascade_path", "load_calibrations", "make_detector", "match_detection", "to_reference_box",
+    "AUTO_ORDER", "CALIBRATION_FILE", "DETECTORS", "MIN_IOU", "BoxCalibration", "BoxesDetector",
+    "CalibrationEntry", "Calibrations", "Detection", "DetectorOptionError", "DlibCnnDetector",
+    "DlibHogDetector", "FaceDetector", "HaarDetector", "MtcnnDetector", "PerThread", "UnknownDetectorError",
+    "YuNetDetector", "available_detectors", "box_iou", "check_image", "dlib_cnn_model_path",
+    "fit_calibration", "haar_cascade_path", "load_calibrations", "make_detector", "match_detection",
+    "to_reference_box",
 ]
 
 DETECTORS: dict[str, type[FaceDetector]] = {
+    "mtcnn": MtcnnDetector,
     "dlib-hog": DlibHogDetector,
     "dlib-cnn": DlibCnnDetector,
     "haar": HaarDetector,
@@ -57,26 +63,30 @@ DETECTORS: dict[str, type[FaceDetector]] = {
 }
 
 # "auto" takes the first detector of this list that works here (YuNet only when given a model
-# file). Measured with scripts/calibrate_detectors.py (models/detector_calibration.json) on the
-# validation split of lfpw_train + udacity_train (471 faces: 100 + 371), on 2 CPU
-# cores shared with a training job (so times are pessimistic); ms over all images run:
+# file). Measured on every face crop of lfpw_train + udacity_train (4,035 faces; the validation
+# split is 471 of them) by scripts/calibrate_detectors.py and benchmarks/detector_choice.py; CPU
+# ms of one thread (time.thread_time) on the shared 2-core machine (see benchmarks/README.md):
 #
-#   detector (options)          val miss lfpw / udacity   ms median / p90
-#   dlib-hog (upsample 1, -0.4)      1.0 % / 0.0 %          11.5 / 36.8
-#   dlib-hog (upsample 0, -0.4)      n/a   / 16.4 %          2.8 /  9.6   (udacity only)
-#   dlib-hog (upsample 0, 0.0)       2.0 % / 23.5 %          3.1 / 11.4
-#   dlib-cnn (upsample 0)            0.0 % / 31.3 %        146.8 / 602    (misses faces < ~80 px)
-#   dlib-cnn (upsample 1)            n/a   / 0.0 % (40)    454   / 1488   (udacity only)
-#   haar, yunet                      not measured: OpenCV 5 has no cascades; no YuNet file here
+#   detector (its defaults)        missed lfpw / udacity / val   CPU ms 640x480 / 1280x720
+#   mtcnn (min_face 40, retry)      0.0 / 0.0 / 0.0 %             10.9 / 28.7
+#   dlib-hog (upsample 1, 0.2)      7.5 / 5.6 / 4.2 %             109 / 322
+#   dlib-hog (upsample 1, -0.4)     3.2 / 0.7 / 0.2 %             (same)
 #
-# dlib-hog at upsample 1 finds nearly every face here, ten times faster than the CNN, so it comes
-# first. YuNet is first when the user supplies its ONNX file. Haar is last: frontal faces only,
-# and it gives no real confidence score.
-AUTO_ORDER: tuple[str, ...] = ("yunet", "dlib-hog", "dlib-cnn", "haar")
+# Both find no false face in skimage's coffee, chelsea and rocket and exactly one in the astronaut
+# at these defaults (HOG at -0.4 finds 1 in rocket and 3 in the astronaut). MTCNN also finds
+# 98.5 / 90.7 % of the validation faces rotated by 30 / 45 degrees (HOG: 97.7 / 66.9 %) and every
+# face of 40 px and up but one (of 120) in 1280x720 collages, at a tenth of HOG's cost: it comes first.
+# dlib-hog stays for environments without the mtcnn package; dlib-cnn is slow on a CPU; Haar is
+# last (frontal faces only, no real confidence score).
+AUTO_ORDER: tuple[str, ...] = ("yunet", "mtcnn", "dlib-hog", "dlib-cnn", "haar")
 
 
 class UnknownDetectorError(ModelError, ValueError):
     """A detector name that is not one of :data:`DETECTORS` (nor ``"auto"``)."""
+
+
+class DetectorOptionError(ModelError, ValueError):
+    """An option the chosen detector does not take (e.g. ``upsample`` for mtcnn)."""
 
 
 def _detector_problem(name: str, **kwargs: Any) -> str | None:
@@ -85,6 +95,8 @@ def _detector_problem(name: str, **kwargs: Any) -> str | None:
         return "dlib is not installed (pip install dlib-bin)"
     if name == "dlib-cnn" and kwargs.get("model_path") is None and dlib_cnn_model_path() is None:
         return f"needs {DLIB_CNN_MODEL} (pip install face_recognition_models, or pass model_path)"
+    if name == "mtcnn":
+        return mtcnn_problem()
     if name == "haar":
         return haar_problem(kwargs.get("cascade_path"))
     if name == "yunet":
@@ -115,7 +127,8 @@ def _construct(name: str, kwargs: dict[str, Any]) -> FaceDetector:
     accepted = _accepted(name)
     unknown = sorted(set(kwargs) - accepted)
     if unknown:
-        raise ValueError(f"detector {name!r} takes no option {', '.join(unknown)} (it takes: {', '.join(sorted(accepted))})")
+        raise DetectorOptionError(
+            None, f"detector {name!r} takes no option {', '.join(unknown)} (it takes: {', '.join(sorted(accepted))})")
     return DETECTORS[name](**kwargs)
 
 
@@ -125,7 +138,8 @@ def make_detector(name: str = "auto", **kwargs: Any) -> FaceDetector:
     ``kwargs`` go to the detector's constructor (``yunet`` needs ``model_path``). ``"auto"`` builds
     the first detector of :data:`AUTO_ORDER` that works here with these options (YuNet only when
     ``model_path`` is given). Raises UnknownDetectorError for an unknown name, ValueError for an
-    option the detector does not take, ModelError when it (for ``"auto"``: none) can be built.
+    option the detector does not take (DetectorOptionError, also a ModelError), ModelError when it
+    (for ``"auto"``: none) cannot be built.
     """
     key = name.strip().lower() if isinstance(name, str) else name
     if key == "auto":

@@ -86,6 +86,9 @@ class FaceDetector(ABC):
     """
 
     name: str = "detector"
+    # the options that change where the boxes lie (a calibration fitted with other values of these
+    # fits less well); scores thresholds and the like only decide which boxes are returned
+    box_options: tuple[str, ...] = ()
 
     @abstractmethod
     def detect(self, image_bgr: np.ndarray) -> list[Detection]:
@@ -95,7 +98,7 @@ class FaceDetector(ABC):
         """
 
     def options(self) -> dict[str, Any]:
-        """The settings that change the boxes (recorded beside a calibration)."""
+        """The detector's settings (recorded beside a calibration; see ``box_options``)."""
         return {}
 
     def __repr__(self) -> str:

@@ -236,17 +236,21 @@ class Calibrations(Mapping[str, BoxCalibration]):
         return out
 
     def for_detector(self, detector: FaceDetector, model_name: str | None = None) -> BoxCalibration:
-        """The calibration for ``detector``: an entry fitted with the same detector and options
-        (e.g. the same upsampling, which changes the boxes by a few percent), else the entry of the
-        detector's name. A :class:`BoxesDetector` gets the identity (its boxes are reference boxes).
-        Raises ModelError when there is none (naming ``model_name`` when given).
+        """The calibration for ``detector``: an entry fitted with the same detector and the same
+        values of its ``box_options`` (e.g. dlib's upsampling, which changes the boxes by a few
+        percent), else the entry of the detector's name, else any entry of that detector. A
+        :class:`BoxesDetector` gets the identity (its boxes are reference boxes). Raises ModelError
+        when there is none (naming ``model_name`` when given).
         """
         if isinstance(detector, BoxesDetector):
             return BoxCalibration.identity()
         options = _plain_json(detector.options())
+        wanted = {k: options.get(k) for k in detector.box_options}
         for entry in self.entries.values():
-            if entry.detector == detector.name and entry.options is not None and _plain_json(entry.options) == options:
-                return entry.calibration
+            if entry.detector == detector.name and entry.options is not None and wanted:
+                recorded = _plain_json(entry.options)
+                if all(recorded.get(k) == v for k, v in wanted.items()):
+                    return entry.calibration
         named = self.entries.get(detector.name)
         if named is not None and named.detector == detector.name:
             return named.calibration
