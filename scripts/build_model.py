@@ -14,6 +14,10 @@ calibrations and quality threshold are kept as they are, everything measured is 
 
     python scripts/build_model.py --from-package src/asmnet/models/default --int8 \
         --data ../shared/data/lfpw_train --data ../shared/data/udacity_train
+
+An INT8 package without weights (its checkpoint is gone) cannot be rebuilt; --from-package then
+repairs its graph instead (quantize.float_head: pooling and heads return float) and re-measures
+it; its float32 validation stays the one measured when it was built.
 """
 
 from __future__ import annotations
@@ -29,13 +33,13 @@ import numpy as np
 
 from asmnet.benchmark import cpu_name
 from asmnet.evaluation import evaluate, read_keys
-from asmnet.fileio import write_json_atomic, write_text_atomic
+from asmnet.fileio import write_atomic, write_json_atomic, write_text_atomic
 from asmnet.formats import load_many
 from asmnet.nn.checkpoint import load_checkpoint, save_checkpoint
 from asmnet.runtime import load_model
 from asmnet.training.export import ExportResult, export_model
 from asmnet.training.quantize import PRECISION as INT8_PRECISION
-from asmnet.training.quantize import quantize_package
+from asmnet.training.quantize import float_head, quantize_package, quantized_outputs
 
 QUALITY_FLAG_SHARE = 0.05  # flag the least plausible 5 % of validation faces
 
@@ -77,6 +81,10 @@ def main() -> None:
     ap.add_argument("--from-package", default=None, metavar="DIR",
                     help="rebuild a shipped package instead: keys, training facts, box calibrations and quality "
                          "threshold come from DIR (and --out defaults to DIR)")
+    ap.add_argument("--measure-speed", action="store_true",
+                    help="with --from-package: time the landmark stage again (default: keep the card's timing, "
+                         "measured on an idle machine; timings on a shared one mislead)")
+    ap.add_argument("--keys", default=None, help="validation keys for --from-package (default: DIR/val_keys.txt)")
     ap.add_argument("--data", action="append", required=True)
     ap.add_argument("--out", default=None)
     ap.add_argument("--name", default="default")
@@ -168,10 +176,11 @@ def build_packages(checkpoint, out: Path, all_records: list, val_keys: set[str],
     return float_dir, report
 
 
-def measure(out: Path, float_dir: Path, records: list, threshold: float | None = None) -> dict:
-    """Validation of the shipped and the float graph, the quality flag at ``threshold`` (default:
+def measure(out: Path, float_dir: Path | None, records: list, threshold: float | None = None,
+            speed: bool = True) -> dict:
+    """Validation of the shipped and (if any) the float graph, the quality flag at ``threshold`` (default:
     the one flagging the worst QUALITY_FLAG_SHARE), ASM blends and landmark-stage speed."""
-    float_res = evaluate(load_model(float_dir, backend="onnx"), records, progress=False).to_dict()
+    float_res = evaluate(load_model(float_dir, backend="onnx"), records, progress=False).to_dict() if float_dir else None
     model = load_model(out, backend="onnx")
     res = evaluate(model, records).to_dict()
     nmes = np.array([p["nme"] for p in res["per_image"]])
@@ -193,7 +202,7 @@ def measure(out: Path, float_dir: Path, records: list, threshold: float | None =
     for blend in (0.25, 0.5, 1.0):
         r = evaluate(model, records, asm_blend=blend, progress=False)
         blends[str(blend)] = {"nme_mean": r.nme_mean, "fr_0.10": r.fr_10}
-    speeds = [time_landmark_stage(out, t, b) for t in (1, 2) for b in (1, 8)]
+    speeds = [time_landmark_stage(out, t, b) for t in (1, 2) for b in (1, 8)] if speed else None
     return {"model": model, "res": res, "float_res": float_res, "threshold": threshold,
             "quality": quality_report, "asm_blend": blends, "speeds": speeds}
 
@@ -217,6 +226,20 @@ def write_packages(out: Path, float_dir: Path, int8: bool, calibrations: dict, t
     write_text_atomic(out / "MODEL_CARD.md", render_card(card))
 
 
+def repair_int8_graph(src: Path, dst: Path) -> None:
+    """Write ``src``'s INT8 graph to ``dst`` with pooling and heads in float (quantize.float_head)."""
+    import onnx
+
+    graph = onnx.load(str(src))
+    if not quantized_outputs(src):
+        raise SystemExit(f"{src}: its outputs are not quantised; nothing to repair")
+    float_head(graph)
+    onnx.checker.check_model(graph)
+    write_atomic(dst, lambda tmp: onnx.save(graph, str(tmp)))
+    if quantized_outputs(dst):
+        raise SystemExit(f"{dst}: outputs {quantized_outputs(dst)} are still quantised")
+
+
 def rebuild(args: argparse.Namespace) -> None:
     """Rebuild the package ``args.from_package`` from its weights (see the module docstring)."""
     package = Path(args.from_package)
@@ -224,16 +247,23 @@ def rebuild(args: argparse.Namespace) -> None:
     old = json.loads((package / "model.json").read_text())
     float_package = package.with_name(package.name + "-fp32")
     old_float = json.loads((float_package / "model.json").read_text()) if args.int8 and float_package.exists() else None
-    keys = read_keys(package / "val_keys.txt")
+    keys = read_keys(args.keys or package / "val_keys.txt")
     all_records = load_many(args.data)[0]
-    with tempfile.TemporaryDirectory() as tmp:  # the export may overwrite the weights it reads
-        checkpoint = Path(tmp) / "weights.pt"
-        ckpt = load_checkpoint(args.checkpoint or package / "weights.pt")
-        # slim weights written before label_origin was kept in them: model.json has it
-        ckpt.setdefault("label_origin", old["label_origin"])
-        save_checkpoint(checkpoint, ckpt)
-        float_dir, report = build_packages(checkpoint, out, all_records, keys, args.int8, args.no_weights)
-    m = measure(out, float_dir, [r for r in all_records if r.key in keys], old["quality_threshold"])
+    repair = args.checkpoint is None and not (package / "weights.pt").exists()
+    if repair:
+        float_dir, report, old_float = None, None, None
+        repair_int8_graph(package / "model.onnx", out / "model.onnx")
+        if package != out:
+            write_text_atomic(out / "model.json", (package / "model.json").read_text())
+    else:
+        with tempfile.TemporaryDirectory() as tmp:  # the export may overwrite the weights it reads
+            checkpoint = Path(tmp) / "weights.pt"
+            ckpt = load_checkpoint(args.checkpoint or package / "weights.pt")
+            # slim weights written before label_origin was kept in them: model.json has it
+            ckpt.setdefault("label_origin", old["label_origin"])
+            save_checkpoint(checkpoint, ckpt)
+            float_dir, report = build_packages(checkpoint, out, all_records, keys, args.int8, args.no_weights)
+    m = measure(out, float_dir, [r for r in all_records if r.key in keys], old["quality_threshold"], args.measure_speed)
     res, float_res = m["res"], m["float_res"]
     card = {
         **old["card"],
@@ -242,16 +272,27 @@ def rebuild(args: argparse.Namespace) -> None:
                                            "auc_0.08", "auc_0.10", "pose_mae", "per_folder")},
         "quality": m["quality"],
         "asm_blend": m["asm_blend"],
-        "speed": {"cpu": cpu_name(), "backend": "onnxruntime", "landmark_stage": m["speeds"]},
-        "precision": INT8_PRECISION if args.int8 else "float32",
-        "float32_validation": {k: float_res[k] for k in ("nme_mean", "nme_median", "fr_0.08", "fr_0.10")},
-        "denormals_flushed": report.denormals_flushed,
-        "onnx_max_abs_diff": report.max_abs_diff,
-        "rebuilt_from": f"{package}/weights.pt (half precision) by scripts/build_model.py --from-package",
+        "speed": ({"cpu": cpu_name(), "backend": "onnxruntime", "landmark_stage": m["speeds"]}
+                  if args.measure_speed else old["card"]["speed"]),
+        "precision": INT8_PRECISION if args.int8 or repair else "float32",
     }
+    if not args.measure_speed:
+        card["speed"] = {**card["speed"], "note": "timed when the package was first built"}
+    if repair:
+        card["rebuilt_from"] = (f"{package}/model.onnx: its INT8 graph with the output and head quantisation removed "
+                                "(quantize.float_head; no checkpoint to rebuild from)")
+    else:
+        card.update({
+            "float32_validation": {k: float_res[k] for k in ("nme_mean", "nme_median", "fr_0.08", "fr_0.10")},
+            "denormals_flushed": report.denormals_flushed,
+            "onnx_max_abs_diff": report.max_abs_diff,
+            "rebuilt_from": f"{package}/weights.pt (half precision) by scripts/build_model.py --from-package",
+        })
     write_packages(out, float_dir, args.int8, old["calibrations"], old["quality_threshold"], card, res, keys)
     # everything in model.json but the card (measurements) is what it was
     for before, folder in ((old, out), (old_float, float_dir)):
+        if folder is None:
+            continue
         after = json.loads((folder / "model.json").read_text())
         changed = [k for k in before or {} if k != "card" and before[k] != after.get(k)] if before else []
         if changed or (before and set(after) != set(before)):
@@ -292,6 +333,9 @@ def peers_and_ablation(card: dict) -> str:
 
 def render_card(card: dict) -> str:
     v, t = card["validation"], card["training"]
+    # cards written before variance_share was recorded have the asked share in the config only
+    share = card["shape_model"].get("variance_share", t["config"].get("variance"))
+    asked = f", asked {share:.0%}" if share is not None else ""
     stages = t.get("earlier_stages", [])
     earlier = "".join(
         f"- Earlier stage {i} of {len(stages)} (this run started from the last one): {e['epochs_done']} epochs ({e['wall_time_s']:.0f} s on {e['device']}, "
@@ -307,6 +351,7 @@ def render_card(card: dict) -> str:
                       for s in card["speed"]["landmark_stage"])
     loads = [s["load_average"] for s in card["speed"]["landmark_stage"] if "load_average" in s]
     load = f", load average {max(loads):.1f} while measuring" if loads else ""
+    note = f"; {card['speed']['note']}" if card["speed"].get("note") else ""
     pose = v["pose_mae"] or {}
     q = card["quality"]
     blends = "\n".join(f"| {b} | {d['nme_mean']:.3f} | {d['fr_0.10']:.2f} |" for b, d in card["asm_blend"].items())
@@ -320,7 +365,7 @@ ASMNet ({card['architecture']}, {card['parameters']:,} parameters), {card['input
 - Split: {t['split']['n_train']} training / {t['split']['n_val']} validation faces, by group
   (`{t['split']['group_pattern']}`: Udacity frames of one clip stay together), split seed {t['split']['split_seed']}.
 - Config: loss `{t['config']['loss']}` (point distance `{t['config']['point_loss']}`), shape model
-  {card['shape_model']['components']} components ({card['shape_model']['explained']:.1%} of variance, asked {card['shape_model']['variance_share']:.0%}),
+  {card['shape_model']['components']} components ({card['shape_model']['explained']:.1%} of variance{asked}),
   AdamW lr {t['config']['lr']}, batch {t['config']['batch_size']}, planned {t['config']['epochs']} epochs,
   seed {t['config']['seed']}{''.join('; ' + x for x in extras)}.
 - Ran {t['epochs_done']} epochs ({t['wall_time_s']:.0f} s on {t['device']}, torch {t['torch']}); best
@@ -346,7 +391,7 @@ FR@8 % among flagged {q['fr_0.08_among_flagged']}, among the rest {q['fr_0.08_am
 {blends}
 
 {peers_and_ablation(card)}
-## Speed (landmark + pose stage, ONNX Runtime, {card['speed']['cpu']}{load})
+## Speed (landmark + pose stage, ONNX Runtime, {card['speed']['cpu']}{load}{note})
 | threads | batch | ms/face median | p90 | CPU ms/face (1 thread) |
 |---|---|---|---|---|
 {speed}
