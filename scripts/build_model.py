@@ -346,9 +346,13 @@ def render_card(card: dict) -> str:
     extras = [f"EMA of the weights {t['config']['ema']}"] if t["config"].get("ema") else []
     extras += [f"training faces of `{f}` drawn {n}x per epoch" for f, n in (t["config"].get("oversample") or {}).items()]
     rows = "\n".join(f"| {f} | {d['n']} | {d['nme_mean']:.2f} | {d['nme_median']:.2f} |" for f, d in v["per_folder"].items())
+    stages = card["speed"]["landmark_stage"]
+    cpu = any("cpu_ms_per_face_median" in s for s in stages)  # cards timed before CPU time was recorded lack it
     speed = "\n".join(f"| {s['threads']} | {s['batch']} | {s['ms_per_face_median']:.2f} | {s['ms_per_face_p90']:.2f} |"
-                      + (f" {s['cpu_ms_per_face_median']:.2f} |" if "cpu_ms_per_face_median" in s else " |")
-                      for s in card["speed"]["landmark_stage"])
+                      + ((f" {s['cpu_ms_per_face_median']:.2f} |" if "cpu_ms_per_face_median" in s else " |") if cpu else "")
+                      for s in stages)
+    speed_head = ("| threads | batch | ms/face median | p90 |" + (" CPU ms/face (1 thread) |" if cpu else "")
+                  + "\n|---|---|---|---|" + ("---|" if cpu else ""))
     loads = [s["load_average"] for s in card["speed"]["landmark_stage"] if "load_average" in s]
     load = f", load average {max(loads):.1f} while measuring" if loads else ""
     note = f"; {card['speed']['note']}" if card["speed"].get("note") else ""
@@ -392,8 +396,7 @@ FR@8 % among flagged {q['fr_0.08_among_flagged']}, among the rest {q['fr_0.08_am
 
 {peers_and_ablation(card)}
 ## Speed (landmark + pose stage, ONNX Runtime, {card['speed']['cpu']}{load}{note})
-| threads | batch | ms/face median | p90 | CPU ms/face (1 thread) |
-|---|---|---|---|---|
+{speed_head}
 {speed}
 """
 
