@@ -77,3 +77,17 @@ def test_torch_backend_loads_weights_without_training_code(tmp_path):
         assert not any(m.startswith("asmnet.training") for m in sys.modules), "training imported"
     """, block_torch=False)
     assert res.returncode == 0, res.stderr
+
+
+def test_one_import_style_inside_the_package():
+    """Modules of asmnet import each other relatively (``from .errors import ...``)."""
+    import ast
+
+    offenders = []
+    for path in sorted((SRC / "asmnet").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else (
+                [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            if any(n == "asmnet" or n.startswith("asmnet.") for n in names):
+                offenders.append(f"{path.relative_to(SRC)}:{node.lineno}")
+    assert offenders == []

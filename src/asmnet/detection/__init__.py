@@ -28,8 +28,7 @@ from typing import Any
 
 import cv2
 
-from asmnet.errors import ModelError
-
+from ..errors import ModelError
 from .base import MIN_IOU, Detection, FaceDetector, PerThread, box_iou, check_image, match_detection
 from .calibration import (
     CALIBRATION_FILE,

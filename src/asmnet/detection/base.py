@@ -12,8 +12,8 @@ from typing import Any, Generic, TypeVar
 import cv2
 import numpy as np
 
-from asmnet.errors import DataError
-from asmnet.geometry import tight_box
+from ..errors import DataError
+from ..geometry import tight_box
 
 # A detection counts as the face when its IoU with the tight box of the ground-truth points
 # reaches this (a raw dlib box covers about 60 % of the tight box, so its IoU is typically 0.5-0.7).

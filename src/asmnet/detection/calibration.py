@@ -26,9 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from asmnet.errors import DataError, ModelError
-from asmnet.geometry import box_center_size, tight_box
-
+from ..errors import DataError, ModelError
+from ..geometry import box_center_size, tight_box
 from .base import MIN_IOU, Detection, FaceDetector, box_iou
 from .user_boxes import BoxesDetector
 

@@ -12,8 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from asmnet.errors import ModelError
-
+from ..errors import ModelError
 from .base import Detection, FaceDetector, PerThread, by_score, check_image
 
 DLIB_CNN_MODEL = "mmod_human_face_detector.dat"

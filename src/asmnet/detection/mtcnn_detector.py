@@ -22,8 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from asmnet.errors import ModelError
-
+from ..errors import ModelError
 from .base import Detection, FaceDetector, by_score, check_image
 
 WEIGHT_FILES = {"pnet": "pnet.lz4", "rnet": "rnet.lz4", "onet": "onet.lz4"}

@@ -11,8 +11,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from asmnet.errors import ModelError
-
+from ..errors import ModelError
 from .base import Detection, FaceDetector, PerThread, by_score, check_image
 
 HAAR_CASCADE = "haarcascade_frontalface_default.xml"
