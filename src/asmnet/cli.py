@@ -28,6 +28,15 @@ def _fail(msg: str) -> int:
     return EXIT_FATAL
 
 
+def _batch_status(failures: list[str], any_done: bool) -> int:
+    """Exit status of a batch command: 0 when nothing failed; else the failed inputs are listed
+    again (they were reported as they happened) and the status is 1, or 2 when nothing was done."""
+    if not failures:
+        return EXIT_OK
+    print("asmnet: failed inputs:\n" + "\n".join(f"  {f}" for f in failures), file=sys.stderr)
+    return EXIT_SOME_FAILED if any_done else EXIT_FATAL
+
+
 # -- shared flags ------------------------------------------------------------------------------
 def add_model_flags(p: argparse.ArgumentParser, *, backend: bool = True, threads: bool = True,
                     detector: str | None = "auto", detector_help: str | None = None,
@@ -432,10 +441,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         opts.ray = RayOptions(address=args.ray_address, actors=args.ray_actors, cpus=args.ray_cpus, gpus=args.ray_gpus)
     report = predict(args.inputs, opts, webcam=args.webcam)
     print(summary_line(report), file=sys.stderr)
-    if report.failures:
-        print("asmnet: failed inputs:\n" + "\n".join(f"  {f}" for f in report.failures), file=sys.stderr)
-        return EXIT_SOME_FAILED if report.done or report.skipped else EXIT_FATAL
-    return EXIT_OK
+    return _batch_status(report.failures, bool(report.done or report.skipped))
 
 
 # -- align -------------------------------------------------------------------------------------
@@ -477,10 +483,7 @@ def cmd_align(args: argparse.Namespace) -> int:
     crops = sum(len(r["faces"]) for r in records)
     print(f"asmnet: {len(records)} images aligned, {crops} crops in {args.out}, {len(failures)} failed",
           file=sys.stderr)
-    if failures:
-        print("asmnet: failed inputs:\n" + "\n".join(f"  {f}" for f in failures), file=sys.stderr)
-        return EXIT_SOME_FAILED if records else EXIT_FATAL
-    return EXIT_OK
+    return _batch_status(failures, bool(records))
 
 
 # -- evaluate ----------------------------------------------------------------------------------
