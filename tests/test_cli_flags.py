@@ -54,7 +54,7 @@ def test_train_defaults_are_the_recipe_of_the_shipped_model():
     card = json.loads((DEFAULT_MODEL_DIR / "model.json").read_text())["card"]
     stage1 = card["training"]["earlier_stages"][0]["config"]
     assert "init" not in stage1 or stage1["init"] is None  # the from-scratch stage
-    defaults = dataclasses.asdict(TrainConfig(data=[], out=""))
+    defaults = dataclasses.asdict(TrainConfig(data=["d"], out="o"))  # (data and out must be given)
     machine = {"data", "out", "group_pattern", "workers", "device"}  # data- and machine-specific
     differing = {k: (v, defaults[k]) for k, v in stage1.items() if k not in machine and defaults[k] != v}
     assert differing == {}

@@ -181,3 +181,20 @@ def test_two_processes_train_like_one_and_resume(synthetic_set, tmp_path, capfd)
     again = validate(run.eval_model, run.val_data, run.val_keys, run.cfg, run.device)
     assert again["val_nme"] == pytest.approx(b[-1]["val_nme"], abs=1e-4)
     assert again["val_nme_per_folder"].keys() == b[-1]["val_nme_per_folder"].keys()
+
+
+def test_data_without_pose_labels_trains_on_one_and_two_processes(tmp_path, capfd):
+    """Issue 14.11: one's own 68-point data without pose.csv: the pose head takes no part in the
+    loss, which DDP must be told about; one and two processes both train."""
+    from conftest import make_synthetic_set
+
+    data = make_synthetic_set(tmp_path / "nopose", 24, size=64)
+    (data / "pose.csv").unlink()
+    common = ["train", "--data", str(data), "--input-size", "32", "--width", "0.25", "--epochs", "1",
+              "--batch-size", "8", "--workers", "0", "--device", "cpu", "--val-fraction", "0.2"]
+    for n in ("1", "2"):
+        rc = main([*common, "--out", str(tmp_path / f"run{n}"), "--nproc", n])
+        err = capfd.readouterr().err
+        assert rc == 0 and "Traceback" not in err, err[-2000:]
+        ckpt = load_checkpoint(tmp_path / f"run{n}" / "last.pt")
+        assert ckpt["epoch"] == 0 and ckpt["world_size"] == int(n)

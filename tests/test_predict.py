@@ -44,7 +44,7 @@ def test_predict_folder_reports_bad_files_and_goes_on(photo_dir, tmp_path, capsy
     eyes = np.array(faces[0]["landmarks"])[[36, 45]]
     assert x1 < eyes[:, 0].min() and eyes[:, 0].max() < x2 and y1 < eyes[:, 1].mean() < y2
     assert abs(faces[0]["pose"]["yaw"]) < 45
-    assert (tmp_path / "annotated" / "astronaut.jpg").stat().st_size > 0
+    assert (tmp_path / "annotated" / "astronaut.png").stat().st_size > 0  # the input's name and extension
 
 
 def test_resume_skips_what_is_done(photo_dir, tmp_path, capsys):

@@ -161,7 +161,8 @@ def test_int8_outputs_are_float_and_close_to_the_float_model(trained, synthetic_
     for got, ref in ((uq, uf), (pq, pf)):  # backbone noise only
         assert np.abs(got - ref).max() < 0.05 * (ref.max() - ref.min())
     # float outputs: no grid, every crop its own value
-    assert all(len(np.unique(pq[:, j])) == len(crops) for j in range(3))
+    # (two of 256 float32 values may meet by chance: a grid collapses dozens)
+    assert all(len(np.unique(pq[:, j])) >= len(crops) - 2 for j in range(3))
     assert all(len(np.unique(uq[i, :, 0])) == uq.shape[1] for i in range(len(crops)))
 
     # an INT8 graph made before (8-bit outputs) is repaired in place by float_head
@@ -255,3 +256,103 @@ def test_init_fine_tunes_the_shipped_model_by_name(synthetic_set, tmp_path, caps
     assert main(args[:-1] + ["default", "--width", "0.5", "--out", str(tmp_path / "w")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("asmnet: error: --init default: its network has width 1.0, this run 0.5")
+
+
+def _all_tensors(ckpt: dict, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint (weights, optimiser moments, RNG states ...) by its path."""
+    out: dict[str, torch.Tensor] = {}
+    items = ckpt.items() if isinstance(ckpt, dict) else enumerate(ckpt) if isinstance(ckpt, (list, tuple)) else []
+    for k, v in items:
+        if isinstance(v, torch.Tensor):
+            out[f"{prefix}{k}"] = v
+        else:
+            out.update(_all_tensors(v, f"{prefix}{k}/"))
+    return out
+
+
+def test_resume_is_exact_with_dataloader_workers(synthetic_set, trained, tmp_path):
+    """Issue 14.3: with worker processes (the default --workers 2) a stopped and resumed run ends
+    with every tensor of an uninterrupted one, and the workers change nothing at all: both equal
+    the run made with --workers 0."""
+    fresh, stopped = tmp_path / "fresh", tmp_path / "stopped"
+    train(config(synthetic_set, fresh, workers=2))
+    train(config(synthetic_set, stopped, workers=2), stop_after=1)
+    train(config(synthetic_set, stopped, workers=2), resume=True)
+    a, b = _all_tensors(load_checkpoint(fresh / "last.pt")), _all_tensors(load_checkpoint(stopped / "last.pt"))
+    assert a.keys() == b.keys() and len(a) > 100
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    c = _all_tensors(load_checkpoint(trained / "last.pt"))
+    assert [k for k in a if not torch.equal(a[k], c[k])] == []
+
+
+def _one_line(capsys) -> list[str]:
+    return capsys.readouterr().err.strip().splitlines()
+
+
+def test_nan_weights_are_refused_by_train_init_and_export(synthetic_set, trained, tmp_path, capsys):
+    """Issue 14.8: a checkpoint whose weights hold NaN is one line and status 2 wherever it is
+    given; export writes nothing."""
+    from asmnet.nn.checkpoint import save_checkpoint
+
+    ckpt = load_checkpoint(trained / "last.pt")
+    ckpt["state_dict"]["landmark_head.bias"][3] = float("nan")
+    save_checkpoint(tmp_path / "nan.pt", {k: v for k, v in ckpt.items() if k not in ("format", "version")})
+    with pytest.raises(ModelError, match="NaN"):
+        load_checkpoint(tmp_path / "nan.pt")
+    rc = main(["train", "--data", str(synthetic_set), "--out", str(tmp_path / "run"), "--init", str(tmp_path / "nan.pt"),
+               "--input-size", "64", "--width", "0.5", "--workers", "0", "--device", "cpu", "--epochs", "1"])
+    err = _one_line(capsys)
+    assert rc == 2 and len(err) == 1 and "nan.pt: weights hold NaN" in err[0], err
+    rc = main(["export", "--model", str(tmp_path / "nan.pt"), "--out", str(tmp_path / "pkg")])
+    err = _one_line(capsys)
+    assert rc == 2 and len(err) == 1 and "NaN" in err[0] and not (tmp_path / "pkg").exists(), err
+
+
+def test_resume_from_a_last_pt_of_another_shape_is_one_line(synthetic_set, trained, tmp_path, capsys):
+    from asmnet.nn.checkpoint import save_checkpoint
+
+    ckpt = load_checkpoint(trained / "last.pt")
+    ckpt["train_config"]["width"] = 1.0  # its weights are of width 0.5
+    (tmp_path / "run").mkdir()
+    save_checkpoint(tmp_path / "run" / "last.pt", {k: v for k, v in ckpt.items() if k not in ("format", "version")})
+    rc = main(["train", "--data", str(synthetic_set), "--out", str(tmp_path / "run"), "--resume", "--workers", "0",
+               "--device", "cpu"])
+    err = [line for line in _one_line(capsys) if line.startswith("asmnet: ")]
+    assert rc == 2 and len(err) == 1 and "last.pt: does not fit the run it was saved with" in err[0], err
+    # fine-tuning weights of another width: one line too
+    rc = main(["train", "--data", str(synthetic_set), "--out", str(tmp_path / "other"), "--init",
+               str(trained / "last.pt"), "--input-size", "64", "--workers", "0", "--device", "cpu"])
+    err = [line for line in _one_line(capsys) if line.startswith("asmnet: ")]
+    assert rc == 2 and len(err) == 1 and "its network has width 0.5, this run 1.0" in err[0], err
+
+
+def test_model_json_is_checked_at_load_and_json_never_holds_nan(tmp_path):
+    """Issue 14.8 / 14.12: a NaN shape model or an impossible model.json field fails at load
+    (not as an "unexpected error" per image); records never carry a NaN token."""
+    import shutil
+
+    from asmnet.fileio import json_text
+    from asmnet.runtime import DEFAULT_MODEL_DIR, load_model
+
+    good = json.loads((DEFAULT_MODEL_DIR / "model.json").read_text())
+    for change, words in [(lambda d: d["shape_model"]["mean"].__setitem__(0, float("nan")), "NaN"),
+                          (lambda d: d.__setitem__("quality_threshold", "high"), "quality_threshold"),
+                          (lambda d: d.__setitem__("input_size", 0), "input_size"),
+                          (lambda d: d.__setitem__("crop_scale", -1), "crop_scale"),
+                          (lambda d: d.__setitem__("input_size", 12.5), "malformed")]:
+        pkg = tmp_path / "pkg"
+        shutil.rmtree(pkg, ignore_errors=True)
+        shutil.copytree(DEFAULT_MODEL_DIR, pkg)
+        data = json.loads(json.dumps(good))
+        change(data)
+        (pkg / "model.json").write_text(json.dumps(data))
+        with pytest.raises(ModelError, match=words):
+            load_model(pkg)
+    assert json_text({"quality": float("nan"), "pose": [1.0, float("inf")]}) == '{"quality": null, "pose": [1.0, null]}'
+
+
+def test_export_to_an_unwritable_folder_is_one_line(trained, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("x")
+    rc = main(["export", "--model", str(trained / "best.pt"), "--out", str(tmp_path / "a_file" / "pkg")])
+    err = _one_line(capsys)
+    assert rc == 2 and len(err) == 1 and err[0].startswith(f"asmnet: error: {tmp_path / 'a_file' / 'pkg'}"), err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,8 +11,9 @@ from typing import Any
 import numpy as np
 
 from .align import AlignedFace
-from .errors import DataError
+from .errors import AsmnetError, DataError
 from .formats import decode_image_array, image_pixels, read_image, to_bgr, to_rgb
+from .formats.image import read_image_reduced
 from .inference import align_boxes
 from .runtime import load_model
 
@@ -57,11 +59,14 @@ class Face:
 
 
 def as_bgr(image: Any, channel_order: str = "rgb") -> np.ndarray:
-    """A path, a NumPy array (gray, RGB/BGR per ``channel_order``, RGBA) or a PIL image -> BGR uint8."""
+    """A path, a NumPy array (gray, RGB/BGR per ``channel_order``, RGBA) or a PIL image -> BGR
+    uint8; DataError for anything that cannot be read (a truncated or closed PIL image too)."""
+    if channel_order not in ("rgb", "bgr"):
+        raise DataError(None, f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
     if isinstance(image, (str, Path)):
         return read_image(image)
     if hasattr(image, "mode") and hasattr(image, "convert"):  # PIL image, without importing PIL
-        return decode_image_array(np.asarray(image.convert("RGB")), channel_order="rgb")
+        return _pil_to_bgr(image)
     if isinstance(image, np.ndarray):
         return decode_image_array(image, channel_order=channel_order)
     raise DataError(None, f"cannot read an image from {type(image).__name__}")
@@ -75,11 +80,83 @@ def to_channels(pixels: np.ndarray, order: str, wanted: str) -> np.ndarray:
 def as_pixels(image: Any, channel_order: str = "rgb") -> tuple[np.ndarray, str]:
     """Like :func:`as_bgr`, but an array is only checked, not converted: (pixels, their channel
     order). The aligner converts just the face crops, which keeps large pictures cheap."""
+    if channel_order not in ("rgb", "bgr"):
+        raise DataError(None, f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
     if isinstance(image, np.ndarray):
         return image_pixels(image, channel_order), channel_order
-    if hasattr(image, "mode") and hasattr(image, "convert"):
-        return image_pixels(np.asarray(image.convert("RGB")), "rgb"), "rgb"
     return as_bgr(image), "bgr"
+
+
+def at_full_size(face: Face, factor: int, origin: float = 0.0) -> Face:
+    """``face`` found in an image reduced by ``factor`` (see ``read_image_reduced``), in the
+    full image's pixels: pixel centres map as (x - origin + 0.5) * factor - 0.5 + origin, where
+    ``origin`` is the index the coordinates give the first pixel's centre."""
+    def scale(values: Any) -> np.ndarray:
+        return (np.asarray(values, dtype=np.float64) - origin + 0.5) * factor - 0.5 + origin
+
+    return dataclasses.replace(face, box=scale(face.box), landmarks=scale(face.landmarks))
+
+
+def _pil_to_bgr(image: Any) -> np.ndarray:
+    """A PIL image as BGR uint8. A lazily opened image decodes here, so its file's problems
+    (truncated, corrupt, closed, over the pixel limit) surface here, as DataError."""
+    from .formats.image import max_pixels_limit
+
+    name = getattr(image, "filename", None) or None
+    size = getattr(image, "size", (0, 0))
+    limit = max_pixels_limit()
+    if isinstance(size, tuple) and len(size) == 2 and size[0] * size[1] > limit:
+        raise DataError(name, f"image is {size[0]}x{size[1]} = {size[0] * size[1]} pixels, over the limit of {limit}")
+    try:
+        rgb = np.asarray(image.convert("RGB"))
+    except Exception as exc:  # noqa: BLE001 - Pillow raises OSError, ValueError, SyntaxError ... for bad files
+        text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise DataError(name, f"cannot read the PIL image ({text})") from None
+    return decode_image_array(rgb, channel_order="rgb")
+
+
+def boxes_array(boxes: Any) -> np.ndarray:
+    """``boxes`` (x1, y1, x2, y2 each) as a (K, 4) float array; DataError unless every box is
+    finite, within +-1e7 pixels and has a positive width and height."""
+    try:
+        array = np.asarray(boxes, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(None, f"boxes must be numbers (x1, y1, x2, y2) per box ({exc})") from None
+    if array.size % 4 or (array.ndim > 1 and array.shape[-1] != 4) or array.ndim > 2:
+        raise DataError(None, f"boxes must have 4 numbers (x1, y1, x2, y2) per box, got shape {array.shape}")
+    array = array.reshape(-1, 4)
+    for i, (x1, y1, x2, y2) in enumerate(array):
+        if not np.isfinite([x1, y1, x2, y2]).all() or np.abs([x1, y1, x2, y2]).max() > 1e7:
+            raise DataError(None, f"box {i} ({x1:g}, {y1:g}, {x2:g}, {y2:g}) is not finite or lies beyond +-1e7 pixels")
+        if x2 <= x1 or y2 <= y1:
+            raise DataError(None, f"box {i} ({x1:g}, {y1:g}, {x2:g}, {y2:g}) has a width or height <= 0 "
+                            "(expected x1 < x2 and y1 < y2)")
+    return array
+
+
+def _check_settings(model: Any, detector: Any, backend: Any, threads: Any, asm_blend: Any, min_score: Any,
+                    flip_tta: Any) -> None:
+    """DataError for a FaceAligner setting of the wrong type or out of range (before any loading)."""
+    from .runtime import BACKENDS
+
+    def real(value: Any) -> bool:
+        return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+    if model is not None and not isinstance(model, (str, Path)):
+        raise DataError(None, f"model must be a name, a path or None, got {type(model).__name__}")
+    if not isinstance(detector, str) and not (hasattr(detector, "detect") and hasattr(detector, "name")):
+        raise DataError(None, f"detector must be a name or an object with .detect(image) and .name, got {detector!r}")
+    if backend not in BACKENDS:
+        raise DataError(None, f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if threads is not None and not (isinstance(threads, (int, np.integer)) and not isinstance(threads, bool)
+                                    and threads >= 1):
+        raise DataError(None, f"threads must be a whole number >= 1 or None, got {threads!r}")
+    if not (real(asm_blend) and 0.0 <= asm_blend <= 1.0):
+        raise DataError(None, f"asm_blend must be a number in [0, 1], got {asm_blend!r}")
+    if min_score is not None and not (real(min_score) and np.isfinite(min_score)):
+        raise DataError(None, f"min_score must be a finite number or None, got {min_score!r}")
+    if not isinstance(flip_tta, (bool, np.bool_)):
+        raise DataError(None, f"flip_tta must be True or False, got {flip_tta!r}")
 
 
 class FaceAligner:
@@ -117,8 +194,10 @@ class FaceAligner:
         pixel_origin: float = 0.0,
         **detector_options: Any,
     ):
-        if not np.isfinite(pixel_origin):
-            raise ValueError(f"pixel_origin must be a finite number (0: OpenCV, 1: iBUG .pts), got {pixel_origin!r}")
+        _check_settings(model, detector, backend, threads, asm_blend, min_score, flip_tta)
+        if not (isinstance(pixel_origin, (int, float, np.integer, np.floating)) and not isinstance(pixel_origin, bool)
+                and np.isfinite(pixel_origin)):
+            raise DataError(None, f"pixel_origin must be a finite number (0: OpenCV, 1: iBUG .pts), got {pixel_origin!r}")
         self.pixel_origin = float(pixel_origin)  # the first pixel's centre in every coordinate in and out
         self.model = load_model(model, backend=backend, threads=threads)
         self.asm_blend = float(asm_blend)
@@ -134,14 +213,27 @@ class FaceAligner:
         if self._detector is None:
             from .detection import make_detector
 
-            self._detector = make_detector(self._detector_spec, **self._detector_options)
+            try:
+                self._detector = make_detector(self._detector_spec, **self._detector_options)
+            except AsmnetError:
+                raise
+            except (TypeError, ValueError) as exc:  # a detector option of the wrong type or range
+                raise DataError(None, f"detector {self._detector_spec!r}: bad option ({exc})") from None
         return self._detector
 
     def __call__(self, image: Any, boxes: Any = None, channel_order: str = "rgb") -> list[Face]:
         """The faces of one image (path, PIL image or NumPy array; arrays are RGB unless
         ``channel_order="bgr"``), each with landmarks and pose. ``boxes`` (in ``pixel_origin``'s
         convention) skips detection. Raises DataError for an unreadable image, ModelError when the
-        model has no box calibration for the detector."""
+        model has no box calibration for the detector. A file of more than REDUCE_ABOVE_PIXELS
+        pixels is decoded reduced; boxes and landmarks are still in its full-size pixels."""
+        if isinstance(image, (str, Path)) and channel_order in ("rgb", "bgr"):
+            bgr, _, factor = read_image_reduced(image)
+            if factor > 1:
+                origin = self.pixel_origin
+                small = None if boxes is None else (boxes_array(boxes) - origin + 0.5) / factor - 0.5 + origin
+                return [at_full_size(face, factor, origin) for face in self._faces(bgr, "bgr", small)]
+            return self._faces(bgr, "bgr", boxes)
         pixels, order = as_pixels(image, channel_order)
         return self._faces(pixels, order, boxes)
 
@@ -154,7 +246,7 @@ class FaceAligner:
         images = list(images)
         per_image = [None] * len(images) if boxes is None else list(boxes)
         if len(per_image) != len(images):
-            raise ValueError(f"{len(per_image)} box lists for {len(images)} images")
+            raise DataError(None, f"{len(per_image)} box lists for {len(images)} images")
         return [self(image, b, channel_order) for image, b in zip(images, per_image)]
 
     def predict_directory(self, folder: str | Path, recursive: bool = True,
@@ -201,7 +293,7 @@ class FaceAligner:
         # the network side works in the model's annotation convention; shift in and out once
         shift = self.model.info.annotation_origin - self.pixel_origin
         if boxes is not None:
-            shown = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+            shown = boxes_array(boxes)
             ref, scores = shown + shift, np.ones(len(shown))
         else:
             from .detection import to_reference_box

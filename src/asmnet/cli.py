@@ -12,12 +12,12 @@ import dataclasses
 import sys
 import typing
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
 from . import __version__
-from .errors import AsmnetError
+from .errors import AsmnetError, DataNote
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 130
 MODEL_HELP = "a shipped model's name (asmnet models lists them; default: default), a model folder, .onnx or .pt"
@@ -37,6 +37,39 @@ def _batch_status(failures: list[str], any_done: bool) -> int:
     return EXIT_SOME_FAILED if any_done else EXIT_FATAL
 
 
+def whole(low: int, high: int):
+    """argparse type: a whole number in low..high (a bad value is a one-line usage error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not in {low}..{high}")
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+def number(low: float = -np.inf, high: float = np.inf, low_open: bool = False):
+    """argparse type: a finite number in [low, high] ((low, high] with ``low_open``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not np.isfinite(value) or value < low or value > high or (low_open and value == low):
+            span = f" in {'(' if low_open else '['}{low:g}, {high:g}]" if np.isfinite([low, high]).any() else ""
+            raise argparse.ArgumentTypeError(f"{text} is not a finite number{span}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
 # -- shared flags ------------------------------------------------------------------------------
 def add_model_flags(p: argparse.ArgumentParser, *, backend: bool = True, threads: bool = True,
                     detector: str | None = "auto", detector_help: str | None = None,
@@ -50,7 +83,7 @@ def add_model_flags(p: argparse.ArgumentParser, *, backend: bool = True, threads
         p.add_argument("--backend", default="auto", choices=BACKENDS,
                        help="auto: ONNX Runtime, or PyTorch for a checkpoint (default: %(default)s)")
     if threads:
-        p.add_argument("--threads", type=int, default=None, metavar="N", help=threads_help)
+        p.add_argument("--threads", type=whole(1, 1024), default=None, metavar="N", help=threads_help)
     from .detection import DETECTORS
 
     names = ", ".join(("auto", *DETECTORS))  # the registered detectors, so a new one is listed at once
@@ -115,9 +148,10 @@ def add_info(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, metavar="MODEL", help=MODEL_HELP)
     # the defaults and help of the train flags: one source for both commands
     defaults = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    types = {"input_size": whole(32, 1024), "width": number(0, 4, low_open=True)}  # a checkpoint's range
     for name in ("points", "input_size", "width", "arch"):
         f = defaults[name]
-        p.add_argument(f"--{name.replace('_', '-')}", type=type(f.default), default=f.default,
+        p.add_argument(f"--{name.replace('_', '-')}", type=types.get(name, type(f.default)), default=f.default,
                        choices=f.metadata.get("choices"), help=f.metadata["help"] + " (default: %(default)s)")
     p.set_defaults(func=cmd_info, _info_defaults={k: f.default for k, f in defaults.items()})
 
@@ -186,12 +220,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
                        "--nproc N, or torchrun --nproc-per-node N -m asmnet train ... (docs/distributed.md).")
     add_config_flags(p, TrainConfig)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.add_argument("--stop-after", type=int, default=None, metavar="EPOCH",
+    p.add_argument("--stop-after", type=whole(1, 1_000_000), default=None, metavar="EPOCH",
                    help="stop after this epoch of the plan (continue later with --resume)")
-    p.add_argument("--nproc", type=int, default=None, metavar="N",
+    p.add_argument("--nproc", type=whole(1, 1024), default=None, metavar="N",
                    help="train with N processes on this machine: launches torchrun --standalone "
                    "--nproc-per-node N -m asmnet train with the other arguments")
-    p.add_argument("--dist-timeout", type=float, default=15.0, metavar="MIN",
+    p.add_argument("--dist-timeout", type=number(0, 1e6, low_open=True), default=15.0, metavar="MIN",
                    help="DDP: a rank that waits this many minutes for the others fails the job")
     p.set_defaults(func=cmd_train, _train_parser=p)
 
@@ -303,11 +337,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training.config import TrainConfig
 
     # the config first: a bad setting fails in one line before PyTorch is imported
-    cfg = config_from_args(TrainConfig, args)
-    if args.nproc is not None and args.nproc < 1:
-        return _fail(f"--nproc must be at least 1, got {args.nproc}")
+    cfg = config_from_args(TrainConfig, args)  # TrainConfig.validate() checks every setting
     if _missing("torch"):
         return _fail(f"training needs PyTorch; {TORCH_EXTRA}")
+    if cfg.device != "auto":
+        from .training.trainer import pick_device
+
+        pick_device(cfg.device)  # "cuda" on a machine without one: one line now, not in N ranks
     if args.nproc is not None and args.nproc > 1:
         return _launch_torchrun(args)
     from .training import distributed
@@ -350,7 +386,7 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
                    help="write NAME_annotated.jpg and NAME.json here (default: %(default)s)")
     p.add_argument("--image", default=None, help="use this image instead of the astronaut")
     add_model_flags(p)
-    p.add_argument("--min-score", type=float, default=None,
+    p.add_argument("--min-score", type=number(), default=None,
                    help="drop detections scoring below this (default: the detector's own threshold)")
     p.set_defaults(func=cmd_demo)
 
@@ -360,10 +396,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from .api import FaceAligner
     from .draw import draw_faces, write_image
-    from .fileio import write_json_atomic
+    from .fileio import check_writable_folder, write_json_atomic
     from .formats import read_image
 
     out = Path(args.out)
+    check_writable_folder(out)  # before the model loads and the photo is searched
     if args.image:
         image, name = read_image(args.image), Path(args.image).stem
     else:
@@ -394,33 +431,34 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
                        description="Writes annotated images/videos (--out) and one JSON record per image or "
                        "frame (--json, JSON Lines, streamed). Exit 0: all inputs done; 1: some failed; 2: none.")
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders (recursive) or video files")
-    p.add_argument("--webcam", nargs="?", const=0, type=int, default=None, metavar="INDEX",
+    p.add_argument("--webcam", nargs="?", const=0, type=whole(0, 1024), default=None, metavar="INDEX",
                    help="track faces live from camera INDEX (default 0) until Ctrl-C or --max-frames")
     p.add_argument("--out", default=None, metavar="DIR", help="write annotated images / videos here")
     p.add_argument("--json", default=None, metavar="FILE", help="JSON Lines output, one record per image/frame")
     add_model_flags(p, threads_help="inference threads per process (default: 1 for images, one process per "
                     "--workers; ONNX Runtime's choice for videos)")
-    p.add_argument("--min-score", type=float, default=None, help="drop detections scoring below this")
+    p.add_argument("--min-score", type=number(), default=None, help="drop detections scoring below this")
     p.add_argument("--flip-tta", action="store_true", help="average with the mirrored face (2x network time)")
     p.add_argument("--pixel-origin", type=float, default=0.0, choices=(0.0, 1.0), metavar="{0,1}",
                    help="the first pixel's centre in the output coordinates: 0 (default) OpenCV / dlib, "
                    "1 the iBUG .pts annotation convention")
-    p.add_argument("--workers", type=int, default=1, help="processes for image folders")
+    p.add_argument("--workers", type=whole(1, 256), default=1, help="processes for image folders")
     p.add_argument("--resume", action="store_true", help="skip inputs already in the --json file")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local: processes of this machine (--workers); ray: the actors of a Ray cluster, "
                    "images only (needs pip install 'asmnet[ray]')")
     p.add_argument("--ray-address", default=None, metavar="ADDRESS",
                    help="Ray cluster to join (auto, HOST:6379 or ray://HOST:10001); default: start a local one")
-    p.add_argument("--ray-actors", type=int, default=None, metavar="N",
+    p.add_argument("--ray-actors", type=whole(1, 100_000), default=None, metavar="N",
                    help="Ray actors, one model each (default: as many as the cluster's CPUs allow)")
-    p.add_argument("--ray-cpus", type=float, default=1.0, metavar="C",
+    p.add_argument("--ray-cpus", type=number(0, 1024, low_open=True), default=1.0, metavar="C",
                    help="CPUs per Ray actor (also its inference threads unless --threads)")
-    p.add_argument("--ray-gpus", type=float, default=0.0, metavar="G",
+    p.add_argument("--ray-gpus", type=number(0, 1024), default=0.0, metavar="G",
                    help="GPUs per Ray actor: ONNX Runtime's CUDA provider (needs onnxruntime-gpu on the workers)")
-    p.add_argument("--redetect-every", type=int, default=15, metavar="K", help="video: re-run the detector every K frames")
+    p.add_argument("--redetect-every", type=whole(1, 1_000_000), default=15, metavar="K",
+                   help="video: re-run the detector every K frames")
     p.add_argument("--no-smooth", action="store_true", help="video: no temporal smoothing")
-    p.add_argument("--max-frames", type=int, default=None, metavar="N",
+    p.add_argument("--max-frames", type=whole(1, 2**62), default=None, metavar="N",
                    help="videos and webcam: stop after N frames of each (default: all)")
     p.set_defaults(func=cmd_predict)
 
@@ -459,11 +497,11 @@ def add_align(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--template", default="arcface", choices=TEMPLATES,
                    help="arcface: ArcFace/InsightFace 5-point similarity; ffhq: the FFHQ dataset's crop; "
                    "dlib: like dlib's get_face_chip (default: %(default)s)")
-    p.add_argument("--size", type=int, default=None, metavar="PX",
+    p.add_argument("--size", type=whole(8, 4096), default=None, metavar="PX",
                    help="crop side in pixels (default: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_SIZES.items()) + ")")
     p.add_argument("--format", default="png", choices=("png", "jpg"), help="crop file format (default: %(default)s)")
     add_model_flags(p)
-    p.add_argument("--min-score", type=float, default=None, help="drop detections scoring below this")
+    p.add_argument("--min-score", type=number(), default=None, help="drop detections scoring below this")
     p.add_argument("--pixel-origin", type=float, default=0.0, choices=(0.0, 1.0), metavar="{0,1}",
                    help="the first pixel's centre in the JSON's landmarks: 0 (default) OpenCV / dlib, 1 iBUG .pts")
     p.set_defaults(func=cmd_align)
@@ -505,27 +543,36 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
                    "(default: %(default)s)")
     p.add_argument("--json", default=None, metavar="OUT", help="write the full results here")
     p.add_argument("--ced", default=None, metavar="OUT.png", help="plot the CED curve")
-    p.add_argument("--asm-blend", type=float, default=0.0, help="blend predictions towards their ASM projection")
+    p.add_argument("--asm-blend", type=number(0, 1), default=0.0, help="blend predictions towards their ASM projection")
     p.add_argument("--flip-tta", action="store_true", help="average with the mirrored face (2x network time)")
-    p.add_argument("--annotation-origin", type=float, default=None, metavar="ORIGIN",
+    p.add_argument("--annotation-origin", type=number(-1e6, 1e6), default=None, metavar="ORIGIN",
                    help="the first pixel's centre in the annotations (iBUG .pts: 1, 0-based files: 0); "
                    "default: the convention of the model's training data")
-    p.add_argument("--batch-size", type=int, default=32, metavar="N",
+    p.add_argument("--keep-off-image", action="store_true",
+                   help="evaluate also faces whose points lie off their image (skipped with a line each by default)")
+    p.add_argument("--batch-size", type=whole(1, 4096), default=32, metavar="N",
                    help="faces per network call (default: %(default)s)")
     p.set_defaults(func=cmd_evaluate)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate
-    from .fileio import write_json_atomic
+    from .fileio import check_writable_file, write_json_atomic
     from .formats import load_many
     from .runtime import load_model
 
     if args.ced and _missing("matplotlib"):  # say so now, not after the evaluation
         return _fail("--ced draws with matplotlib, which is not installed: pip install matplotlib "
                      "(it comes with 'asmnet[train]'), or leave --ced out")
+    for target in (args.json, args.ced):  # an output that cannot be written fails before the work
+        if target:
+            check_writable_file(target)
     model = load_model(args.model, backend=args.backend, threads=args.threads)
     records, errors = load_many(args.data, n_points=model.info.markup.n_points)
+    notes = [e for e in errors if isinstance(e, DataNote)]  # faces kept (without pose): not failures
+    errors = [e for e in errors if not isinstance(e, DataNote)]
+    for err in notes:
+        print(f"asmnet: note: {err}", file=sys.stderr)
     for err in errors:
         print(f"asmnet: skipped: {err}", file=sys.stderr)
     if args.keys:
@@ -539,8 +586,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         detector = make_detector(args.detector, **detector_options(args))
     res = evaluate(model, records, args.norm, detector, args.batch_size, args.asm_blend, flip_tta=args.flip_tta,
-                   annotation_origin=args.annotation_origin)
+                   annotation_origin=args.annotation_origin, keep_off_image=args.keep_off_image)
     res.annotation_errors = [str(e) for e in errors]
+    res.annotation_notes = [str(e) for e in notes]
     for line in res.unreadable:
         print(f"asmnet: skipped: {line}", file=sys.stderr)
     print(f"model {res.model}: {res.n} faces, NME ({args.norm}) mean {res.nme_mean:.3f} %, "
@@ -574,7 +622,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-data", action="append", default=[], metavar="DIR",
                    help="training faces for --int8 and for fitting detector box calibrations (default for the "
                    "latter: the run's own --data folders, less its validation faces); repeatable")
-    p.add_argument("--calib-count", type=int, default=300, metavar="N",
+    p.add_argument("--calib-count", type=whole(1, 1_000_000), default=300, metavar="N",
                    help="use N faces drawn from the calibration data (default: %(default)s)")
     p.add_argument("--exclude-keys", default=None, metavar="FILE",
                    help="a split.json: keep its validation faces out of the calibration")
@@ -632,16 +680,21 @@ def add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image", default=None, help="a photo with a face (default: skimage's astronaut)")
     add_model_flags(p, backend=False, threads=False)
     p.add_argument("--backends", default="onnx,torch", help="comma-separated: onnx,torch")
-    p.add_argument("--seconds", type=float, default=1.0, help="minimum time per measurement")
+    p.add_argument("--seconds", type=number(0, 3600, low_open=True), default=1.0, help="minimum time per measurement")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the measurements here")
     p.set_defaults(func=cmd_benchmark)
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from .benchmark import benchmark, format_report
-    from .fileio import write_json_atomic
+    from .fileio import check_writable_file, write_json_atomic
     from .formats import read_image
 
+    backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
+    if not backends or any(b not in ("onnx", "torch") for b in backends):
+        return _fail(f"--backends {args.backends!r}: expected a comma-separated list of onnx, torch")
+    if args.json:
+        check_writable_file(args.json)  # before the minutes of measuring
     if args.image:
         image = read_image(args.image)
     else:
@@ -650,7 +703,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         except ImportError:
             return _fail("pass --image (the default photo comes from scikit-image: pip install 'asmnet[demo]')")
         image = np.ascontiguousarray(data.astronaut()[:, :, ::-1])
-    rep = benchmark(image, args.model, args.detector, tuple(b for b in args.backends.split(",") if b),
+    rep = benchmark(image, args.model, args.detector, backends,
                     min_seconds=args.seconds, detector_options=detector_options(args))
     print(format_report(rep))
     if args.json:
@@ -709,9 +762,16 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 # -- entry point -------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors in one line (``asmnet: error: ...``), status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_FATAL, f"asmnet: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``asmnet`` argument parser with every subcommand (:data:`COMMANDS`)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="asmnet", description="68-point face landmarks and head pose (ASMNet): run the shipped model on "
         "photos, videos and webcams, evaluate, train and export models.",
         epilog="Exit status: 0 all done, 1 some inputs failed (listed), 2 nothing could be done, 130 interrupted. "
@@ -730,7 +790,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``asmnet`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit status; known
     problems print one line. Bad arguments exit through argparse (``SystemExit(2)``)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # a usage error (one line, status 2): a status, like every other error
+        if exc.code in (0, None):  # --help, --version
+            raise
+        return exc.code if isinstance(exc.code, int) else EXIT_FATAL
     try:
         return args.func(args)
     except AsmnetError as exc:

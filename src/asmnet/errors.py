@@ -14,6 +14,13 @@ class AsmnetError(Exception):
     """Base class: a problem with input, a model file or a setting, described in one line."""
 
 
+def shown(path: str | Path) -> str:
+    """A path as error lines show it: control characters (a newline in a file name) escaped, so
+    that one problem stays one line."""
+    text = str(path)
+    return text if text.isprintable() else text.encode("unicode_escape", "backslashreplace").decode("ascii")
+
+
 class DataError(AsmnetError):
     """An image, annotation or data folder that cannot be used."""
 
@@ -21,8 +28,22 @@ class DataError(AsmnetError):
         self.path = None if path is None else str(path)
         self.problem = problem
         self.line = line
-        where = "" if path is None else (f"{path}:{line}: " if line is not None else f"{path}: ")
+        where = "" if path is None else (f"{shown(path)}:{line}: " if line is not None else f"{shown(path)}: ")
         super().__init__(f"{where}{problem}")
+
+
+class DataNote(DataError):
+    """A problem with an input that was still used (a face kept without its pose): reported in
+    one line like a DataError, but not counted as a failed or skipped file."""
+
+
+class OutputError(DataError):
+    """An output file or folder that cannot be written (read-only, missing permission, full
+    disk); ``errno`` is the operating system's error number, when there is one."""
+
+    def __init__(self, path: str | Path | None, problem: str, errno: int | None = None):
+        super().__init__(path, problem)
+        self.errno = errno
 
 
 class ModelError(AsmnetError):
@@ -31,4 +52,4 @@ class ModelError(AsmnetError):
     def __init__(self, path: str | Path | None, problem: str):
         self.path = None if path is None else str(path)
         self.problem = problem
-        super().__init__(f"{path}: {problem}" if path is not None else problem)
+        super().__init__(f"{shown(path)}: {problem}" if path is not None else problem)

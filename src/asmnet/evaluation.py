@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from .errors import DataError
 from .formats import FaceRecord, key_folder, read_image
+from .formats.faces import check_on_image
 from .formats.image import max_pixels_limit
 from .formats.wflw import WFLW_ATTRIBUTES
 from .geometry import tight_box
@@ -69,6 +70,7 @@ class EvaluationResult:
     miss_rate: float = 0.0  # percent of the readable faces
     unreadable: list[str] = field(default_factory=list)  # one line per face that could not be evaluated
     annotation_errors: list[str] = field(default_factory=list)  # one line per unusable annotation file
+    annotation_notes: list[str] = field(default_factory=list)  # faces kept with a note (no pose row)
     annotation_origin: float | None = None  # the pixel convention points were compared in (iBUG .pts: 1)
 
     @property
@@ -94,7 +96,8 @@ class EvaluationResult:
             out["per_attribute"] = self.per_attribute
         out.update({"detector_misses": self.detector_misses, "miss_rate": self.miss_rate, "missed": self.missed,
                     "unreadable": self.unreadable, "model": self.model,
-                    "annotation_errors": self.annotation_errors, "annotation_origin": self.annotation_origin})
+                    "annotation_errors": self.annotation_errors, "annotation_notes": self.annotation_notes,
+                    "annotation_origin": self.annotation_origin})
         return out
 
 
@@ -136,13 +139,15 @@ def evaluate(
     progress: bool = True,
     flip_tta: bool = False,
     annotation_origin: float | None = None,
+    keep_off_image: bool = False,
 ) -> EvaluationResult:
     """Evaluate ``model`` on annotated faces; returns an :class:`EvaluationResult`.
 
     ``detector=None`` crops the tight box of the ground-truth points (the published protocol);
     with a detector, each image's matching detection is calibrated to the model's box convention
     and misses are counted. Faces that cannot be evaluated (unreadable image, undefined NME,
-    unusable box) are listed in ``unreadable``. Predictions are compared with the annotations in
+    unusable box, annotation lying off its image unless ``keep_off_image``) are listed in
+    ``unreadable``. Predictions are compared with the annotations in
     the annotations' pixel convention: ``annotation_origin`` is the first pixel's centre in the
     records' points (iBUG .pts: 1), by default the convention of the model's own training data
     (``info.annotation_origin``). Raises :class:`ModelError` when the model has no
@@ -175,6 +180,8 @@ def evaluate(
     for rec in tqdm(usable, desc="evaluate", disable=not progress or None, file=sys.stderr, leave=False):
         try:
             image = read_image(rec.image)
+            if not keep_off_image:  # an annotation off its picture would count as a failure of the model
+                check_on_image(rec.points, image.shape[1], image.shape[0], rec.image)
             box = reference_box(rec, image, model, detector)
             if box is None:
                 misses.append(rec.key)

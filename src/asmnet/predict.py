@@ -7,6 +7,7 @@ folder loses nothing. ``workers > 1`` spreads decoding and inference over proces
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -20,12 +21,16 @@ from typing import TYPE_CHECKING, TextIO
 import cv2
 from tqdm import tqdm
 
-from .errors import AsmnetError, DataError, ModelError
-from .formats import IMAGE_EXTENSIONS, read_image
-from .formats.image import max_pixels_limit
+from .errors import AsmnetError, DataError, ModelError, OutputError, shown
+from .fileio import check_writable_folder, json_text
+from .formats import IMAGE_EXTENSIONS
+from .formats.image import max_pixels_limit, read_image_reduced
 
 if TYPE_CHECKING:
     from .ray_engine import RayOptions
+
+# errors writing an output that every later output would meet too: the run stops at once
+STOPPING_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 
@@ -63,18 +68,47 @@ class PredictReport:
     failures: list[str] = field(default_factory=list)
 
 
-def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[Path], list[str]]:
-    """Images (folders searched recursively, sorted), videos, and errors for missing paths."""
+def expand_inputs(
+    inputs: list[str], skip: Path | None = None
+) -> tuple[list[Path], list[Path], list[str]]:
+    """Images (folders searched recursively, sorted), videos, and errors for missing paths and
+    broken links. Each file comes once, under its first spelling, however many inputs name it
+    (``coll coll/in``, ``a.jpg ./a.jpg``, links); files under ``skip`` (the output folder) are left out."""
     images, videos, errors = [], [], []
+    seen: set[str] = set()
+    skip_real = os.path.realpath(skip) if skip is not None else None
+
+    def add(path: Path, video: bool) -> None:
+        real = os.path.realpath(path)
+        if real not in seen:
+            seen.add(real)
+            (videos if video else images).append(path)
+
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            images += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+            # an output folder inside this one holds annotated copies, not inputs (the output
+            # folder *being* this one is refused by output_paths)
+            own = skip_real if skip_real is not None and skip_real != os.path.realpath(path) else None
+            for p in sorted(path.rglob("*")):
+                if p.suffix.lower() not in IMAGE_EXTENSIONS or (own and _inside(os.path.realpath(p), own)):
+                    continue
+                if p.is_file():
+                    add(p, False)
+                elif p.is_symlink() and not p.exists():
+                    errors.append(f"{shown(p)}: broken symbolic link (its target {os.readlink(p)!r} does not exist)")
         elif path.is_file():
-            (videos if path.suffix.lower() in VIDEO_EXTENSIONS else images).append(path)
+            add(path, path.suffix.lower() in VIDEO_EXTENSIONS)
+        elif path.is_symlink():
+            errors.append(f"{shown(path)}: broken symbolic link (its target {os.readlink(path)!r} does not exist)")
         else:
-            errors.append(f"{path}: no such file or folder")
+            errors.append(f"{shown(path)}: no such file or folder")
     return images, videos, errors
+
+
+def _inside(real: str, folder_real: str) -> bool:
+    """Whether the resolved path ``real`` is ``folder_real`` or lies under it."""
+    return real == folder_real or real.startswith(folder_real.rstrip(os.sep) + os.sep)
 
 
 def image_record(path: str, frame: int | None, shape: tuple[int, ...], faces: list, model: str,
@@ -84,17 +118,25 @@ def image_record(path: str, frame: int | None, shape: tuple[int, ...], faces: li
             "pixel_origin": pixel_origin, "faces": [f.to_dict() for f in faces], **extra}
 
 
+def input_key(path: str | Path) -> str:
+    """The key of an input in the JSON Lines file: its resolved path, so that a folder spelled
+    differently (``p500/``, ``./p500``, an absolute path, a link) is still the same input.
+    Relative paths resolve against the working folder."""
+    return os.path.realpath(path)
+
+
 def done_inputs(json_path: Path) -> set[tuple[str, int | None]]:
-    """(file, frame) pairs already in a JSON Lines file; a half-written last line is dropped."""
+    """(input key, frame) pairs already in a JSON Lines file; a half-written or garbled line (a
+    run killed, or a full disk, mid-write) is dropped from the file, so its input runs again."""
     if not json_path.exists():
         return set()
     good, done = [], set()
     for line in json_path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             rec = json.loads(line)
-            done.add((rec["file"], rec.get("frame")))
+            done.add((input_key(rec["file"]), rec.get("frame")))
             good.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
             continue  # interrupted write
     from .fileio import write_text_atomic
 
@@ -102,13 +144,40 @@ def done_inputs(json_path: Path) -> set[tuple[str, int | None]]:
     return done
 
 
-def annotated_path(out_dir: Path, path: Path, roots: list[Path]) -> Path:
-    for root in roots:
-        try:
-            return out_dir / path.relative_to(root).with_suffix(".jpg")
-        except ValueError:
-            continue
-    return out_dir / (path.stem + ".jpg")
+# Suffixes OpenCV writes as colour images; an annotated copy of anything else (.pgm is gray only,
+# a file named without a known suffix) gets ".png" appended to its name.
+ANNOTATED_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
+
+
+def output_paths(inputs: list[str], images: list[Path], videos: list[Path], out_dir: Path) -> dict[Path, Path]:
+    """Where each input's annotated copy goes: ``out_dir`` / its path relative to the folder
+    that holds all the ``inputs`` (one folder given: that folder), with its name and extension
+    (videos: ``.mp4`` appended unless they are one). Raises DataError when an output would
+    overwrite an input or two inputs would share one output, before anything is written."""
+    bases = [os.path.abspath(i) if os.path.isdir(i) else os.path.dirname(os.path.abspath(i))
+             for i in inputs if os.path.exists(i)]
+    root = Path(os.path.commonpath(bases)) if bases else Path.cwd()
+    files, video_set = [*images, *videos], set(videos)
+    plan: dict[Path, Path] = {}
+    for p in files:
+        rel = Path(os.path.abspath(p)).relative_to(root)
+        if p in video_set:
+            out = out_dir / (rel if rel.suffix.lower() == ".mp4" else rel.with_name(rel.name + ".mp4"))
+        else:
+            out = out_dir / (rel if rel.suffix.lower() in ANNOTATED_SUFFIXES else rel.with_name(rel.name + ".png"))
+        plan[p] = out
+    inputs = {input_key(p): p for p in files}
+    owners: dict[str, Path] = {}
+    for p, out in plan.items():
+        key = input_key(out)
+        if key in inputs:
+            raise DataError(out_dir, f"the annotated copy of {shown(p)} would overwrite the input "
+                            f"{shown(inputs[key])}: choose an --out folder outside the inputs")
+        if key in owners:
+            raise DataError(out_dir, f"{shown(owners[key])} and {shown(p)} would both be annotated as "
+                            f"{shown(out)}: rename one of them")
+        owners[key] = p
+    return plan
 
 
 # -- per-process state for worker pools ------------------------------------------------------
@@ -145,7 +214,7 @@ def one_line(exc: BaseException) -> str:
 
 def _named(path: str, exc: AsmnetError) -> str:
     text = str(exc)
-    return text if text.startswith(str(path)) else f"{path}: {text}"
+    return text if text.startswith(shown(path)) else f"{shown(path)}: {text}"
 
 
 def _process_image(task: tuple[str, str | None]) -> tuple[dict | None, str | None, str | None]:
@@ -162,26 +231,33 @@ def process_image(aligner, task: tuple[str, str | None]) -> tuple[dict | None, s
     (None, None, message) for a problem of the model or detector, which stops the run."""
     path, out_file = task
     try:
-        image = read_image(path)
+        image, full_size, factor = read_image_reduced(path)  # a huge photo is decoded reduced
         faces = aligner(image, channel_order="bgr")
     except ModelError as exc:
         return None, None, str(exc)
     except AsmnetError as exc:
         return None, _named(path, exc), None
     except cv2.error as exc:
-        return None, f"{path}: OpenCV failed ({one_line(exc)})", None
+        return None, f"{shown(path)}: OpenCV failed ({one_line(exc)})", None
     except Exception as exc:  # noqa: BLE001 - one line per file; the batch goes on
-        return None, f"{path}: unexpected error ({one_line(exc)})", None
+        return None, f"{shown(path)}: unexpected error ({one_line(exc)})", None
     if out_file:
         from .draw import draw_faces, write_image
 
         try:
             write_image(out_file, draw_faces(image, faces, pixel_origin=aligner.pixel_origin))
+        except OutputError as exc:
+            if exc.errno in STOPPING_ERRNOS:  # every later image would fail the same way
+                return None, None, str(exc)
+            return None, str(exc), None
         except DataError as exc:
             return None, str(exc), None
-        except OSError as exc:
-            return None, f"{out_file}: cannot write the annotated image ({exc.strerror or exc})", None
-    return image_record(path, None, image.shape, faces, aligner.model.info.name, aligner.pixel_origin), None, None
+    if factor > 1:
+        from .api import at_full_size
+
+        faces = [at_full_size(f, factor, aligner.pixel_origin) for f in faces]
+    return (image_record(path, None, (full_size[1], full_size[0]), faces, aligner.model.info.name, aligner.pixel_origin),
+            None, None)
 
 
 def _failed(report: PredictReport, line: str) -> None:
@@ -191,23 +267,27 @@ def _failed(report: PredictReport, line: str) -> None:
 
 
 def _write(sink: TextIO | None, record: dict) -> None:
+    """Append one record and flush it; OutputError (which stops the run) when that fails. A line
+    cut short by a full disk is dropped by the next ``--resume`` (see :func:`done_inputs`)."""
     if sink is not None:
-        sink.write(json.dumps(record) + "\n")
-        sink.flush()
+        try:
+            sink.write(json_text(record) + "\n")
+            sink.flush()
+        except OSError as exc:
+            raise OutputError(sink.name, f"cannot write the JSON Lines output ({exc.strerror or exc})", exc.errno) from None
 
 
-def run_images(images: list[Path], roots: list[Path], opts: PredictOptions, sink, report: PredictReport,
+def run_images(images: list[Path], plan: dict[Path, Path], opts: PredictOptions, sink, report: PredictReport,
                done: set) -> None:
     """Images one by one (or on ``opts.workers`` processes), each record to ``sink``; bad files go
     to ``report.failures``. Raises :class:`ModelError` when the model or detector is unusable."""
     global _ALIGNER, _INIT_ERROR
-    out_dir = Path(opts.out_dir) if opts.out_dir else None
     tasks = []
     for p in images:
-        if (str(p), None) in done:
+        if (input_key(p), None) in done:
             report.skipped += 1
             continue
-        tasks.append((str(p), str(annotated_path(out_dir, p, roots)) if out_dir else None))
+        tasks.append((str(p), str(plan[p]) if p in plan else None))
     if not tasks:
         return
     # the model and detector load here first: a bad one stops the run with one line, before any
@@ -244,7 +324,7 @@ def run_images(images: list[Path], roots: list[Path], opts: PredictOptions, sink
 def _collect(results, sink, report: PredictReport, bar) -> None:
     for record, error, fatal in results:
         if fatal:
-            raise ModelError(None, fatal)
+            raise AsmnetError(fatal)
         if error:
             _failed(report, error)
         else:
@@ -265,30 +345,33 @@ def opencv_quiet() -> Iterator[None]:
         log.setLogLevel(before)
 
 
-def run_video(source: str | int, opts: PredictOptions, sink, report: PredictReport, done: set) -> None:
+def run_video(source: str | int, opts: PredictOptions, sink, report: PredictReport, done: set,
+              out_file: Path | None = None) -> None:
     """Track faces through a video file or camera, writing one record per frame. A video that
     cannot be read, or stops early, is listed in ``report.failures``; the frames read are kept."""
     # FFmpeg prints its decoder complaints ("moov atom not found", ...) straight to stderr; the
     # one-line failure below says it better. Read once, when OpenCV first uses FFmpeg.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     try:
-        _track(source, opts, sink, report, done)
+        _track(source, opts, sink, report, done, out_file)
     except ModelError:
         raise
     except AsmnetError as exc:
         _failed(report, _named(str(source), exc))
     except cv2.error as exc:
-        _failed(report, f"{source}: OpenCV failed ({one_line(exc)})")
+        _failed(report, f"{shown(source)}: OpenCV failed ({one_line(exc)})")
     except OSError as exc:
-        _failed(report, f"{source}: {exc.strerror or one_line(exc)}")
+        _failed(report, f"{shown(source)}: {exc.strerror or one_line(exc)}")
 
 
-def _track(source: str | int, opts: PredictOptions, sink, report: PredictReport, done: set) -> None:
+def _track(source: str | int, opts: PredictOptions, sink, report: PredictReport, done: set,
+           out_file: Path | None) -> None:
     from .api import FaceAligner
     from .draw import draw_faces
     from .video import FaceTracker
 
-    name = str(source)
+    name = shown(source)  # for messages; records keep the file name as it is
+    key = input_key(source) if isinstance(source, str) else str(source)
     with opencv_quiet():  # OpenCV's own "[ WARN ]" lines would precede the one-line failure below
         cap = cv2.VideoCapture(source)
     if not cap.isOpened():
@@ -308,8 +391,8 @@ def _track(source: str | int, opts: PredictOptions, sink, report: PredictReport,
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     writer = None
     tmp_video = final_video = None
-    if opts.out_dir and isinstance(source, str):
-        final_video = Path(opts.out_dir) / (Path(source).stem + "_annotated.mp4")
+    if out_file is not None:
+        final_video = out_file
         final_video.parent.mkdir(parents=True, exist_ok=True)
         tmp_video = final_video.with_name("." + final_video.name + ".part.mp4")
     bar = tqdm(total=total, desc=Path(name).name, unit="frame", file=sys.stderr, disable=None)
@@ -321,8 +404,8 @@ def _track(source: str | int, opts: PredictOptions, sink, report: PredictReport,
                 break
             tracked = tracker.update(frame, frame_idx / fps)
             faces = [t.face for t in tracked]
-            if (name, frame_idx) not in done:
-                _write(sink, image_record(name, frame_idx, frame.shape, faces, aligner.model.info.name,
+            if (key, frame_idx) not in done:
+                _write(sink, image_record(str(source), frame_idx, frame.shape, faces, aligner.model.info.name,
                                           aligner.pixel_origin, track_ids=[t.id for t in tracked]))
             if tmp_video is not None:
                 if writer is None:
@@ -357,11 +440,13 @@ def _track(source: str | int, opts: PredictOptions, sink, report: PredictReport,
 
 def predict(inputs: list[str], opts: PredictOptions, webcam: int | None = None) -> PredictReport:
     """Run the whole job and return a :class:`PredictReport`; a bad input is listed in its
-    ``failures``, never raised. Raises :class:`DataError` when no input exists or an output cannot
-    be written, and :class:`ModelError` when the model or detector cannot be loaded or outputs NaN."""
+    ``failures``, never raised. Raises :class:`DataError` before any work when no input exists,
+    or when an output cannot be written or would overwrite an input, and :class:`ModelError`
+    when the model or detector cannot be loaded or outputs NaN."""
     report = PredictReport()
     max_pixels_limit()  # a bad $ASMNET_MAX_PIXELS fails here once, not for every image
-    images, videos, errors = expand_inputs(inputs)
+    out_dir = Path(opts.out_dir) if opts.out_dir else None
+    images, videos, errors = expand_inputs(inputs, skip=out_dir)
     if opts.engine != "local":
         from .ray_engine import check_job
 
@@ -372,22 +457,25 @@ def predict(inputs: list[str], opts: PredictOptions, webcam: int | None = None) 
         if not errors:
             raise DataError(None, "no images or videos found in the inputs")
         return report
-    if opts.out_dir:
-        try:
-            Path(opts.out_dir).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise DataError(opts.out_dir, f"cannot create the output folder ({exc.strerror or exc})") from None
+    plan: dict[Path, Path] = {}
+    if out_dir is not None:
+        plan = output_paths(inputs, images, videos, out_dir)
+        check_writable_folder(out_dir)
+    if opts.json_path and input_key(opts.json_path) in {input_key(p) for p in (*images, *videos)}:
+        raise DataError(opts.json_path, "--json names an input file: it would be overwritten")
     sink, done = _open_output(opts)
     try:
-        roots = [Path(i) for i in inputs if Path(i).is_dir()]
-        run_images(images, roots, opts, sink, report, done)
+        run_images(images, plan, opts, sink, report, done)
         for v in videos:
-            run_video(str(v), opts, sink, report, done)
+            run_video(str(v), opts, sink, report, done, plan.get(v))
         if webcam is not None:
             run_video(webcam, opts, sink, report, done)
     finally:
         if sink is not None:
-            sink.close()
+            try:
+                sink.close()
+            except OSError:
+                pass  # a full disk: already reported by _write; --resume drops a half-written line
     return report
 
 

@@ -10,6 +10,7 @@ landmarks (B, 2N) in normalised crop units and pose (B, 3) in degrees.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,13 @@ MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = "default"  # the shipped model FaceAligner() and every command load by default
 DEFAULT_MODEL_DIR = MODELS_DIR / DEFAULT_MODEL
 BACKENDS = ("auto", "onnx", "torch")
+
+
+def _whole(value: object) -> int:
+    """An integer field of model.json (``128`` or ``128.0``); ValueError for anything else."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value != int(value):
+        raise ValueError(f"{value!r} is not a whole number")
+    return int(value)
 
 
 @dataclass
@@ -88,7 +96,7 @@ class ModelInfo:
             points = int(data["num_points"])
             info = cls(
                 name=str(data.get("name", Path(source).parent.name)),
-                input_size=int(data["input_size"]),
+                input_size=_whole(data["input_size"]),
                 crop_scale=float(data["crop_scale"]),
                 markup=markup_for(points),
                 shape_model=ShapeModel.from_dict(data["shape_model"], source),
@@ -103,7 +111,23 @@ class ModelInfo:
             raise ModelError(source, f"model.json is malformed ({exc})") from None
         if info.shape_model.n_points != points:
             raise ModelError(source, f"shape model has {info.shape_model.n_points} points, the model {points}")
+        info.check(source)
         return info
+
+    def check(self, source: str | Path) -> None:
+        """ModelError for a value no image could be processed with (checked once, at load, not
+        per image)."""
+        def finite(value: object) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+        if not 32 <= self.input_size <= 1024:
+            raise ModelError(source, f"model.json input_size {self.input_size} is not in 32..1024")
+        if not (finite(self.crop_scale) and 0.5 <= self.crop_scale <= 4.0):
+            raise ModelError(source, f"model.json crop_scale {self.crop_scale} is not a number in [0.5, 4]")
+        if not finite(self.label_origin):
+            raise ModelError(source, f"model.json label_origin {self.label_origin} is not a finite number")
+        if self.quality_threshold is not None and not (finite(self.quality_threshold) and self.quality_threshold >= 0):
+            raise ModelError(source, f"model.json quality_threshold {self.quality_threshold!r} is not a number >= 0")
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict, source: str | Path) -> ModelInfo:

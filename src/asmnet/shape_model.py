@@ -112,9 +112,15 @@ class ShapeModel:
             mean = np.asarray(data["mean"], dtype=np.float64)
             comps = np.asarray(data["components"], dtype=np.float64)
             eig = np.asarray(data["eigenvalues"], dtype=np.float64)
+            share, explained, n_shapes = float(data["variance_share"]), float(data["explained"]), int(data["n_shapes"])
+            notes = dict(data.get("notes", {}))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ModelError(source, f"shape model is malformed ({exc})") from None
         if mean.ndim != 1 or comps.shape != (mean.shape[0], eig.shape[0]) or mean.shape[0] % 2:
             raise ModelError(source, f"shape model arrays do not agree: mean {mean.shape}, components {comps.shape}")
-        return cls(mean, comps, eig, float(data["variance_share"]), float(data["explained"]),
-                   int(data["n_shapes"]), dict(data.get("notes", {})))
+        # a NaN here turns every quality score (and ASM blend) into NaN
+        if not (np.isfinite(mean).all() and np.isfinite(comps).all() and np.isfinite(eig).all()):
+            raise ModelError(source, "shape model holds NaN or infinite values (corrupt file?)")
+        if (eig < 0).any():
+            raise ModelError(source, "shape model has negative eigenvalues (corrupt file?)")
+        return cls(mean, comps, eig, share, explained, n_shapes, notes)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, DataNote
 from .image import IMAGE_EXTENSIONS
 from .mat import read_pose_mat
 from .pose_csv import read_pose_csv
@@ -89,6 +89,26 @@ def check_points(points: np.ndarray, path: str | Path | None, line: int | None =
         a, b = corners
         raise DataError(path, f"degenerate annotation: points {a + 1} and {b + 1} (the outer eye corners) "
                         "coincide", line)
+
+
+# A face is off its image when a point lies beyond the image border by more than this share of the
+# face's size (its landmark box's longer side): faces cut by the border keep their outside points
+# (a jaw below the frame), while an annotation of another image, or one scaled wrongly, is caught.
+OFF_IMAGE_MARGIN = 0.5
+
+
+def check_on_image(points: np.ndarray, width: int, height: int, path: str | Path | None) -> None:
+    """DataError when ``points`` (N, 2) lie off a ``width`` x ``height`` image (see
+    OFF_IMAGE_MARGIN): an annotation that cannot belong to this picture."""
+    size = float((points.max(axis=0) - points.min(axis=0)).max())
+    reach = OFF_IMAGE_MARGIN * max(size, 1.0)
+    outside = np.maximum(np.maximum(-points, points - [width - 1, height - 1]), 0).max(axis=1)
+    far = np.flatnonzero(outside > reach)
+    if far.size:
+        k = int(far[np.argmax(outside[far])])
+        x, y = points[k]
+        raise DataError(path, f"point {k + 1} ({x:g}, {y:g}) lies {outside[k]:.0f} px outside the {width}x{height} "
+                        "image (off the picture: annotation of another image?); skipped")
 
 
 def _walk(root: Path, errors: list[DataError]) -> Iterator[tuple[Path, list[str]]]:
@@ -166,7 +186,7 @@ def _build_face(
             pose = source.poses[image.stem]
         else:
             kept = "face kept without pose" if pose is None else "pose taken from the .mat file"
-            errors.append(DataError(source.path, f"no pose row for {image.stem!r} ({kept})"))
+            errors.append(DataNote(source.path, f"no pose row for {image.stem!r} ({kept})"))
     return FaceRecord(image=image, points=points, pose=pose, key=key)
 
 

@@ -7,6 +7,7 @@ EXIF orientation is applied (as ``cv2.imread`` does), alpha is dropped (as ``cv2
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import threading
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
     from PIL.Image import Image as PillowImage
 
 DEFAULT_MAX_PIXELS = 100_000_000
+# Photos are decoded for alignment at most this large (see read_image_reduced): detection and
+# 128 px face crops need no more, and a 100 MP photo would otherwise take GBs in the detector.
+REDUCE_ABOVE_PIXELS = 25_000_000
 MAX_PIXELS_ENV = "ASMNET_MAX_PIXELS"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff")
 # Pillow decoders allowed (by content, not name); others (EPS, PSD, ...) are refused.
@@ -57,7 +61,9 @@ def _pillow_settings() -> Iterator[None]:
         Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = None, False
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                # DecompressionBombWarning (our limit runs instead), "Corrupt EXIF data",
+                # "Palette images with Transparency ...": the image decodes; nothing to tell
+                warnings.simplefilter("ignore")
                 yield
         finally:
             Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = saved
@@ -84,16 +90,35 @@ def _check_size(path: Path, size: tuple[int, int], limit: int) -> None:
         )
 
 
-def _decode(path: Path, limit: int) -> PillowImage:
-    """Open, size-check, then fully decode with Pillow; DataError for anything unreadable."""
+def _decode(path: Path, limit: int, reduce_above: int | None = None) -> tuple[np.ndarray, tuple[int, int], int]:
+    """Open, size-check, decode and convert with Pillow: BGR uint8, the full upright size
+    (width, height) and the whole factor it was reduced by. With ``reduce_above``, a larger image
+    is decoded reduced (JPEG: in the decoder itself, others right after decoding) to at most that
+    many pixels. DataError for anything unreadable."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     with _pillow_settings():
         try:
             with Image.open(path, formats=_available_formats()) as image:
                 _check_size(path, image.size, limit)
+                width, height = image.size
+                orientation = _orientation(image)
+                if orientation in (5, 6, 7, 8):  # turned by 90 degrees when shown
+                    width, height = height, width
+                factor = reduce_factor(image.size, reduce_above)
+                if factor > 1 and image.format == "JPEG":
+                    # the JPEG decoder scales by 1/2, 1/4 or 1/8 at no cost, to at least the size asked
+                    image.draft(image.mode, (-(-image.size[0] // factor), -(-image.size[1] // factor)))
                 image.load()
-                return ImageOps.exif_transpose(image)
+                drafted = 2 ** round(math.log2(max(width, height) / max(image.size)))
+                rest = reduce_factor(image.size, reduce_above)
+                if drafted == 1 and rest == 1:
+                    picture = ImageOps.exif_transpose(image)
+                else:  # a reduced copy has no EXIF left: turn it by the original's orientation
+                    picture = _reduced(image, rest)
+                    if orientation in _TRANSPOSE:
+                        picture = picture.transpose(_TRANSPOSE[orientation])
+                return _to_bgr(picture, path), (width, height), drafted * rest
         except UnidentifiedImageError:
             kinds = ", ".join(PILLOW_FORMATS)
             raise DataError(path, f"not a recognised image file (supported: {kinds})") from None
@@ -103,6 +128,39 @@ def _decode(path: Path, limit: int) -> PillowImage:
             raise
         except Exception as exc:  # noqa: BLE001 - Pillow raises many types for corrupt files
             raise DataError(path, f"cannot decode image ({_describe(exc)})") from None
+
+
+# EXIF orientation -> the Pillow transpose that shows the image upright (as ImageOps.exif_transpose)
+_TRANSPOSE = {2: 0, 3: 3, 4: 1, 5: 5, 6: 4, 7: 6, 8: 2}  # Image.Transpose values
+
+
+def _orientation(image: PillowImage) -> int:
+    """The EXIF orientation tag (1: upright); unreadable EXIF counts as upright."""
+    try:
+        value = image.getexif().get(0x0112, 1)
+        return int(value) if value in range(1, 9) else 1
+    except Exception:  # noqa: BLE001 - a corrupt EXIF block must not stop the decoding
+        return 1
+
+
+def reduce_factor(size: tuple[int, int], reduce_above: int | None) -> int:
+    """The smallest whole factor k that brings ``size`` to at most ``reduce_above`` pixels (1: none)."""
+    pixels = size[0] * size[1]
+    if reduce_above is None or pixels <= reduce_above:
+        return 1
+    k = max(2, math.ceil(math.sqrt(pixels / reduce_above)))
+    while -(-size[0] // k) * -(-size[1] // k) > reduce_above:
+        k += 1
+    return k
+
+
+def _reduced(image: PillowImage, factor: int) -> PillowImage:
+    """``image`` shrunk by a whole factor (box averaging); modes Pillow cannot reduce go via RGB."""
+    if factor <= 1:
+        return image
+    if image.mode in ("P", "PA", "1", "I;16", "I;16B", "I;16L", "I;16N"):
+        image = image.convert("RGBA" if image.mode in ("P", "PA") else ("I" if image.mode.startswith("I;16") else "L"))
+    return image.reduce(factor)
 
 
 def _available_formats() -> list[str]:
@@ -168,10 +226,21 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     Images with more than ``max_pixels`` pixels (default: $ASMNET_MAX_PIXELS or
     DEFAULT_MAX_PIXELS) are refused from their header, before decoding.
     """
+    return read_image_reduced(path, max_pixels, reduce_above=None)[0]
+
+
+def read_image_reduced(
+    path: str | Path, max_pixels: int | None = None, reduce_above: int | None | str = "default"
+) -> tuple[np.ndarray, tuple[int, int], int]:
+    """:func:`read_image`, but an image of more than ``reduce_above`` pixels is decoded reduced
+    by a whole factor k (2, 3, ...) to at most that many: a 100-megapixel file then takes ~75 MB,
+    not ~1 GB (``reduce_above`` "default": REDUCE_ABOVE_PIXELS; None: never). Returns the BGR
+    image, the full size (width, height) of the upright image and k: reduced pixel (x, y) is
+    centred on full-size pixel ((x + 0.5) k - 0.5, (y + 0.5) k - 0.5)."""
     file = Path(path)
     limit = max_pixels_limit(max_pixels)
     _check_file(file)
-    return _to_bgr(_decode(file, limit), file)
+    return _decode(file, limit, REDUCE_ABOVE_PIXELS if reduce_above == "default" else reduce_above)
 
 
 def _gray_array(array: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@ read them; nothing here depends on the training code."""
 
 from __future__ import annotations
 
+import errno
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,19 @@ def plain(value: Any) -> Any:
 
 
 def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
-    """Write a checkpoint atomically (temporary file, fsync, rename)."""
+    """Write a checkpoint atomically (temporary file, fsync, rename); OutputError when it cannot
+    be written (the previous file is then unchanged)."""
     data = plain({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **checkpoint})
-    write_atomic(path, lambda tmp: torch.save(data, tmp))
+
+    def save(tmp: Path) -> None:
+        try:
+            torch.save(data, tmp)
+        except RuntimeError as exc:  # PyTorch's zip writer reports a full disk as "file write failed"
+            if "write" not in str(exc).lower():
+                raise
+            raise OSError(errno.EIO, "PyTorch could not write the file (is the disk full?)") from None
+
+    write_atomic(path, save)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -89,8 +100,13 @@ def validate_checkpoint(ckpt: object, path: str | Path | None = None) -> None:
     if shape_model.n_points != points:
         raise ModelError(path, f"shape model has {shape_model.n_points} points, the network {points}")
     head = ckpt["state_dict"].get("landmark_head.weight")
-    if head is None or head.shape[0] != 2 * points:
+    if not isinstance(head, torch.Tensor) or head.ndim != 2 or head.shape[0] != 2 * points:
         raise ModelError(path, f"landmark head does not output {2 * points} values")
+    bad = [k for k, v in ckpt["state_dict"].items()
+           if not isinstance(v, torch.Tensor) or (v.is_floating_point() and not bool(torch.isfinite(v).all()))]
+    if bad:
+        raise ModelError(path, f"weights hold NaN, infinite or non-tensor values ({len(bad)} of "
+                         f"{len(ckpt['state_dict'])} tensors, the first {bad[0]!r}): a diverged or corrupt run")
 
 
 def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path | None = None) -> torch.nn.Module:

@@ -11,11 +11,17 @@ fine-tuned from those weights with ``init`` (see the README).
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import AsmnetError
 from ..geometry import CROP_SCALE
 from .augment import AugmentConfig
+
+# the largest training input side: see TrainConfig.validate
+MAX_TRAIN_INPUT_SIZE = 512
 
 
 def setting(default: Any, help: str, **flag: Any) -> Any:
@@ -68,6 +74,8 @@ class TrainConfig:
     group_pattern: str | None = setting(
         None, "regex on the stem whose first group names a group kept on one side of the split "
         r"(video clips: '^(?:testcsv_)?([A-Za-z][A-Za-z_.'-]*_\d)\d$' for Udacity frames)", metavar="REGEX")
+    keep_off_image: bool = setting(False, "train also on faces whose points lie off their image (by default such "
+                                   "annotations are skipped with a line each)")
     split_seed: int = setting(0, "seed of the validation split")
     seed: int = setting(0, "seed of initialisation, sampling and augmentation")
     workers: int = setting(2, "DataLoader worker processes")
@@ -75,6 +83,82 @@ class TrainConfig:
     sync_bn: bool = setting(True, "DDP: BatchNorm statistics over the global batch (--no-sync-bn: per process, faster)")
     # not a flag: the augmentation ranges are changed in Python (TrainConfig(augment=...))
     augment: dict = field(default_factory=lambda: AugmentConfig().to_dict(), metadata={"flag": False})
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`AsmnetError` (one line naming the flag and the value) for any setting
+        that cannot make a run, before anything is loaded: no run starts that would crash later,
+        or could not be resumed or exported."""
+
+        def bad(name: str, problem: str) -> AsmnetError:
+            value = getattr(self, name)
+            return AsmnetError(f"--{name.replace('_', '-')} {value!r}: {problem}")
+
+        def whole(name: str, low: int, high: int) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise bad(name, f"must be a whole number in {low}..{high}")
+
+        def number(name: str, low: float, high: float, low_open: bool = False, high_open: bool = False) -> None:
+            value = getattr(self, name)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+            if not ok:
+                span = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+                raise bad(name, f"must be a finite number in {span}")
+
+        def one_of(name: str, choices: tuple) -> None:
+            if getattr(self, name) not in choices:
+                raise bad(name, f"must be one of {', '.join(map(str, choices))}")
+
+        if not isinstance(self.data, list) or not self.data or not all(isinstance(d, str) and d for d in self.data):
+            raise bad("data", "give at least one data folder or list")
+        if not isinstance(self.out, str) or not self.out:
+            raise bad("out", "give a run folder")
+        one_of("points", (68, 98))
+        # 32: the checkpoint minimum (and the last stage's 1x1 map); 512: a face region is kept
+        # in memory at ~2.4x the input side per face, 4.5 MB each at 512 px
+        whole("input_size", 32, MAX_TRAIN_INPUT_SIZE)
+        number("width", 0.0, 4.0, low_open=True)
+        one_of("arch", ("asmnet", "mnv2"))
+        number("dropout", 0.0, 1.0, high_open=True)
+        number("bn_momentum", 0.0, 1.0)
+        whole("epochs", 1, 1_000_000)
+        whole("batch_size", 2, 65_536)  # BatchNorm needs two values per channel at 32 px
+        number("lr", 0.0, 10.0, low_open=True)
+        number("weight_decay", 0.0, 10.0)
+        whole("warmup_epochs", 0, 1_000_000)
+        if self.init is not None and (not isinstance(self.init, str) or not self.init):
+            raise bad("init", "give a checkpoint file")
+        number("ema", 0.0, 1.0, high_open=True)
+        one_of("loss", ("asm", "mse"))
+        one_of("point_loss", ("mse", "l1"))
+        number("variance", 0.0, 1.0, low_open=True)
+        whole("shape_passes", 1, 1000)
+        number("pose_weight", 0.0, 1e6)
+        number("head_l2", 0.0, 1e6)
+        number("crop_scale", 0.5, 4.0)
+        number("label_origin", -1e6, 1e6)
+        number("val_fraction", 0.0, 1.0, high_open=True)
+        if not isinstance(self.oversample, dict) or not all(
+            isinstance(k, str) and k and isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1000
+            for k, v in self.oversample.items()
+        ):
+            raise bad("oversample", "expected FOLDER=N with a whole number N in 1..1000")
+        if self.group_pattern is not None:
+            try:
+                re.compile(self.group_pattern)
+            except (re.error, TypeError) as exc:
+                raise bad("group_pattern", f"not a regular expression ({exc})") from None
+        whole("split_seed", 0, 2**32 - 1)
+        whole("seed", 0, 2**32 - 1)  # NumPy seeds samples with (seed, epoch, index): no negatives
+        whole("workers", 0, 256)
+        if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps|xpu(:\d+)?", self.device):
+            raise bad("device", "expected auto, cpu, cuda, cuda:N, mps or xpu")
+        if not isinstance(self.augment, dict) or set(self.augment) - set(AugmentConfig.__dataclass_fields__):
+            raise bad("augment", f"expected keys of AugmentConfig ({', '.join(AugmentConfig.__dataclass_fields__)})")
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:

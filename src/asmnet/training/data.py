@@ -11,6 +11,7 @@ from torch.utils.data import Dataset, Sampler
 
 from ..errors import DataError
 from ..formats import FaceRecord, read_image
+from ..formats.faces import check_on_image
 from ..geometry import CROP_SCALE, box_center_size, tight_box
 from ..markup import Markup
 from .augment import AugmentConfig, make_sample
@@ -51,13 +52,16 @@ def cut_region(image: np.ndarray, points: np.ndarray, out_size: int) -> tuple[np
 
 
 def load_regions(
-    records: list[FaceRecord], out_size: int, max_pixels: int | None = None
+    records: list[FaceRecord], out_size: int, max_pixels: int | None = None, keep_off_image: bool = False
 ) -> tuple[list[FaceRegion], list[int], list[DataError]]:
-    """Decode every face once. Returns regions, the indices of the records kept, and the errors."""
+    """Decode every face once. Returns regions, the indices of the records kept, and the errors:
+    unreadable images and, unless ``keep_off_image``, annotations lying off their image."""
     regions, kept, errors = [], [], []
     for i, rec in enumerate(records):
         try:
             image = read_image(rec.image, max_pixels=max_pixels)
+            if not keep_off_image:
+                check_on_image(rec.points, image.shape[1], image.shape[0], rec.image)
         except DataError as exc:
             errors.append(exc)
             continue

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError, ModelError
-from ..fileio import write_atomic, write_json_atomic
+from ..fileio import check_writable_file, check_writable_folder, write_atomic, write_json_atomic
 from ..formats import FaceRecord, load_many, read_image
 from ..nn.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from ..runtime import ModelInfo, OnnxLandmarkModel, read_model_json
@@ -192,6 +192,11 @@ def export_model(
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt, checkpoint)
     info = ModelInfo.from_checkpoint(ckpt, checkpoint)
+    out = Path(out)
+    if out.suffix == ".onnx":  # before the calibrations are fitted and the graph exported
+        check_writable_file(out)
+    else:
+        check_writable_folder(out)
     package_json = Path(checkpoint).with_name("model.json")
     if "label_origin" not in ckpt and package_json.exists():  # an older package's weights.pt: its model.json knows
         package = read_model_json(package_json)
@@ -203,7 +208,6 @@ def export_model(
             calib_faces, used = training_faces(ckpt, checkpoint)
         info.calibrations, calib_source = package_calibrations(info, calib_faces, fit_calibrations, calib_count, used)
     flushed = flush_denormals(model)
-    out = Path(out)
     if out.suffix == ".onnx":
         onnx_path, json_path, weights_path = out, out.with_suffix(".json"), None
     else:

@@ -33,8 +33,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .. import __version__
-from ..errors import AsmnetError
-from ..fileio import write_json_atomic, write_text_atomic
+from ..errors import AsmnetError, DataNote, ModelError
+from ..fileio import check_writable_folder, write_json_atomic, write_text_atomic
 from ..formats import key_folder, load_many
 from ..markup import markup_for
 from ..metrics import failure_rate, pose_mae
@@ -77,7 +77,15 @@ def seed_everything(seed: int) -> None:
 
 
 def pick_device(name: str) -> torch.device:
+    """The device of ``--device NAME``; AsmnetError when it is not on this machine."""
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise AsmnetError(f"--device {name}: " + ("CUDA is not available on this machine" if not torch.cuda.is_available()
+                                                  else f"this machine has {torch.cuda.device_count()} CUDA devices"))
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise AsmnetError(f"--device {name}: MPS is not available on this machine")
+    if device.type == "xpu" and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
+        raise AsmnetError(f"--device {name}: XPU is not available on this machine")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels
     return device
@@ -221,7 +229,10 @@ class Run:
         if resume and self.ckpt is None:
             self._log(f"{self.last_path}: no checkpoint to resume from; starting a new run")
         if self.ckpt is not None:
-            saved = TrainConfig.from_dict(self.ckpt["train_config"])
+            try:
+                saved = TrainConfig.from_dict(self.ckpt["train_config"])
+            except (AsmnetError, KeyError, TypeError) as exc:
+                raise ModelError(self.last_path, f"its training settings cannot be used ({exc})") from None
             if cfg.epochs != saved.epochs:
                 self._log(f"resume: planned epochs changed {saved.epochs} -> {cfg.epochs} (the schedule stretches)")
             saved.epochs, saved.workers, saved.device, saved.out = cfg.epochs, cfg.workers, cfg.device, cfg.out
@@ -230,8 +241,10 @@ class Run:
         self.per_rank_batch = distributed.per_rank_batch(cfg.batch_size, self.dist.world_size)
         self.device = self.dist.device if self.dist.enabled else pick_device(cfg.device)
         self.markup = markup_for(cfg.points)
+        # the weights to fine-tune from, before the (slow) data loading: a bad file fails at once
+        self.init_ckpt = load_init(cfg) if cfg.init and self.ckpt is None else None
         if self.dist.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
+            check_writable_folder(self.out)  # a read-only or full run folder fails now, not after an epoch
             for stale in self.out.glob(".*.tmp"):  # half-written files of a killed run (never renamed)
                 stale.unlink(missing_ok=True)
         # DataLoader workers are the parallelism; OpenCV's own pool in each of them oversubscribes
@@ -268,9 +281,16 @@ class Run:
             write_json_atomic(self.out / "split.json", split)
         self.split = {k: v for k, v in split.items() if k != "val_keys"}
         zero_based = [dataclasses.replace(r, points=r.points - cfg.label_origin) for r in records]
-        train_regions, kept, errs_t = load_regions([zero_based[i] for i in train_idx], cfg.input_size)
-        val_regions, kept_v, errs_v = load_regions([zero_based[i] for i in val_idx], cfg.input_size)
-        self.failures = errors + errs_t + errs_v
+        train_regions, kept, errs_t = load_regions([zero_based[i] for i in train_idx], cfg.input_size,
+                                                   keep_off_image=cfg.keep_off_image)
+        val_regions, kept_v, errs_v = load_regions([zero_based[i] for i in val_idx], cfg.input_size,
+                                                   keep_off_image=cfg.keep_off_image)
+        problems = errors + errs_t + errs_v
+        # faces kept without a pose are notes, not unusable files
+        self.notes = [e for e in problems if isinstance(e, DataNote)]
+        self.failures = [e for e in problems if not isinstance(e, DataNote)]
+        for err in self.notes:
+            self._log(f"note: {err}")
         for err in self.failures:
             self._log(f"skipped: {err}")
         self.val_keys = [records[val_idx[i]].key for i in kept_v]
@@ -283,11 +303,12 @@ class Run:
             self._log(f"oversampling {folder}: {n} training faces x {times} per epoch")
         self.train_regions, self.val_regions = train_regions, val_regions
         self._log(f"data: {len(train_regions)} training faces, {len(val_regions)} validation faces "
-                  f"({split['n_val_groups']} groups), {len(self.failures)} skipped")
+                  f"({split['n_val_groups']} groups), {len(self.failures)} files skipped"
+                  + (f", {len(self.notes)} faces kept without pose" if self.notes else ""))
 
     def _build(self) -> None:
         cfg = self.cfg
-        init = load_init(cfg) if cfg.init and self.ckpt is None else None
+        init = self.init_ckpt
         if self.ckpt is not None or init is not None:
             self.shape_model = ShapeModel.from_dict((self.ckpt or init)["shape_model"])
         elif not self.dist.enabled:
@@ -303,7 +324,7 @@ class Run:
         for m in self.model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.momentum = cfg.bn_momentum
-        if init is not None:
+        if init is not None:  # load_init checked that its network is this run's
             self.model.load_state_dict(model_from_checkpoint(init, cfg.init).state_dict())
             self._log(f"initialised from {cfg.init}")
         self.model.to(self.device)
@@ -322,9 +343,15 @@ class Run:
                                         world_size=self.dist.world_size, batch_size=cfg.batch_size)
         else:
             self.sampler = EpochSampler(len(self.dataset), cfg.seed)
+        # The loader draws its workers' base seed from a generator when it starts them: from the
+        # global torch RNG by default, which dropout also draws from. Persistent workers start once
+        # per session, so a resumed run made that draw at another point than an uninterrupted one
+        # and its dropout masks differed. Its own generator keeps the global RNG to the network.
+        # (The samples do not depend on it: each comes from (seed, epoch, index).)
         self.loader = DataLoader(self.dataset, batch_size=self.per_rank_batch, sampler=self.sampler,
                                  num_workers=cfg.workers, drop_last=len(self.dataset) > cfg.batch_size,
-                                 pin_memory=self.device.type == "cuda", persistent_workers=cfg.workers > 0)
+                                 pin_memory=self.device.type == "cuda", persistent_workers=cfg.workers > 0,
+                                 generator=torch.Generator().manual_seed(cfg.seed))
         self.steps_per_epoch = len(self.loader)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         total, warmup = cfg.epochs * self.steps_per_epoch, cfg.warmup_epochs * self.steps_per_epoch
@@ -340,7 +367,12 @@ class Run:
         if cfg.sync_bn:
             self.model = distributed.convert_sync_batchnorm(self.model, self.device)
         # DDP copies rank 0's weights and buffers to every rank here
-        self.net = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        # A step whose faces on some rank have no pose label leaves that rank's pose head out of
+        # the loss; DDP must then be told that parameters may go unused (it costs a graph walk per
+        # step, so only when some training face lacks a pose: data without pose.csv, the common case).
+        unlabelled = any(r.pose is None or not np.isfinite(r.pose).all() for r in self.train_regions)
+        self.net = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                                           find_unused_parameters=unlabelled)
         if self.ema is not None:
             self.ema.load_state_dict(self.model.state_dict())
         # the same seed built the same network everywhere; dropout should differ between ranks
@@ -359,11 +391,15 @@ class Run:
                 e.copy_(p)
 
     def _restore(self, ckpt: dict) -> None:
-        self.model.load_state_dict(ckpt.get("train_state_dict") or ckpt["state_dict"])
-        if self.ema is not None:
-            self.ema.load_state_dict(ckpt["state_dict"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
+        try:
+            self.model.load_state_dict(ckpt.get("train_state_dict") or ckpt["state_dict"])
+            if self.ema is not None:
+                self.ema.load_state_dict(ckpt["state_dict"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:  # another run's last.pt, or a damaged one
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            raise ModelError(self.last_path, f"does not fit the run it was saved with ({first})") from None
         # a stretched plan (more epochs) recomputes the schedule from the restored step
         total = self.cfg.epochs * self.steps_per_epoch
         warmup = self.cfg.warmup_epochs * self.steps_per_epoch
