@@ -6,7 +6,9 @@
 
 from .api import Face, FaceAligner
 from .errors import AsmnetError, DataError, ModelError
+from .video import FaceSmoother, FaceTracker, TrackedFace, VideoFrame
 
 __version__ = "0.1.0"
 
-__all__ = ["AsmnetError", "DataError", "Face", "FaceAligner", "ModelError", "__version__"]
+__all__ = ["AsmnetError", "DataError", "Face", "FaceAligner", "FaceSmoother", "FaceTracker", "ModelError",
+           "TrackedFace", "VideoFrame", "__version__"]

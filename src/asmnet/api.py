@@ -14,17 +14,25 @@ from .align import AlignedFace
 from .errors import AsmnetError, DataError
 from .formats import decode_image_array, image_pixels, read_image, to_bgr, to_rgb
 from .formats.image import read_image_reduced
+from .geometry import tight_box
 from .inference import align_boxes
 from .runtime import load_model
 
 
 @dataclass
 class Face:
-    """One face: box (x1, y1, x2, y2), detector score, landmarks (N, 2) in image pixels, pose
-    (yaw, pitch, roll) in degrees (yaw > 0: turned towards the image's left; pitch > 0: looking
-    up; roll > 0: tilted clockwise as displayed), and quality: the landmarks' distance from the
-    shape model (smaller is more plausible; above ``FaceAligner.quality_threshold`` the face is
-    ``flagged`` as a likely failure)."""
+    """One face.
+
+    ``box``: (x1, y1, x2, y2), the tight box of ``landmarks`` (the same convention as the
+    ``boxes=`` that ``FaceAligner`` takes, so a face's box can be passed back for the next
+    frame); the same meaning for photos and video. ``detector_box``: the face detector's own box
+    (its convention, e.g. dlib's square) when a detector found this face in this image, else None
+    (faces from ``boxes=``, video frames where the face was tracked rather than detected).
+    ``score``: the detector score (1.0 for given boxes). ``landmarks`` (N, 2) in image pixels;
+    ``pose`` (yaw, pitch, roll) in degrees (yaw > 0: turned towards the image's left; pitch > 0:
+    looking up; roll > 0: tilted clockwise as displayed); ``quality``: the landmarks' distance
+    from the shape model (smaller is more plausible; above ``FaceAligner.quality_threshold`` the
+    face is ``flagged`` as a likely failure)."""
 
     box: np.ndarray
     score: float
@@ -32,6 +40,7 @@ class Face:
     pose: np.ndarray
     quality: float
     flagged: bool = False
+    detector_box: np.ndarray | None = None
 
     @property
     def yaw(self) -> float:
@@ -49,6 +58,7 @@ class Face:
         """JSON-ready record (the schema of ``asmnet predict``)."""
         return {
             "box": [round(float(v), decimals) for v in self.box],
+            "detector_box": None if self.detector_box is None else [round(float(v), decimals) for v in self.detector_box],
             "score": round(float(self.score), 4),
             "landmarks": [[round(float(x), decimals), round(float(y), decimals)] for x, y in self.landmarks],
             "pose": {"yaw": round(self.yaw, decimals), "pitch": round(self.pitch, decimals),
@@ -293,8 +303,9 @@ class FaceAligner:
         # the network side works in the model's annotation convention; shift in and out once
         shift = self.model.info.annotation_origin - self.pixel_origin
         if boxes is not None:
-            shown = boxes_array(boxes)
-            ref, scores = shown + shift, np.ones(len(shown))
+            given = boxes_array(boxes)
+            ref, scores = given + shift, np.ones(len(given))
+            found = [None] * len(given)
         else:
             from .detection import to_reference_box
 
@@ -303,7 +314,7 @@ class FaceAligner:
                 dets = [d for d in dets if d.score >= self.min_score]
             if dets:
                 calib = self.model.info.calibrations.for_detector(self.detector, self.model.info.name)
-            shown = np.array([d.box for d in dets]).reshape(-1, 4) + self.pixel_origin  # detectors: 0-based
+            found = [np.asarray(d.box, dtype=np.float64) + self.pixel_origin for d in dets]  # detectors: 0-based
             scores = np.array([d.score for d in dets])
             ref = np.array([to_reference_box(d.box, calib) for d in dets]).reshape(-1, 4)
         landmarks, pose, quality = align_boxes(self.model, pixels, ref, asm_blend=self.asm_blend,
@@ -311,7 +322,7 @@ class FaceAligner:
         landmarks = landmarks - shift
         threshold = self.quality_threshold
         return [
-            Face(shown[i], float(scores[i]), landmarks[i], pose[i], float(quality[i]),
-                 bool(threshold is not None and quality[i] > threshold))
+            Face(tight_box(landmarks[i]), float(scores[i]), landmarks[i], pose[i], float(quality[i]),
+                 bool(threshold is not None and quality[i] > threshold), detector_box=found[i])
             for i in range(len(ref))
         ]

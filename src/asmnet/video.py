@@ -1,28 +1,30 @@
-"""Video: temporal smoothing (one-euro filter) and a detect-then-track face tracker.
+"""Video: a detect-then-track face tracker with temporal smoothing (the 1€ filter), no torch.
 
-Everything here is NumPy only (the aligner does the OpenCV work); no torch.
-
->>> from asmnet import FaceAligner
->>> from asmnet.video import FaceTracker
->>> tracker = FaceTracker(FaceAligner())                     # doctest: +SKIP
->>> for t, frame in frames:                                  # doctest: +SKIP
-...     for tracked in tracker.update(frame, t):            # frame: BGR (OpenCV), t: seconds
-...         print(tracked.id, tracked.face.pose)
+>>> from asmnet import FaceTracker
+>>> tracker = FaceTracker()                                  # a FaceAligner() inside
+>>> for frame in tracker.track("clip.mp4"):                  # doctest: +SKIP
+...     for face in frame.faces:                             # TrackedFace, sorted by id
+...         print(frame.index, face.id, face.landmarks.shape, face.pose)
+>>> faces = tracker.update(frame_bgr, timestamp)             # doctest: +SKIP  (frames you read yourself)
 """
 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .api import Face
+from .api import Face, FaceAligner
 from .detection import box_iou
+from .errors import DataError
 from .geometry import tight_box
 
-__all__ = ["FaceSmoother", "FaceTracker", "OneEuroFilter", "TrackedFace", "box_iou"]
+__all__ = ["FaceSmoother", "FaceTracker", "OneEuroFilter", "TrackedFace", "VideoFrame", "box_iou"]
 
 
 def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray:
@@ -87,32 +89,32 @@ def _wrap_degrees(angle: np.ndarray) -> np.ndarray:
 
 
 class FaceSmoother:
-    """One-euro smoothing of one face's landmarks (pixels) and pose (degrees) over time.
+    """Smoothing of one face's landmarks (pixels) and pose (degrees) over time, in the face's frame.
 
-    Resolution independence: the landmark filter measures speed in *face sizes per second*, face
-    size being the larger side of the raw landmarks' tight box (the model's box convention). It
-    filters in pixels with ``beta_px = beta / face_size`` set afresh on every frame, which is the
-    same as filtering coordinates divided by the face size. Cutoffs are in Hz and scale-free, so
-    scaling a video (or a face) by any factor scales the smoothed landmarks by that factor
-    exactly, and a 100 px face is smoothed like a 400 px one. ``beta`` is therefore in
-    1 / (face sizes per second) and ``pose_beta`` in 1 / (degrees per second). Pose angles are
-    unwrapped against the previous output, so a roll crossing +-180 degrees does not swing round.
+    Each frame's landmarks are split into a similarity motion (where the face is, how large and
+    how turned in the image) and a shape (the landmarks with that motion removed, in face sizes):
 
-    Default parameters, tuned on synthetic 30 fps signals (bounds checked in tests/test_video.py):
-    i.i.d. Gaussian jitter on a still face, ramps (constant-speed motion) after the filter has
-    settled, and small sinusoids. Measured on the per-coordinate filter:
+    * the **motion** ``(a, b, tx, ty)`` (``points = [[a, -b], [b, a]] @ shape + t``; ``a`` and
+      ``b`` are the face size times the cosine and sine of its in-plane angle, so all four are
+      pixels) goes through one 1€ filter whose cut-off rises with the face's speed, measured on
+      all four together in *face sizes per second*: ``motion_min_cutoff`` Hz at rest, plus
+      ``motion_beta`` Hz per face size per second. Pans, zooms and in-plane turns are motion, so
+      a moving face is followed without trailing; at rest the motion's jitter is cut.
+    * the **shape** (``N x 2`` in face sizes, relative to the track's first frame, which fixes
+      the angle's zero) goes through a 1€ filter with its own cut-offs: the shape's jitter is
+      most of the network's jitter, while on a moving face the shape changes only with
+      expression and out-of-plane turns, so it can be smoothed hard.
 
-    * landmarks ``min_cutoff=0.3 Hz, beta=4, d_cutoff=1 Hz``: still-face jitter of 0.5 % of the
-      face size is cut 4.0x in standard deviation (3.3x at 1 %); a move at 2 face sizes/s lags by
-      14 ms (0.03 face sizes) once settled, at 0.5 face sizes/s by 36 ms; the worst error just
-      after a sudden start at 2 face sizes/s is 0.07 face sizes, about the distance of 1 frame.
-    * pose ``min_cutoff=0.3 Hz, beta=0.02, d_cutoff=1 Hz``: 1 degree of jitter on a still head is
-      cut 4.0x; a turn at 200 deg/s lags by 23 ms (4.6 degrees), at 50 deg/s by 54 ms.
+    Face size is the larger side of the first frame's landmark box; since every speed is in face
+    sizes per second and cut-offs are in Hz, scaling a video by any factor scales the smoothed
+    landmarks by that factor exactly (a 100 px face is smoothed like a 400 px one).
 
-    The price, common to all such filters: small fast motions that look like jitter (a 3 Hz
-    mouth movement of 3 % of the face size) are damped; ``FaceTracker`` returns the raw faces
-    alongside, and a larger ``beta`` keeps more of them (``beta=16``: 2.7x less jitter, half of
-    that motion kept).
+    The pose goes through a 1€ filter in degrees (``pose_beta`` in Hz per degree per second);
+    angles are unwrapped against the previous output, so a roll crossing +-180 degrees does not
+    swing round.
+
+    Defaults tuned on ``benchmarks/video_smoothing.py`` (validation faces warped into moving and
+    still clips; see benchmarks/README.md): see the class attributes' comments for the numbers.
     """
 
     def __init__(
@@ -120,35 +122,102 @@ class FaceSmoother:
         min_cutoff: float = 0.3,
         beta: float = 4.0,
         d_cutoff: float = 1.0,
+        motion_min_cutoff: float = 0.25,
+        motion_beta: float = 100.0,
+        motion_d_cutoff: float = 3.0,
+        motion_noise: float = 0.15,
         pose_min_cutoff: float = 0.3,
         pose_beta: float = 0.02,
         pose_d_cutoff: float = 1.0,
     ):
-        self.beta = float(beta)
-        self.landmark_filter = OneEuroFilter(min_cutoff, beta, d_cutoff)
+        for name, value in (("min_cutoff", min_cutoff), ("d_cutoff", d_cutoff), ("motion_min_cutoff", motion_min_cutoff),
+                            ("motion_d_cutoff", motion_d_cutoff), ("pose_min_cutoff", pose_min_cutoff),
+                            ("pose_d_cutoff", pose_d_cutoff)):
+            if not value > 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if beta < 0 or motion_beta < 0 or pose_beta < 0 or motion_noise < 0:
+            raise ValueError(f"beta, motion_beta, pose_beta and motion_noise must be >= 0, got {beta}, "
+                             f"{motion_beta}, {pose_beta}, {motion_noise}")
+        self.shape_filter = OneEuroFilter(min_cutoff, beta, d_cutoff)
+        self.motion_min_cutoff = float(motion_min_cutoff)
+        self.motion_beta = float(motion_beta)
+        self.motion_d_cutoff = float(motion_d_cutoff)
+        self.motion_noise = float(motion_noise)
         self.pose_filter = OneEuroFilter(pose_min_cutoff, pose_beta, pose_d_cutoff)
-        self._pose_out: np.ndarray | None = None
+        self.reset()
 
     def reset(self) -> None:
         """Forget the history (a new face): the next sample passes unchanged."""
-        self.landmark_filter.reset()
         self.pose_filter.reset()
-        self._pose_out = None
+        self._pose_out: np.ndarray | None = None
+        self._reset_landmarks()
 
-    def smooth(self, landmarks: np.ndarray, pose: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
-        """Smoothed landmarks (N, 2) in pixels and pose (3,) in degrees at time ``t`` (seconds)."""
+    def _reset_landmarks(self) -> None:
+        self.shape_filter.reset()
+        self._reference: np.ndarray | None = None  # first frame's shape, centred, in face sizes
+        self._motion: np.ndarray | None = None  # filtered (a, b, tx, ty)
+        self._motion_speed = np.zeros(4)  # its filtered derivative (pixels / s)
+        self._t = 0.0
+
+    def _filter_motion(self, motion: np.ndarray, t: float) -> np.ndarray:
+        """The 1€ filter on (a, b, tx, ty) with one cut-off from the speed in face sizes per second."""
+        if self._motion is None:
+            self._motion, self._motion_speed, self._t = motion.copy(), np.zeros(4), t
+            return motion
+        dt = t - self._t
+        if not dt > 0:
+            return self._motion
+        size = math.hypot(self._motion[0], self._motion[1])
+        speed = (motion - self._motion) / dt
+        self._motion_speed = self._motion_speed + _alpha(self.motion_d_cutoff, dt) * (speed - self._motion_speed)
+        face_speed = float(np.linalg.norm(self._motion_speed)) / max(size, 1e-9)
+        face_speed = max(0.0, face_speed - self.motion_noise)  # slower counts as jitter
+        a = _alpha(self.motion_min_cutoff + self.motion_beta * face_speed, dt)
+        self._motion = self._motion + a * (motion - self._motion)
+        self._t = t
+        return self._motion
+
+    def smooth_landmarks(self, landmarks: np.ndarray, t: float) -> np.ndarray:
+        """Smoothed landmarks (N, 2) in pixels at time ``t`` (seconds); non-finite or degenerate
+        landmarks pass unchanged and restart the history."""
         pts = np.asarray(landmarks, dtype=np.float64)
-        if pts.size:
+        centre = pts.mean(axis=0) if pts.size else np.zeros(2)
+        offsets = pts - centre
+        if pts.ndim != 2 or len(pts) < 2 or not np.all(np.isfinite(pts)) or not np.any(offsets):
+            self._reset_landmarks()
+            return pts.copy()
+        first = self._reference is None or self._reference.shape != pts.shape
+        if first:
+            self._reset_landmarks()
             box = tight_box(pts)
-            size = max(float(box[2] - box[0]), float(box[3] - box[1]))
-            if np.isfinite(size) and size > 0:
-                self.landmark_filter.beta = self.beta / size
-        out_pts = self.landmark_filter(pts, t)
+            self._reference = offsets / max(float(box[2] - box[0]), float(box[3] - box[1]))
+        ref = self._reference
+        # Least-squares similarity reference -> points: a, b from the centred correlation.
+        norm = float((ref**2).sum())
+        a = float((ref * offsets).sum()) / norm
+        b = float((ref[:, 0] * offsets[:, 1] - ref[:, 1] * offsets[:, 0]).sum()) / norm
+        motion = self._filter_motion(np.array([a, b, centre[0], centre[1]]), float(t))
+        rot = np.array([[a, -b], [b, a]])
+        shape = offsets @ np.linalg.inv(rot).T  # this frame's shape in the reference's frame
+        shape = self.shape_filter(shape, t)
+        if first:  # the first sample passes unchanged (exactly, not through the round trip)
+            return pts.copy()
+        ma, mb = motion[0], motion[1]
+        return shape @ np.array([[ma, -mb], [mb, ma]]).T + motion[2:]
+
+    def smooth_pose(self, pose: np.ndarray, t: float) -> np.ndarray:
+        """Smoothed (yaw, pitch, roll) in degrees, wrapped to [-180, 180), at time ``t``."""
         angles = np.asarray(pose, dtype=np.float64)
         if self._pose_out is not None and angles.shape == self._pose_out.shape:
             angles = self._pose_out + _wrap_degrees(angles - self._pose_out)  # nearest turn
+        elif self._pose_out is not None:
+            self.pose_filter.reset()
         self._pose_out = self.pose_filter(angles, t)
-        return out_pts, _wrap_degrees(self._pose_out)
+        return _wrap_degrees(self._pose_out)
+
+    def smooth(self, landmarks: np.ndarray, pose: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
+        """Smoothed landmarks (N, 2) in pixels and pose (3,) in degrees at time ``t`` (seconds)."""
+        return self.smooth_landmarks(landmarks, t), self.smooth_pose(pose, t)
 
     def __call__(self, face: Face, t: float) -> Face:
         """A copy of ``face`` with smoothed landmarks and pose (box, score and quality as given)."""
@@ -160,14 +229,14 @@ class FaceSmoother:
 class TrackedFace:
     """One tracked face in one frame.
 
-    ``id``: the track's integer id, stable while the face is tracked (ids are never reused).
-    ``face``: the output — landmarks and pose smoothed over the track's history (as ``raw`` when
-    the tracker does not smooth), ``box`` the tight box of those landmarks (the model's own box
-    convention, the same on every frame), ``score`` the detector score of the track's latest
+    ``id``: the track's integer id, stable while the face is tracked (ids are never reused by a
+    tracker). ``face``: the output, a :class:`~asmnet.Face` whose landmarks and pose are smoothed
+    over the track's history (the same as ``raw`` when the tracker does not smooth); its ``box``
+    is the tight box of those landmarks, ``detector_box`` the detector's box on frames where the
+    detector found this face (else None), ``score`` the detector score of the track's latest
     detection, ``quality``/``flagged`` this frame's. ``raw``: this frame's unsmoothed aligner
-    output (its ``box`` is the box the aligner used: a detector box or the reference box).
-    ``age``: frames since the track started (0 on its first frame). ``detected``: whether this
-    frame's result came from the detector rather than from tracking.
+    output. ``age``: frames since the track started (0 on its first frame). ``detected``: whether
+    this frame's result came from the detector rather than from tracking.
     """
 
     id: int
@@ -175,6 +244,32 @@ class TrackedFace:
     raw: Face
     age: int = 0
     detected: bool = False
+
+    @property
+    def landmarks(self) -> np.ndarray:
+        """``face.landmarks``: (N, 2) smoothed landmarks in pixels."""
+        return self.face.landmarks
+
+    @property
+    def pose(self) -> np.ndarray:
+        """``face.pose``: smoothed (yaw, pitch, roll) in degrees."""
+        return self.face.pose
+
+    @property
+    def box(self) -> np.ndarray:
+        """``face.box``: the tight box (x1, y1, x2, y2) of the smoothed landmarks."""
+        return self.face.box
+
+
+@dataclass
+class VideoFrame:
+    """One frame of :meth:`FaceTracker.track`: its index (0-based), timestamp in seconds, the
+    image as decoded (BGR, OpenCV's order) and the faces tracked in it (sorted by id)."""
+
+    index: int
+    timestamp: float
+    image: np.ndarray
+    faces: list[TrackedFace]
 
 
 @dataclass(eq=False)
@@ -194,7 +289,24 @@ class _Track:
 
 
 class FaceTracker:
-    """Detect faces now and then, follow them from frame to frame with the landmarks alone.
+    """Faces in video: detect now and then, follow each face from frame to frame with its
+    landmarks, smooth each track over time (MediaPipe's VIDEO / LIVE_STREAM modes).
+
+    Example::
+
+        >>> from asmnet import FaceTracker
+        >>> tracker = FaceTracker(model="default")           # doctest: +SKIP  (FaceAligner options), or
+        >>> tracker = FaceTracker(FaceAligner(), redetect_every=15)          # doctest: +SKIP
+        >>> for frame in tracker.track("clip.mp4"):          # doctest: +SKIP
+        ...     for face in frame.faces:                     # TrackedFace
+        ...         face.id, face.landmarks, face.pose, face.box
+        >>> faces = tracker.update(frame_bgr, timestamp_s)   # doctest: +SKIP
+
+    ``aligner``: the :class:`~asmnet.FaceAligner` to use; without one, the keyword arguments the
+    tracker does not take itself build one (``model``, ``detector``, ``threads``, ``min_score``,
+    ...). ``smooth``: smooth each track with a :class:`FaceSmoother` built from
+    ``smoother_options`` (its defaults when empty). :meth:`update` takes one frame and its
+    timestamp; :meth:`track` reads a video file or camera and yields :class:`VideoFrame` objects.
 
     Each tracked face's next reference box is the tight box of its previous (raw, unsmoothed)
     landmarks, the model's own box convention; all tracks go through the aligner in ONE batched
@@ -206,13 +318,15 @@ class FaceTracker:
     box (IoU >= ``iou_match``, greedy by IoU) becomes that track's result; tracks no detection
     claims are tracked as usual.
 
-    A track is lost when its result is flagged (``face.flagged``: the shape is implausible), not
-    finite, its landmarks' tight box is smaller than ``min_size`` pixels (larger side) or has less
-    than ``min_visible`` of its area inside the frame. A lost track triggers a detection on the
-    same frame; a detection overlapping its last good box (IoU >= ``iou_match``) revives it under
-    the same id, otherwise it ends. Detections that are not usable by the same test, or that
-    overlap a current track (IoU >= ``iou_match``), start no track; the others start new tracks
-    with fresh ids and fresh smoothers. When two tracks drift onto one face (IoU >= ``iou_match``)
+    A track is lost when its tracked result is flagged (``face.flagged``: the shape is
+    implausible, as when tracking slid off the face), not finite, its landmarks' tight box is
+    smaller than ``min_size`` pixels (larger side) or has less than ``min_visible`` of its area
+    inside the frame. A lost track triggers a detection on the same frame; a detection
+    overlapping its last good box (IoU >= ``iou_match``) revives it under the same id, otherwise
+    it ends. Detections pass the same test except the flag (the detector vouches that a face is
+    there, so a hard face the aligner flags is still returned, flagged, as in photos: it is then
+    detected on every frame); those that fail it, or overlap a current track (IoU >=
+    ``iou_match``), start no track; the others start new tracks with fresh ids and smoothers. When two tracks drift onto one face (IoU >= ``iou_match``)
     the younger one ends.
 
     ``update`` returns ``TrackedFace`` objects (``id`` plus a ``Face``; see its docstring), sorted
@@ -222,34 +336,39 @@ class FaceTracker:
 
     def __init__(
         self,
-        aligner: Any,
+        aligner: FaceAligner | None = None,
+        *,
         redetect_every: int = 30,
         smooth: bool = True,
+        smoother_options: dict[str, float] | None = None,
         iou_match: float = 0.3,
-        *,
         min_size: float = 16.0,
         min_visible: float = 0.5,
         detect_when_empty: bool = True,
-        smoother_options: dict[str, float] | None = None,
+        **aligner_options: Any,
     ):
+        if aligner is not None and aligner_options:
+            raise ValueError(f"pass either an aligner or FaceAligner options, not both (got {sorted(aligner_options)})")
         if redetect_every < 0:
             raise ValueError(f"redetect_every must be >= 0, got {redetect_every}")
         if not 0.0 < iou_match <= 1.0:
             raise ValueError(f"iou_match must be in (0, 1], got {iou_match}")
-        self.aligner = aligner
+        self.aligner = aligner if aligner is not None else FaceAligner(**aligner_options)
         self.redetect_every = int(redetect_every)
         self.smooth = bool(smooth)
+        self.smoother_options = dict(smoother_options or {})
+        FaceSmoother(**self.smoother_options)  # bad options fail here, not on the first face
         self.iou_match = float(iou_match)
         self.min_size = float(min_size)
         self.min_visible = float(min_visible)
         self.detect_when_empty = bool(detect_when_empty)
-        self.smoother_options = dict(smoother_options or {})
         self.detector_runs = 0
         self.tracking_runs = 0
         self.frame_index = 0
         self._tracks: list[_Track] = []
         self._next_id = 0
         self._since_detection: int | None = None
+        self._last_t: float | None = None
 
     @property
     def track_ids(self) -> list[int]:
@@ -257,14 +376,16 @@ class FaceTracker:
         return [tr.id for tr in self._tracks]
 
     def reset(self) -> None:
-        """Drop all tracks (a new video); counters and ids continue."""
+        """Drop all tracks (a new video: timestamps may start again); counters and ids continue."""
         self._tracks = []
         self._since_detection = None
+        self._last_t = None
 
-    def _usable(self, face: Face, width: int, height: int) -> bool:
-        """Whether a result can carry a track (see the class docstring)."""
+    def _usable(self, face: Face, width: int, height: int, detected: bool = False) -> bool:
+        """Whether a result can carry a track (see the class docstring); the flag counts only
+        against results of tracking, not of the detector."""
         pts = np.asarray(face.landmarks, dtype=np.float64)
-        if face.flagged or pts.size == 0 or not np.all(np.isfinite(pts)):
+        if (face.flagged and not detected) or pts.size == 0 or not np.all(np.isfinite(pts)):
             return False
         box = tight_box(pts)
         w, h = float(box[2] - box[0]), float(box[3] - box[1])
@@ -275,12 +396,12 @@ class FaceTracker:
         visible = max(iw, 0.0) * max(ih, 0.0) / (w * h)
         return visible >= self.min_visible
 
-    def _detect(self, frame: np.ndarray, width: int, height: int) -> list[Face]:
+    def _detect(self, frame: np.ndarray, width: int, height: int, channel_order: str) -> list[Face]:
         """Run the detector (+ alignment); the usable detections."""
-        faces = self.aligner(frame, channel_order="bgr")
+        faces = self.aligner(frame, channel_order=channel_order)
         self.detector_runs += 1
         self._since_detection = 0
-        return [f for f in faces if self._usable(f, width, height)]
+        return [f for f in faces if self._usable(f, width, height, detected=True)]
 
     def _match(self, faces: list[Face], boxes: list[np.ndarray]) -> list[tuple[int, int]]:
         """Greedy one-to-one (face index, box index) pairs by IoU >= ``iou_match``."""
@@ -302,11 +423,22 @@ class FaceTracker:
         self._next_id += 1
         return track
 
-    def update(self, frame_bgr: np.ndarray, t: float) -> list[TrackedFace]:
-        """Track faces into a new BGR frame taken at time ``t`` (seconds; used for smoothing)."""
-        frame = np.asarray(frame_bgr)
-        if frame.ndim < 2:
-            raise ValueError(f"a frame must be an image array, got shape {frame.shape}")
+    def update(self, frame: np.ndarray, timestamp: float, channel_order: str = "bgr") -> list[TrackedFace]:
+        """The faces in the next frame of a video: a list of :class:`TrackedFace`, sorted by id.
+
+        ``frame``: an image array, BGR by default (as OpenCV decodes video; ``channel_order="rgb"``
+        otherwise; gray and BGRA work too). ``timestamp``: when the frame was taken, in seconds;
+        it must increase from frame to frame (the smoothing works in real time, so a 60 fps
+        video is smoothed like a 30 fps one) until :meth:`reset`. Raises DataError for a frame
+        that is not an image, ValueError for a timestamp that does not increase.
+        """
+        frame = np.asarray(frame)
+        if frame.ndim not in (2, 3) or frame.shape[0] == 0 or frame.shape[1] == 0:
+            raise DataError(None, f"a video frame must be an image array (H, W) or (H, W, C), got shape {frame.shape}")
+        t = float(timestamp)
+        if not math.isfinite(t) or (self._last_t is not None and not t > self._last_t):
+            raise ValueError(f"timestamps must be finite and increase from frame to frame, got {timestamp} "
+                             f"after {self._last_t} (call reset() for a new video)")
         height, width = frame.shape[:2]
         due = (
             self._since_detection is None
@@ -328,21 +460,21 @@ class FaceTracker:
                 detected.add(tracks[j].id)
 
         if due:
-            detections = self._detect(frame, width, height)
+            detections = self._detect(frame, width, height, channel_order)
             claim(self._tracks)
         pending = [tr for tr in self._tracks if tr.id not in results]
         if pending:
-            faces = self.aligner(frame, boxes=np.stack([tr.box for tr in pending]), channel_order="bgr")
+            faces = self.aligner(frame, boxes=np.stack([tr.box for tr in pending]), channel_order=channel_order)
             self.tracking_runs += 1
             if len(faces) != len(pending):
                 raise RuntimeError(f"the aligner returned {len(faces)} faces for {len(pending)} boxes")
             results.update({tr.id: f for tr, f in zip(pending, faces)})
 
-        alive = [tr for tr in self._tracks if self._usable(results[tr.id], width, height)]
+        alive = [tr for tr in self._tracks if self._usable(results[tr.id], width, height, tr.id in detected)]
         lost = [tr for tr in self._tracks if tr not in alive]
         if lost:
             if detections is None:
-                detections = self._detect(frame, width, height)
+                detections = self._detect(frame, width, height, channel_order)
             for tr in lost:
                 results.pop(tr.id)
             claim(lost)
@@ -373,9 +505,45 @@ class FaceTracker:
             if tr.id in detected:
                 tr.score = float(raw.score)
             shown = tr.smoother(raw, t) if tr.smoother is not None else raw
-            shown = replace(shown, box=tight_box(shown.landmarks), score=tr.score)
+            # box: the smoothed landmarks' tight box; detector_box only where detected this frame
+            shown = replace(shown, box=tight_box(shown.landmarks), score=tr.score,
+                            detector_box=raw.detector_box if tr.id in detected else None)
             out.append(TrackedFace(tr.id, shown, raw, tr.age, tr.id in detected))
         self.frame_index += 1
+        self._last_t = t
         if self._since_detection is not None:
             self._since_detection += 1
         return out
+
+    def track(self, source: str | Path | int, max_frames: int | None = None) -> Iterator[VideoFrame]:
+        """Track faces through a video file (a path) or a camera (an int index, as OpenCV numbers
+        them): yields one :class:`VideoFrame` per decoded frame, until the video ends or after
+        ``max_frames``. Starts with :meth:`reset`. Timestamps are ``index / fps`` for files (30 fps
+        when the file does not say) and seconds since the first frame for cameras. Raises
+        DataError when the source cannot be opened; a video that stops early (corrupt, truncated)
+        simply ends.
+        """
+        import cv2
+
+        name = source if isinstance(source, int) else str(source)
+        if not isinstance(source, int) and not Path(name).is_file():
+            raise DataError(name, "no such video file")
+        cap = cv2.VideoCapture(name)
+        try:
+            if not cap.isOpened():
+                what = f"camera {name}" if isinstance(source, int) else "not a video, or a format or codec this OpenCV lacks"
+                raise DataError(None if isinstance(source, int) else name, f"cannot open video ({what})")
+            fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+            self.reset()
+            index, start = 0, time.monotonic()
+            while max_frames is None or index < max_frames:
+                ok, image = cap.read()
+                if not ok or image is None:
+                    return
+                t = time.monotonic() - start if isinstance(source, int) else index / fps
+                if self._last_t is not None and not t > self._last_t:  # a camera clock that stalls
+                    t = self._last_t + 1e-6
+                yield VideoFrame(index, t, image, self.update(image, t))
+                index += 1
+        finally:
+            cap.release()
