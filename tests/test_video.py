@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 import pytest
 from conftest import template_face
@@ -365,3 +366,79 @@ def test_tracker_smooths_per_track_and_resets_on_new_track():
     fake2 = unsmoothed.aligner
     out = play(unsmoothed, fake2, lambda i: [(truth[i], False)], 3)
     np.testing.assert_array_equal(out[2][0].face.landmarks, out[2][0].raw.landmarks)
+
+
+# ------------------------------------------------------------------- the public API on a real face
+
+
+def astronaut_frames(n: int = 10, step: float = 3.0) -> list[np.ndarray]:
+    """scikit-image's astronaut (BGR) moved right by ``step`` px per frame."""
+    skdata = pytest.importorskip("skimage.data", reason="the photo comes from scikit-image")
+    bgr = np.ascontiguousarray(skdata.astronaut()[:, :, ::-1])
+    h, w = bgr.shape[:2]
+    return [cv2.warpAffine(bgr, np.float32([[1, 0, step * i], [0, 1, 0]]), (w, h), borderMode=cv2.BORDER_REPLICATE)
+            for i in range(n)]
+
+
+def largest(faces):
+    return max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+
+
+def test_face_box_is_the_landmarks_box_and_detector_box_is_kept():
+    from asmnet import FaceAligner
+
+    frame = astronaut_frames(1)[0]
+    aligner = FaceAligner()
+    face = largest(aligner(frame, channel_order="bgr"))
+    np.testing.assert_allclose(face.box, tight_box(face.landmarks))
+    assert face.detector_box is not None and face.detector_box.shape == (4,)
+    assert face.to_dict()["detector_box"] == [round(float(v), 2) for v in face.detector_box]
+    # The box goes back in as boxes= (the same convention): about the same landmarks, no detector box.
+    again = aligner(frame, boxes=[face.box], channel_order="bgr")[0]
+    assert again.detector_box is None and again.to_dict()["detector_box"] is None
+    assert np.abs(again.landmarks - face.landmarks).mean() < 3.0
+
+
+def test_face_tracker_public_api_on_a_moving_face(tmp_path):
+    from asmnet import DataError, FaceTracker, TrackedFace, VideoFrame
+
+    step, frames = 3.0, astronaut_frames(10, 3.0)
+    # A FaceAligner() inside; the detector runs on frame 0 (and again only if a false face on the
+    # suit, with the detector's default threshold, is tracked and then lost).
+    tracker = FaceTracker(redetect_every=0)
+    outputs = [tracker.update(frame, i / 30.0) for i, frame in enumerate(frames)]
+    main = [largest(out) for out in outputs]
+    assert all(isinstance(tf, TrackedFace) for tf in main) and len({tf.id for tf in main}) == 1
+    for i, tf in enumerate(main):
+        # raw and smoothed landmarks follow the picture (3 px per frame) within a pixel on average
+        for pts in (tf.raw.landmarks, tf.landmarks):
+            shift = (pts - main[0].raw.landmarks).mean(axis=0)
+            assert np.abs(shift - [step * i, 0.0]).max() < 1.0, (i, shift)
+        np.testing.assert_allclose(tf.box, tight_box(tf.landmarks))
+        assert (tf.face.detector_box is not None) == (i == 0) == tf.detected
+    # Frame and timestamp checks.
+    with pytest.raises(ValueError, match="increase"):
+        tracker.update(frames[0], 9 / 30.0)
+    with pytest.raises(DataError):
+        tracker.update(np.zeros(5), 1.0)
+    with pytest.raises(ValueError, match="either"):
+        FaceTracker(tracker.aligner, model="default")
+
+    # The generator over a video file (MJPEG: OpenCV's own writer, always there).
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, frames[0].shape[1::-1])
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    got = list(FaceTracker(tracker.aligner).track(path))
+    assert all(isinstance(vf, VideoFrame) for vf in got)
+    assert [vf.index for vf in got] == list(range(10))
+    np.testing.assert_allclose([vf.timestamp for vf in got], np.arange(10) / 10.0)
+    assert all(vf.image.shape == frames[0].shape and vf.faces for vf in got)
+    assert len({largest(vf.faces).id for vf in got}) == 1
+    assert len(list(tracker.track(path, max_frames=3))) == 3  # the same tracker again: reset inside
+    with pytest.raises(DataError, match="no such video"):
+        next(tracker.track(tmp_path / "missing.mp4"))
+    (tmp_path / "notes.mp4").write_text("not a video")
+    with pytest.raises(DataError, match="cannot open"):
+        next(tracker.track(tmp_path / "notes.mp4"))
