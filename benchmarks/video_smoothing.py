@@ -36,13 +36,13 @@ import cv2
 import numpy as np
 
 from asmnet import FaceAligner
-from asmnet.detect import box_iou
+from asmnet.detection import box_iou
 from asmnet.evaluation import read_keys
 from asmnet.fileio import write_text_atomic
 from asmnet.formats import key_folder, load_many, read_image
 from asmnet.geometry import tight_box
 from asmnet.metrics import nme
-from asmnet.video import FaceTracker, OneEuroFilter
+from asmnet.video import FaceSmoother, FaceTracker, OneEuroFilter
 
 FRAME_W, FRAME_H = 480, 360
 FACE_SIZE = 120.0  # px, the face's larger tight-box side at zoom 1
@@ -216,7 +216,9 @@ def main() -> None:
     ap.add_argument("--frame-step", type=int, default=3,
                     help="run the per-frame detector baseline on every N-th frame (it costs ~20x the tracker)")
     ap.add_argument("--no-frame-by-frame", action="store_true", help="skip the per-frame detector baseline")
-    ap.add_argument("--dump", help="write the raw tracker outputs and truth to this .npz (for tuning)")
+    ap.add_argument("--dump", help="write the raw tracker and per-frame outputs and the truth to this .npz")
+    ap.add_argument("--from-dump", help="re-score a --dump of the same settings with the current smoothers, "
+                    "without running the network (the tracker's raw output does not depend on its smoother)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
@@ -230,21 +232,36 @@ def main() -> None:
     motions = [m for m in MOTIONS if m.name in args.motions.split(",")]
     aligner = FaceAligner(threads=1)
     tracker = FaceTracker(aligner)
+    stored = np.load(args.from_dump) if args.from_dump else None
     dump: dict[str, np.ndarray] = {}
     rows = []
     t0 = time.process_time()
     for fi, rec in enumerate(chosen):
-        image = read_image(rec.image)
+        image = read_image(rec.image) if stored is None else None
         points0 = rec.points - float(aligner.model.info.label_origin)
         for mi, motion in enumerate(motions):
-            rng = np.random.default_rng(1000 * fi + mi)
-            frames, truth = make_clip(image, points0, motion, args.frames, args.fps, rng, args.noise, args.jpeg)
-            org = origin(aligner)
-            new, raw, ids = track(tracker, frames, args.fps, truth, org)
+            tag = f"{fi}:{motion.name}"
+            if stored is None:
+                rng = np.random.default_rng(1000 * fi + mi)
+                frames, truth = make_clip(image, points0, motion, args.frames, args.fps, rng, args.noise, args.jpeg)
+                org = origin(aligner)
+                tracked_new, raw, ids = track(tracker, frames, args.fps, truth, org)
+                frame_preds = None if args.no_frame_by_frame else frame_by_frame(aligner, frames, truth, org,
+                                                                                 args.frame_step)
+            else:
+                raw, ids, truth = stored[f"{tag}:raw"], stored[f"{tag}:ids"], stored[f"{tag}:truth"]
+                frame_preds = stored[f"{tag}:frame"] if f"{tag}:frame" in stored.files else None
+                frames = [None] * len(raw)
+            new = resmooth(raw, ids, args.fps, FaceSmoother)
+            # The tracker's own smoothing is the smoother on its raw output; frames where they differ
+            # (the followed track switched ids, or skipped frames) are counted, expected 0.
+            differs = None if stored is None else 0
+            if stored is None:
+                differs = int((~np.all(np.isclose(tracked_new, new, atol=1e-6, equal_nan=True), axis=(1, 2))).sum())
             preds = {"raw": raw, "old": resmooth(raw, ids, args.fps, lambda: OldSmoother(**OLD_SMOOTHER)), "new": new}
-            if not args.no_frame_by_frame:
-                preds["frame"] = frame_by_frame(aligner, frames, truth, org, args.frame_step)
-            row = {"key": rec.key, "motion": motion.name, "frames": len(frames)}
+            if frame_preds is not None:
+                preds["frame"] = frame_preds
+            row = {"key": rec.key, "motion": motion.name, "frames": len(frames), "tracker_differs": differs}
             per_frame = {name: clip_nme(pred, truth) for name, pred in preds.items()}
             # "nme": on the frames where every method has an output (the detector baseline runs on
             # every --frame-step-th frame and can miss; the tracker drops faces the aligner flags).
@@ -262,7 +279,6 @@ def main() -> None:
                     row[name]["jitter_px"], row[name]["jitter_pct"] = jitter(pred, FACE_SIZE)
             rows.append(row)
             if args.dump:
-                tag = f"{fi}:{motion.name}"
                 dump[f"{tag}:raw"], dump[f"{tag}:ids"], dump[f"{tag}:truth"] = raw, ids, truth
                 if "frame" in preds:
                     dump[f"{tag}:frame"] = preds["frame"]
@@ -292,7 +308,8 @@ def main() -> None:
         "settings": {"frame_size": [FRAME_W, FRAME_H], "face_size_px": FACE_SIZE, "frames": args.frames,
                      "fps": args.fps, "noise": args.noise, "jpeg": args.jpeg, "faces": [r.key for r in chosen],
                      "motions": [vars(m) for m in motions], "old_smoother": OLD_SMOOTHER,
-                     "new_smoother": "FaceTracker() defaults", "cpu_s": round(cpu, 1)},
+                     "new_smoother": "FaceSmoother() defaults (as FaceTracker() smooths)",
+                     "from_dump": args.from_dump, "cpu_s": round(cpu, 1)},
         "summary": summary, "by_motion": by_motion, "clips": rows,
     }
     write_text_atomic(Path(args.out), json.dumps(result, indent=1))
