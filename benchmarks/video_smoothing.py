@@ -45,6 +45,7 @@ from asmnet.metrics import nme
 from asmnet.video import FaceSmoother, FaceTracker, OneEuroFilter
 
 FRAME_W, FRAME_H = 480, 360
+PTS_ORIGIN = 1.0  # the shared .pts files: the first pixel's centre is 1.0 (iBUG)
 FACE_SIZE = 120.0  # px, the face's larger tight-box side at zoom 1
 OLD_SMOOTHER = {"min_cutoff": 0.3, "beta": 4.0, "d_cutoff": 1.0}  # asmnet <= 0.1.0's FaceSmoother
 
@@ -120,9 +121,8 @@ def make_clip(image: np.ndarray, points0: np.ndarray, motion: Motion, n_frames: 
 
 
 def origin(aligner: FaceAligner) -> float:
-    """The pixel origin of the aligner's outputs (1.0: iBUG annotation convention)."""
-    value = getattr(aligner, "pixel_origin", None)
-    return float(aligner.model.info.label_origin if value is None else value)
+    """The pixel origin of the aligner's outputs (0: OpenCV's, 1: the iBUG annotation files')."""
+    return float(aligner.pixel_origin)
 
 
 def frame_by_frame(aligner: FaceAligner, frames: list[np.ndarray], truth: np.ndarray, org: float,
@@ -238,7 +238,7 @@ def main() -> None:
     t0 = time.process_time()
     for fi, rec in enumerate(chosen):
         image = read_image(rec.image) if stored is None else None
-        points0 = rec.points - float(aligner.model.info.label_origin)
+        points0 = rec.points - PTS_ORIGIN
         for mi, motion in enumerate(motions):
             tag = f"{fi}:{motion.name}"
             if stored is None:

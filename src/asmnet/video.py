@@ -116,10 +116,10 @@ class FaceSmoother:
 
     The landmark defaults were chosen on ``benchmarks/video_smoothing.py`` (validation faces
     warped into moving and still clips at 30 fps; numbers in benchmarks/README.md): on moving
-    clips the smoothed landmarks are as close to the truth as the unsmoothed ones (NME 4.67 vs
-    4.71 %; the pixel-wise 1€ filter of asmnet <= 0.1.0 trailed: 6.49 %), on still clips the
-    frame-to-frame jitter is cut 5.2x (0.675 -> 0.131 px at 120 px faces). Raises ValueError for
-    a cut-off <= 0 or a negative beta or ``motion_noise``.
+    clips the smoothed landmarks are as close to the truth as the unsmoothed ones (NME 4.54 vs
+    4.55 %; the pixel-wise 1€ filter of asmnet <= 0.1.0 trailed: 6.44 %), on still clips the
+    frame-to-frame jitter is cut 11.7x (0.425 -> 0.036 px at 120 px faces). Raises ValueError
+    for a cut-off <= 0 or a negative beta or ``motion_noise``.
     """
 
     def __init__(
