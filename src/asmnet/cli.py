@@ -92,28 +92,15 @@ def add_model_flags(p: argparse.ArgumentParser, *, backend: bool = True, threads
     add_detector_option_flags(p)
 
 
-def _bounded(kind: type, low: float, high: float, what: str):
-    """An argparse type: a ``kind`` number from low to high, else one line and exit 2."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {what}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{text!r}: needs a {what} from {low:g} to {high:g}")
-        return value
-    return parse
-
-
 def add_detector_option_flags(p: argparse.ArgumentParser) -> None:
     """The detector options of the Python API (``make_detector`` keywords) as flags; unset ones are
     left to the detector's default (see :func:`detector_options`)."""
     p.add_argument("--detector-model", default=None, metavar="FILE",
                    help="the detector's model file: a YuNet .onnx for yunet (with --detector auto, it means yunet), "
                    "mmod_human_face_detector.dat for dlib-cnn")
-    p.add_argument("--min-face", type=_bounded(float, 8, 10000, "number of pixels"), default=None, metavar="PX",
+    p.add_argument("--min-face", type=number(8, 10000), default=None, metavar="PX",
                    help="mtcnn: smallest face searched, in pixels (default 40; cost grows with pixels / PX^2)")
-    p.add_argument("--upsample", type=_bounded(int, 0, 4, "whole number"), default=None, metavar="N",
+    p.add_argument("--upsample", type=whole(0, 4), default=None, metavar="N",
                    help="dlib-hog / dlib-cnn: double the image N times first (dlib-hog default 1: faces from ~40 px)")
 
 
