@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .align import AlignedFace
-from .errors import AsmnetError, DataError
+from .errors import AsmnetError, DataError, first_line
 from .formats import decode_image_array, image_pixels, read_image, to_bgr, to_rgb
 from .formats.image import read_image_reduced
 from .geometry import tight_box
@@ -120,8 +120,7 @@ def _pil_to_bgr(image: Any) -> np.ndarray:
     try:
         rgb = np.asarray(image.convert("RGB"))
     except Exception as exc:  # noqa: BLE001 - Pillow raises OSError, ValueError, SyntaxError ... for bad files
-        text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise DataError(name, f"cannot read the PIL image ({text})") from None
+        raise DataError(name, f"cannot read the PIL image ({first_line(exc)})") from None
     return decode_image_array(rgb, channel_order="rgb")
 
 

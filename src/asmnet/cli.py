@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from . import __version__
-from .errors import AsmnetError, DataNote
+from .errors import AsmnetError, DataNote, first_line
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 130
 MODEL_HELP = "a shipped model's name (asmnet models lists them; default: default), a model folder, .onnx or .pt"
@@ -349,8 +349,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if isinstance(exc, AsmnetError):
             raise AsmnetError(f"rank {ctx.rank}/{ctx.world_size}: {exc}") from None
         if distributed.is_peer_failure(exc):  # the cause is another rank's: say so in one line
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise AsmnetError(f"rank {ctx.rank}/{ctx.world_size}: lost contact with the other ranks ({first}); "
+            raise AsmnetError(f"rank {ctx.rank}/{ctx.world_size}: lost contact with the other ranks "
+                              f"({first_line(exc, 200)}); "
                               "another rank failed or stalled: see its message and torchrun's summary") from None
         raise
     return _train_status(result) if ctx.rank == 0 else EXIT_OK

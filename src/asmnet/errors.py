@@ -21,6 +21,14 @@ def shown(path: str | Path) -> str:
     return text if text.isprintable() else text.encode("unicode_escape", "backslashreplace").decode("ascii")
 
 
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's message, at most ``limit`` characters, or the exception's
+    type name when the message is empty: third-party errors (torch, onnxruntime, Pillow) can be
+    pages long, and asmnet's errors are one line."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0][:limit] if lines else type(exc).__name__
+
+
 class DataError(AsmnetError):
     """An image, annotation or data folder that cannot be used."""
 

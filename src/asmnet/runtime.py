@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .detection.calibration import Calibrations
-from .errors import ModelError
+from .errors import ModelError, first_line
 from .markup import Markup, markup_for
 from .shape_model import ShapeModel
 
@@ -193,7 +193,7 @@ class OnnxLandmarkModel(LandmarkModel):
         try:
             self.session = ort.InferenceSession(str(self.path), self._session_options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelError(self.path, f"cannot load ONNX model ({str(exc).splitlines()[0][:160]})") from None
+            raise ModelError(self.path, f"cannot load ONNX model ({first_line(exc)})") from None
         self._check_io()
 
     def _check_io(self) -> None:

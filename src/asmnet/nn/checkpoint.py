@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ModelError
+from ..errors import ModelError, first_line
 from ..fileio import write_atomic
 from ..shape_model import ShapeModel
 from .model import build_model
@@ -74,8 +74,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except ModelError:
         raise
     except Exception as exc:  # torch.load raises many types (KeyError, RuntimeError, pickle errors ...)
-        first = str(exc).strip().split(". ")[0].splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(path, f"corrupt or truncated checkpoint ({first[:160]})") from None
+        raise ModelError(path, f"corrupt or truncated checkpoint ({first_line(exc).split('. ')[0]})") from None
     validate_checkpoint(ckpt, path)
     return ckpt
 
@@ -115,5 +114,5 @@ def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path | None = None) 
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:
-        raise ModelError(path, f"weights do not fit the model config ({str(exc).splitlines()[0][:160]})") from None
+        raise ModelError(path, f"weights do not fit the model config ({first_line(exc)})") from None
     return model.eval()

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .. import __version__
-from ..errors import AsmnetError, DataNote, ModelError
+from ..errors import AsmnetError, DataNote, ModelError, first_line
 from ..fileio import check_writable_folder, write_json_atomic, write_text_atomic
 from ..formats import key_folder, load_many
 from ..markup import markup_for
@@ -398,8 +398,7 @@ class Run:
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.scheduler.load_state_dict(ckpt["scheduler"])
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:  # another run's last.pt, or a damaged one
-            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-            raise ModelError(self.last_path, f"does not fit the run it was saved with ({first})") from None
+            raise ModelError(self.last_path, f"does not fit the run it was saved with ({first_line(exc)})") from None
         # a stretched plan (more epochs) recomputes the schedule from the restored step
         total = self.cfg.epochs * self.steps_per_epoch
         warmup = self.cfg.warmup_epochs * self.steps_per_epoch
