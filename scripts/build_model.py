@@ -35,6 +35,7 @@ from asmnet.benchmark import cpu_name
 from asmnet.evaluation import evaluate, read_keys
 from asmnet.fileio import write_atomic, write_json_atomic, write_text_atomic
 from asmnet.formats import load_many
+from asmnet.inference import DEFAULT_REFINE
 from asmnet.nn.checkpoint import load_checkpoint, save_checkpoint
 from asmnet.runtime import load_model
 from asmnet.training.export import ExportResult, export_model
@@ -183,14 +184,17 @@ def measure(out: Path, float_dir: Path | None, records: list, threshold: float |
     float_res = evaluate(load_model(float_dir, backend="onnx"), records, progress=False).to_dict() if float_dir else None
     model = load_model(out, backend="onnx")
     res = evaluate(model, records).to_dict()
-    nmes = np.array([p["nme"] for p in res["per_image"]])
-    quality = np.array([p["quality"] for p in res["per_image"]])
+    # the quality flag as FaceAligner() uses it: the default second look's score
+    pipeline = evaluate(model, records, refine=DEFAULT_REFINE, straighten=True, progress=False).to_dict()
+    nmes = np.array([p["nme"] for p in pipeline["per_image"]])
+    quality = np.array([p["quality"] for p in pipeline["per_image"]])
     if threshold is None:
         threshold = float(np.quantile(quality, 1 - QUALITY_FLAG_SHARE))
     flagged = quality > threshold
     fail8 = nmes > 8
     quality_report = {
-        "definition": "mean distance between predicted points and their ASM projection, normalised crop units",
+        "definition": f"mean point move of the last of {DEFAULT_REFINE} straightened second-look passes, in % of "
+                      "the predicted inter-ocular distance (GT-box start; benchmarks/second_look.py measures more)",
         "roc_auc_nme_gt_8": roc_auc(quality, fail8),
         "threshold": threshold,
         "flag_share": float(flagged.mean()),
@@ -208,17 +212,19 @@ def measure(out: Path, float_dir: Path | None, records: list, threshold: float |
 
 
 def write_packages(out: Path, float_dir: Path, int8: bool, calibrations: dict, threshold: float, card: dict,
-                   res: dict, keys: set[str]) -> None:
+                   res: dict, keys: set[str], thresholds: dict | None = None) -> None:
     """model.json (calibrations, quality threshold, card), validation.json, val_keys.txt, MODEL_CARD.md;
     with INT8, the float package's model.json carries the same card with its own validation."""
     meta = json.loads((out / "model.json").read_text())
     meta["calibrations"] = calibrations
     meta["quality_threshold"] = threshold
+    if thresholds:  # per quality-score kind (benchmarks/second_look.py --write-thresholds measures them)
+        meta["quality_thresholds"] = thresholds
     meta["card"] = card
     write_json_atomic(out / "model.json", meta)
     if int8:
         fmeta = json.loads((float_dir / "model.json").read_text())
-        fmeta.update({k: meta[k] for k in ("calibrations", "quality_threshold")})
+        fmeta.update({k: meta[k] for k in ("calibrations", "quality_threshold", "quality_thresholds") if k in meta})
         fmeta["card"] = {**card, "precision": "float32", "validation": card["float32_validation"]}
         write_json_atomic(float_dir / "model.json", fmeta)
     write_json_atomic(out / "validation.json", res)
@@ -288,7 +294,8 @@ def rebuild(args: argparse.Namespace) -> None:
             "onnx_max_abs_diff": report.max_abs_diff,
             "rebuilt_from": f"{package}/weights.pt (half precision) by scripts/build_model.py --from-package",
         })
-    write_packages(out, float_dir, args.int8, old["calibrations"], old["quality_threshold"], card, res, keys)
+    write_packages(out, float_dir, args.int8, old["calibrations"], old["quality_threshold"], card, res, keys,
+                   old.get("quality_thresholds"))
     # everything in model.json but the card (measurements) is what it was
     for before, folder in ((old, out), (old_float, float_dir)):
         if folder is None:
@@ -384,8 +391,9 @@ Pose MAE against the teacher labels: yaw {pose.get('yaw', float('nan')):.2f}°, 
 |---|---|---|---|
 {rows}
 
-## Quality score (ASM distance) as a failure flag
-ROC AUC for NME > 8 %: {q['roc_auc_nme_gt_8']}; threshold {q['threshold']:.5f} flags {q['flag_share']:.1%} of faces;
+## Quality score as a failure flag
+{q.get('definition', '')}.
+ROC AUC for NME > 8 %: {q['roc_auc_nme_gt_8']:.3f}; threshold {q['threshold']:.5f} flags {q['flag_share']:.1%} of faces;
 FR@8 % among flagged {q['fr_0.08_among_flagged']}, among the rest {q['fr_0.08_among_unflagged']:.2f} %; failures caught {q['failures_caught']}.
 
 ## ASM blend at inference (prediction moved towards its ASM projection)

@@ -14,8 +14,8 @@ from .align import AlignedFace
 from .errors import AsmnetError, DataError, first_line
 from .formats import decode_image_array, image_pixels, read_image, to_bgr, to_rgb
 from .formats.image import read_image_reduced
-from .geometry import tight_box
-from .inference import align_boxes
+from .geometry import invert_affine, tight_box, transform_points
+from .inference import DEFAULT_REFINE, align_boxes, quality_kind
 from .runtime import load_model
 
 
@@ -30,9 +30,14 @@ class Face:
     (faces from ``boxes=``, video frames where the face was tracked rather than detected).
     ``score``: the detector score (1.0 for given boxes). ``landmarks`` (N, 2) in image pixels;
     ``pose`` (yaw, pitch, roll) in degrees (yaw > 0: turned towards the image's left; pitch > 0:
-    looking up; roll > 0: tilted clockwise as displayed); ``quality``: the landmarks' distance
-    from the shape model (smaller is more plausible; above ``FaceAligner.quality_threshold`` the
-    face is ``flagged`` as a likely failure)."""
+    looking up; roll > 0: tilted clockwise as displayed); ``quality``: a failure score in percent
+    of the face's inter-ocular distance, like an NME (smaller is better). With the second look
+    (the default) it is how far the last pass moved the points: a face the network reads the
+    same way from two crops barely moves, while a non-face, a face turned far from upright or a
+    misplaced box does. Without it, the gap to the mirrored crop's prediction (``flip_tta``),
+    else the distance from the shape model. Above ``FaceAligner.quality_threshold`` (the model's
+    threshold for that score, set to flag 5 % of validation faces) the face is ``flagged`` as a
+    likely failure."""
 
     box: np.ndarray
     score: float
@@ -201,20 +206,42 @@ class FaceAligner:
         min_score: float | None = None,
         flip_tta: bool = False,
         pixel_origin: float = 0.0,
+        refine: int = DEFAULT_REFINE,
+        straighten: bool = True,
+        rotation_search: bool = False,
         **detector_options: Any,
     ):
         _check_settings(model, detector, backend, threads, asm_blend, min_score, flip_tta)
         if not (isinstance(pixel_origin, (int, float, np.integer, np.floating)) and not isinstance(pixel_origin, bool)
                 and np.isfinite(pixel_origin)):
             raise DataError(None, f"pixel_origin must be a finite number (0: OpenCV, 1: iBUG .pts), got {pixel_origin!r}")
+        if not isinstance(refine, (int, np.integer)) or isinstance(refine, bool) or refine < 0:
+            raise DataError(None, f"refine must be a whole number >= 0, got {refine!r}")
         self.pixel_origin = float(pixel_origin)  # the first pixel's centre in every coordinate in and out
         self.model = load_model(model, backend=backend, threads=threads)
         self.asm_blend = float(asm_blend)
         self.flip_tta = bool(flip_tta)  # average with the mirrored crop: 2x network time, ~2 % lower NME
+        # the second look: re-crop from the predicted points (and turn the crop upright), then predict again
+        self.refine = int(refine)
+        self.straighten = bool(straighten)
+        self.rotation_search = bool(rotation_search)  # no face upright: search the image turned by 90/180/270
         self.min_score = min_score  # detections scoring below this are dropped (detector's own scale)
-        self.quality_threshold = self.model.info.quality_threshold
+        self._quality_threshold: float | None = None
         self._detector_spec, self._detector_options = detector, detector_options
         self._detector = None if isinstance(detector, str) else detector
+
+    @property
+    def quality_threshold(self) -> float | None:
+        """Faces whose ``quality`` is above this are ``flagged``: unless set, the model's threshold
+        (model.json ``quality_thresholds``) for the score these settings give (refine, flip_tta);
+        None (nothing flagged) when the model has none for it."""
+        if self._quality_threshold is not None:
+            return self._quality_threshold
+        return self.model.info.quality_thresholds.get(quality_kind(self.refine, self.flip_tta))
+
+    @quality_threshold.setter
+    def quality_threshold(self, value: float | None) -> None:
+        self._quality_threshold = None if value is None else float(value)
 
     @property
     def detector(self):
@@ -298,30 +325,81 @@ class FaceAligner:
                 for (crop, matrix, points), face in zip(crops, faces)]
 
     def _faces(self, pixels: np.ndarray, order: str, boxes: Any) -> list[Face]:
-        """The faces of an image already read by :func:`as_pixels`."""
+        """The faces of an image already read by :func:`as_pixels`.
+
+        With ``rotation_search``, when the upright image gives no face, or only flagged ones, the
+        image turned by 90, 180 and 270 degrees is searched in turn: the first turn with a face
+        that is not flagged gives its faces (else the turn with the best quality); their boxes are
+        mapped back to this image and their first crop turned accordingly, so points and pose are
+        always in this image's frame."""
         # the network side works in the model's annotation convention; shift in and out once
         shift = self.model.info.annotation_origin - self.pixel_origin
         if boxes is not None:
             given = boxes_array(boxes)
-            ref, scores = given + shift, np.ones(len(given))
-            found = [None] * len(given)
-        else:
-            from .detection import to_reference_box
+            return self._align(pixels, order, [None] * len(given), np.ones(len(given)), given + shift, None, shift)
+        best: list[Face] = []
+        for turn in (0, 1, 2, 3) if self.rotation_search else (0,):
+            found, scores, ref = self._detect(pixels, order, turn)
+            if not len(ref):
+                continue
+            faces = self._align(pixels, order, found, scores, ref, np.full(len(ref), 90.0 * turn), shift)
+            if not all(f.flagged for f in faces):
+                return faces
+            if not best or min(f.quality for f in faces) < min(f.quality for f in best):
+                best = faces
+        return best
 
-            dets = self.detector.detect(to_bgr(pixels, order))
-            if self.min_score is not None:
-                dets = [d for d in dets if d.score >= self.min_score]
-            if dets:
-                calib = self.model.info.calibrations.for_detector(self.detector, self.model.info.name)
-            found = [np.asarray(d.box, dtype=np.float64) + self.pixel_origin for d in dets]  # detectors: 0-based
-            scores = np.array([d.score for d in dets])
-            ref = np.array([to_reference_box(d.box, calib) for d in dets]).reshape(-1, 4)
-        landmarks, pose, quality = align_boxes(self.model, pixels, ref, asm_blend=self.asm_blend,
-                                               flip_tta=self.flip_tta, channel_order=order)
-        landmarks = landmarks - shift
+    def _align(self, pixels: np.ndarray, order: str, found: list, scores: np.ndarray, ref: np.ndarray,
+               angles: np.ndarray | None, shift: float) -> list[Face]:
+        """Faces from reference boxes (the model's convention) through the network and second look;
+        ``found``: each face's detector box (``pixel_origin``'s convention) or None."""
+        out = align_boxes(self.model, pixels, ref, asm_blend=self.asm_blend, flip_tta=self.flip_tta,
+                          channel_order=order, refine=self.refine, straighten=self.straighten, angles=angles)
+        landmarks = out.landmarks - shift
         threshold = self.quality_threshold
         return [
-            Face(tight_box(landmarks[i]), float(scores[i]), landmarks[i], pose[i], float(quality[i]),
-                 bool(threshold is not None and quality[i] > threshold), detector_box=found[i])
+            Face(tight_box(landmarks[i]), float(scores[i]), landmarks[i], out.pose[i], float(out.quality[i]),
+                 bool(threshold is not None and out.quality[i] > threshold), detector_box=found[i])
             for i in range(len(ref))
         ]
+
+    def _detect(self, pixels: np.ndarray, order: str, turn: int = 0) -> tuple[list, np.ndarray, np.ndarray]:
+        """Detector boxes (K of (4,); ``pixel_origin``'s convention), scores (K,) and reference boxes
+        (K, 4; the model's) of the faces found in the image turned counter-clockwise by ``turn``
+        x 90 degrees, in this image's pixels."""
+        from .detection import to_reference_box
+
+        view = np.ascontiguousarray(np.rot90(pixels, turn)) if turn else pixels
+        dets = self.detector.detect(to_bgr(view, order))
+        if self.min_score is not None:
+            dets = [d for d in dets if d.score >= self.min_score]
+        if not dets:
+            empty = np.zeros((0, 4))
+            return empty, np.zeros(0), empty
+        calib = self.model.info.calibrations.for_detector(self.detector, self.model.info.name)
+        shown = np.array([d.box for d in dets]).reshape(-1, 4)  # detectors: 0-based pixels
+        scores = np.array([d.score for d in dets])
+        ref = np.array([to_reference_box(d.box, calib) for d in dets]).reshape(-1, 4)
+        if turn:  # boxes found in the turned view, back in this image's pixels
+            origin = self.model.info.label_origin  # reference boxes are cropped from ref - label_origin
+            back = rot90_matrix(turn, pixels.shape, inverse=True)
+            shown, ref = turn_boxes(shown, back), turn_boxes(ref - origin, back) + origin
+        return list(shown + self.pixel_origin), scores, ref
+
+
+def rot90_matrix(k: int, shape: tuple[int, ...], inverse: bool = False) -> np.ndarray:
+    """2x3 affine from the pixels of an image of ``shape`` to those of ``np.rot90(image, k)``
+    (turned counter-clockwise as displayed by 90k degrees); ``inverse``: from the turned back."""
+    h, w = shape[:2]
+    k %= 4
+    # where a pixel (x, y) lands: np.rot90 counter-clockwise once maps (x, y) -> (y, w - 1 - x)
+    m = {0: [[1, 0, 0], [0, 1, 0]], 1: [[0, 1, 0], [-1, 0, w - 1]],
+         2: [[-1, 0, w - 1], [0, -1, h - 1]], 3: [[0, -1, h - 1], [1, 0, 0]]}[k]
+    m = np.array(m, dtype=np.float64)
+    return invert_affine(m) if inverse else m
+
+
+def turn_boxes(boxes: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Axis-aligned boxes (K, 4) through a 2x3 affine that turns by a multiple of 90 degrees."""
+    corners = transform_points(np.asarray(boxes, dtype=np.float64).reshape(-1, 2, 2), matrix)
+    return np.concatenate([corners.min(1), corners.max(1)], axis=1)

@@ -413,7 +413,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # -- predict -----------------------------------------------------------------------------------
+def _refine_passes(text: str) -> int:
+    value = int(text) if text.strip().isdigit() else -1
+    if not 0 <= value <= 5:
+        raise argparse.ArgumentTypeError(f"expected 0 to 5 passes, got {text!r}")
+    return value
+
+
+def add_second_look(p: argparse.ArgumentParser, default_refine: int) -> None:
+    """--refine / --no-straighten: the second look from the predicted landmarks."""
+    p.add_argument("--refine", type=_refine_passes, default=default_refine, metavar="N",
+                   help="second-look passes: crop again from the predicted points and predict again "
+                   "(default %(default)s" + (": the published one-pass protocol)" if default_refine == 0 else ")"))
+    p.add_argument("--no-straighten", action="store_true",
+                   help="second look: keep the crop axis-aligned instead of turning the face upright")
+
+
 def add_predict(sub: argparse._SubParsersAction) -> None:
+    from .inference import DEFAULT_REFINE
+
     p = sub.add_parser("predict", help="landmarks + pose for images, folders, videos or a webcam",
                        description="Writes annotated images/videos (--out) and one JSON record per image or "
                        "frame (--json, JSON Lines, streamed). Exit 0: all inputs done; 1: some failed; 2: none.")
@@ -429,6 +447,9 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pixel-origin", type=float, default=0.0, choices=(0.0, 1.0), metavar="{0,1}",
                    help="the first pixel's centre in the output coordinates: 0 (default) OpenCV / dlib, "
                    "1 the iBUG .pts annotation convention")
+    add_second_look(p, default_refine=DEFAULT_REFINE)
+    p.add_argument("--rotation-search", action="store_true",
+                   help="when no face is found upright, search the image turned by 90, 180 and 270 degrees")
     p.add_argument("--workers", type=whole(1, 256), default=1, help="processes for image folders")
     p.add_argument("--resume", action="store_true", help="skip inputs already in the --json file")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
@@ -459,7 +480,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                           out_dir=args.out, json_path=args.json, workers=max(1, args.workers), resume=args.resume,
                           redetect_every=args.redetect_every, smooth=not args.no_smooth, max_frames=args.max_frames,
                           min_score=args.min_score, flip_tta=args.flip_tta, engine=args.engine,
-                          pixel_origin=args.pixel_origin, detector_options=detector_options(args))
+                          pixel_origin=args.pixel_origin, detector_options=detector_options(args),
+                          refine=args.refine, straighten=not args.no_straighten, rotation_search=args.rotation_search)
     if args.engine == "ray":
         from .ray_engine import RayOptions
 
@@ -537,6 +559,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
                    "default: the convention of the model's training data")
     p.add_argument("--keep-off-image", action="store_true",
                    help="evaluate also faces whose points lie off their image (skipped with a line each by default)")
+    add_second_look(p, default_refine=0)
     p.add_argument("--batch-size", type=whole(1, 4096), default=32, metavar="N",
                    help="faces per network call (default: %(default)s)")
     p.set_defaults(func=cmd_evaluate)
@@ -573,7 +596,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         detector = make_detector(args.detector, **detector_options(args))
     res = evaluate(model, records, args.norm, detector, args.batch_size, args.asm_blend, flip_tta=args.flip_tta,
-                   annotation_origin=args.annotation_origin, keep_off_image=args.keep_off_image)
+                   annotation_origin=args.annotation_origin, keep_off_image=args.keep_off_image,
+                   refine=args.refine, straighten=not args.no_straighten)
     res.annotation_errors = [str(e) for e in errors]
     res.annotation_notes = [str(e) for e in notes]
     for line in res.unreadable:

@@ -22,8 +22,8 @@ from .formats import FaceRecord, key_folder, read_image
 from .formats.faces import check_on_image
 from .formats.image import max_pixels_limit
 from .formats.wflw import WFLW_ATTRIBUTES
-from .geometry import tight_box
-from .inference import crop_faces, predict_crops, units_to_image
+from .geometry import crop_matrix, tight_box
+from .inference import align_faces, box_frames
 from .metrics import nme as nme_percent
 from .metrics import normalising_distance, summarize
 from .runtime import LandmarkModel
@@ -140,6 +140,8 @@ def evaluate(
     flip_tta: bool = False,
     annotation_origin: float | None = None,
     keep_off_image: bool = False,
+    refine: int = 0,
+    straighten: bool = False,
 ) -> EvaluationResult:
     """Evaluate ``model`` on annotated faces; returns an :class:`EvaluationResult`.
 
@@ -152,7 +154,8 @@ def evaluate(
     records' points (iBUG .pts: 1), by default the convention of the model's own training data
     (``info.annotation_origin``). Raises :class:`ModelError` when the model has no
     box calibration for the detector or outputs NaN, and :class:`DataError` when no face at all
-    could be evaluated or ``$ASMNET_MAX_PIXELS`` is malformed.
+    could be evaluated or ``$ASMNET_MAX_PIXELS`` is malformed. ``refine`` / ``straighten``: the
+    second look (:func:`asmnet.inference.align_faces`); the published protocol is one pass.
     """
     # records' convention -> the model's: boxes go in shifted by -shift, predictions come back +shift
     shift = 0.0 if annotation_origin is None else float(annotation_origin) - model.info.annotation_origin
@@ -166,12 +169,12 @@ def evaluate(
     def flush() -> None:
         if not pending:
             return
-        crops = np.concatenate([c for _, c, _ in pending])
-        mats = np.concatenate([m for _, _, m in pending])
-        units, pose, q = predict_crops(model, crops, batch_size, asm_blend, flip_tta)
-        preds.extend(units_to_image(units, mats, model.info) + shift)
-        poses.extend(pose)
-        quality.extend(q)
+        out = align_faces(model, [image for _, image, _ in pending], np.arange(len(pending)),
+                          np.stack([box for _, _, box in pending]), refine=refine, straighten=straighten,
+                          batch_size=batch_size, asm_blend=asm_blend, flip_tta=flip_tta)
+        preds.extend(out.landmarks + shift)
+        poses.extend(out.pose)
+        quality.extend(out.quality)
         kept.extend(r for r, _, _ in pending)
         pending.clear()
 
@@ -188,14 +191,15 @@ def evaluate(
                 continue
             if detector is None:
                 box = box - shift
-            crops, mats = crop_faces(image, box[None], model.info)
+            center, side = box_frames(box[None], model.info)
+            crop_matrix(center[0], side[0], model.info.input_size)  # a box the crop cannot use fails here
         except DataError as exc:
             failures.append(str(exc) if exc.path is not None else f"{rec.image}: {exc}")
             continue
         except ValueError as exc:  # a face box the crop cannot use (degenerate or non-finite)
             failures.append(f"{rec.image}: cannot crop the face ({exc})")
             continue
-        pending.append((rec, crops, mats))
+        pending.append((rec, image, box))
         if len(pending) >= batch_size:
             flush()
     flush()

@@ -1,12 +1,70 @@
-"""From face boxes to landmarks and pose in image coordinates (NumPy + OpenCV, no torch)."""
+"""From face boxes to landmarks and pose in image coordinates (NumPy + OpenCV, no torch).
+
+The pipeline per face: a first crop from the face box (a detector's calibrated box or a user's
+reference box), the network, then optionally the *second look*: ``refine`` more passes, each
+cropping again from the previous prediction exactly as training cropped from the ground truth
+(centre and side of the points' tight box), and with ``straighten`` rotated so that the face is
+upright in the crop (the rotation that best aligns the prediction with the shape model's mean).
+Every pass maps its prediction back through the inverse of its own crop matrix, so points and
+pose always come out in the image frame. All faces go through the network together, pass by pass.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from .formats import to_rgb
-from .geometry import face_crop_matrix, from_normalised, invert_affine, transform_points, warp
+from .geometry import crop_matrix, from_normalised, invert_affine, transform_points, warp
+from .pose import rotate_pose_in_image
 from .runtime import LandmarkModel, ModelInfo
+
+QUALITY_KINDS = ("refine1", "refine2", "flip", "shape")
+# second-look passes by default (FaceAligner, asmnet predict): see benchmarks/README.md "Second look"
+DEFAULT_REFINE = 2
+
+
+def quality_kind(refine: int, flip_tta: bool) -> str:
+    """The failure score that alignments with these settings carry (see :class:`Alignment`):
+    ``"refine1"`` / ``"refine2"`` (2 stands for 2 or more passes), else ``"flip"`` under
+    ``flip_tta``, else ``"shape"``. Each kind has its own threshold in model.json."""
+    if refine >= 1:
+        return "refine1" if refine == 1 else "refine2"
+    return "flip" if flip_tta else "shape"
+
+
+@dataclass
+class Alignment:
+    """Landmarks and pose of K faces, with the scores the quality flag is built from.
+
+    ``landmarks`` (K, N, 2) image pixels in the annotation files' convention (``info.label_origin``);
+    ``pose`` (K, 3) yaw, pitch, roll in degrees in the image frame. ``quality`` (K,) is the
+    failure score of kind ``quality_kind`` (:func:`quality_kind`), in percent of the predicted
+    inter-ocular distance, like an NME (larger = more likely wrong): with a second look, how far
+    the last pass moved the points (a face the network reads the same way from two crops is
+    stable; a non-face, a turned face or a misplaced box is not); without one, the distance
+    between the prediction and the un-mirrored prediction of the mirrored crop (``flip_tta``),
+    else between the prediction and its shape-model projection. The parts, in normalised crop
+    units (fractions of the crop side): ``asm_distance``, ``pass_shift`` (None without a second
+    look) and ``flip_gap`` (None without ``flip_tta``). ``angles`` (K,): the last crop's
+    rotation in degrees (counter-clockwise as displayed); ``matrices`` (K, 2, 3): the last
+    image->crop matrices (0-based pixels).
+    """
+
+    landmarks: np.ndarray
+    pose: np.ndarray
+    quality: np.ndarray
+    quality_kind: str
+    asm_distance: np.ndarray
+    pass_shift: np.ndarray | None
+    flip_gap: np.ndarray | None
+    angles: np.ndarray
+    matrices: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.landmarks)
 
 
 def crop_faces(
@@ -18,10 +76,58 @@ def crop_faces(
     its ``channel_order``; only the crops are converted to RGB, never the whole picture.
     Boxes are in the annotation files' pixel convention; the crops are taken in OpenCV's 0-based
     frame (the box is shifted by ``info.label_origin``), exactly as in training."""
+    centers, sides = box_frames(boxes, info)
+    matrices = np.stack([crop_matrix(c, s, info.input_size) for c, s in zip(centers, sides)]).reshape(-1, 2, 3)
+    return warp_crops([image], np.zeros(len(matrices), int), matrices, info.input_size, channel_order), matrices
+
+
+def box_frames(boxes: np.ndarray, info: ModelInfo) -> tuple[np.ndarray, np.ndarray]:
+    """Crop centres (K, 2) in 0-based pixels and crop sides (K,) of reference boxes (K, 4)."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) - info.label_origin
-    matrices = np.stack([face_crop_matrix(b, info.input_size, info.crop_scale) for b in boxes])
-    crops = np.stack([to_rgb(warp(image, m, info.input_size), channel_order) for m in matrices])
-    return crops, matrices
+    centers = (boxes[:, :2] + boxes[:, 2:]) / 2.0
+    sizes = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    return centers, info.crop_scale * sizes
+
+
+def warp_crops(images: Sequence[np.ndarray], owner: np.ndarray, matrices: np.ndarray, size: int,
+               channel_order: str = "bgr") -> np.ndarray:
+    """RGB crops (K, S, S, 3): crop k warped from ``images[owner[k]]`` (pixels in ``channel_order``,
+    see :func:`crop_faces`) with ``matrices[k]``."""
+    if len(matrices) == 0:
+        return np.zeros((0, size, size, 3), np.uint8)
+    return np.stack([to_rgb(warp(images[o], m, size), channel_order) for o, m in zip(owner, matrices)])
+
+
+def shape_roll(points: np.ndarray, mean_shape: np.ndarray) -> np.ndarray:
+    """In-plane rotation (K,) in degrees of each shape (K, N, 2) against ``mean_shape`` (N, 2).
+
+    The least-squares similarity fit points ~ s R(a) mean + t (Procrustes); a > 0 is a clockwise
+    tilt as displayed (y points down), the angle :func:`asmnet.geometry.crop_matrix` undoes."""
+    p = np.asarray(points, dtype=np.float64)
+    m = np.asarray(mean_shape, dtype=np.float64)
+    zp = (p[..., 0] - p[..., 0].mean(-1, keepdims=True)) + 1j * (p[..., 1] - p[..., 1].mean(-1, keepdims=True))
+    zm = (m[:, 0] - m[:, 0].mean()) + 1j * (m[:, 1] - m[:, 1].mean())
+    return np.rad2deg(np.angle((np.conj(zm) * zp).sum(-1)))
+
+
+def point_frames(points: np.ndarray, crop_scale: float, angles: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Crop centres (K, 2) and sides (K,) from points (K, N, 2), as training crops from labels.
+
+    Without ``angles`` this is the points' tight box (centre, ``crop_scale`` x its larger side).
+    With them, the tight box is taken in the frame turned by each angle, i.e. the box of the
+    face once straightened, and its centre is mapped back to the image."""
+    p = np.asarray(points, dtype=np.float64)
+    if angles is None:
+        lo, hi = p.min(1), p.max(1)
+        return (lo + hi) / 2.0, crop_scale * (hi - lo).max(-1)
+    a = np.deg2rad(np.asarray(angles, dtype=np.float64))
+    rot = np.stack([np.stack([np.cos(a), -np.sin(a)], -1), np.stack([np.sin(a), np.cos(a)], -1)], -2)  # R(a)
+    c0 = p.mean(1, keepdims=True)
+    upright = np.einsum("kni,kij->knj", p - c0, rot)  # row vectors: q = R(-a) (p - c0)
+    lo, hi = upright.min(1), upright.max(1)
+    center = c0[:, 0] + np.einsum("kij,kj->ki", rot, (lo + hi) / 2.0)
+    return center, crop_scale * (hi - lo).max(-1)
 
 
 def run_batches(model: LandmarkModel, crops: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -34,37 +140,128 @@ def run_batches(model: LandmarkModel, crops: np.ndarray, batch_size: int) -> tup
     return np.concatenate(units), np.concatenate(poses)
 
 
+def _network(model: LandmarkModel, crops: np.ndarray, batch_size: int, flip_tta: bool
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Units (K, N, 2), crop-frame pose (K, 3) and the flip gap (K,) (None without ``flip_tta``)."""
+    if not flip_tta:
+        units, pose = run_batches(model, crops, batch_size)
+        return units, pose, None
+    # the crops and their mirrors in the same batches
+    units, pose = run_batches(model, np.concatenate([crops, crops[:, :, ::-1]]), 2 * batch_size)
+    (units, units_f), (pose, pose_f) = np.split(units, 2), np.split(pose, 2)
+    # the mirror of crop units is x -> -x (edges at +-0.5), points re-ordered by the flip table
+    units_f = units_f[:, model.info.markup.flip_array()] * [-1.0, 1.0]
+    gap = np.linalg.norm(units - units_f, axis=-1).mean(-1)
+    pose = (pose + pose_f * [-1.0, 1.0, -1.0]) / 2.0  # mirrored face: (-yaw, pitch, -roll)
+    return (units + units_f) / 2.0, pose, gap
+
+
 def predict_crops(
     model: LandmarkModel, crops: np.ndarray, batch_size: int = 32, asm_blend: float = 0.0, flip_tta: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Network units (K, N, 2), pose (K, 3) and quality (K,) for crops, in batches.
+    """Network units (K, N, 2), pose (K, 3) and ASM distance (K,) for crops, in batches.
 
-    quality is the mean distance between the prediction and its ASM projection in normalised
-    crop units: implausible shapes (failures) lie far from the shape model. ``asm_blend`` in
-    [0, 1] moves the prediction towards that projection. ``flip_tta`` also runs the mirrored crops
-    and averages both (twice the network time; about 2 % lower NME on our validation faces).
+    The ASM distance is the mean distance between the prediction and its ASM projection in
+    normalised crop units. ``asm_blend`` in [0, 1] moves the prediction towards that projection.
+    ``flip_tta`` also runs the mirrored crops and averages both (twice the network time).
     """
-    if flip_tta:  # the crops and their mirrors in the same batches
-        units_all, pose_all = run_batches(model, np.concatenate([crops, crops[:, :, ::-1]]), 2 * batch_size)
-        (units_all, units_f), (pose_all, pose_f) = np.split(units_all, 2), np.split(pose_all, 2)
-        # the mirror of crop units is x -> -x (edges at +-0.5), points re-ordered by the flip table
-        units_f = units_f[:, model.info.markup.flip_array()] * [-1.0, 1.0]
-        units_all = (units_all + units_f) / 2.0
-        pose_all = (pose_all + pose_f * [-1.0, 1.0, -1.0]) / 2.0  # mirrored face: (-yaw, pitch, -roll)
-    else:
-        units_all, pose_all = run_batches(model, crops, batch_size)
-    shape_model = model.info.shape_model
-    projected = shape_model.project(units_all)
-    quality = np.linalg.norm(units_all - projected, axis=-1).mean(axis=-1)
+    units, pose, _ = _network(model, crops, batch_size, flip_tta)
+    units, distance = _asm(model.info, units, asm_blend)
+    return units, pose, distance
+
+
+def _asm(info: ModelInfo, units: np.ndarray, asm_blend: float) -> tuple[np.ndarray, np.ndarray]:
+    projected = info.shape_model.project(units)
+    distance = np.linalg.norm(units - projected, axis=-1).mean(axis=-1)
     if asm_blend:
-        units_all = (1.0 - asm_blend) * units_all + asm_blend * projected
-    return units_all, pose_all, quality
+        units = (1.0 - asm_blend) * units + asm_blend * projected
+    return units, distance
 
 
 def units_to_image(units: np.ndarray, matrices: np.ndarray, info: ModelInfo) -> np.ndarray:
     """Network units (K, N, 2) -> image coordinates (annotation files' convention) via each inverse warp."""
-    crop_px = from_normalised(units, info.input_size)
-    return np.stack([transform_points(c, invert_affine(m)) for c, m in zip(crop_px, matrices)]) + info.label_origin
+    return _units_to_pixels(units, matrices, info.input_size) + info.label_origin
+
+
+def _units_to_pixels(units: np.ndarray, matrices: np.ndarray, size: int) -> np.ndarray:
+    """Network units (K, N, 2) -> 0-based image pixels through each crop's inverse matrix."""
+    crop_px = from_normalised(units, size)
+    if len(crop_px) == 0:
+        return np.zeros_like(crop_px)
+    return np.stack([transform_points(c, invert_affine(m)) for c, m in zip(crop_px, matrices)])
+
+
+def quality_score(crop_distance: np.ndarray, crop_sides: np.ndarray, points: np.ndarray, info: ModelInfo
+                  ) -> np.ndarray:
+    """The failure score of :class:`Alignment`: a mean point distance in crop units (K,) in
+    percent of the predicted inter-ocular distance of ``points`` (K, N, 2) (image pixels)."""
+    a, b = info.markup.outer_eye_corners
+    inter_ocular = np.linalg.norm(points[:, a] - points[:, b], axis=-1)
+    return 100.0 * np.asarray(crop_distance) * crop_sides / np.maximum(inter_ocular, 1e-6 * crop_sides)
+
+
+def align_faces(
+    model: LandmarkModel,
+    images: Sequence[np.ndarray],
+    owner: np.ndarray,
+    boxes: np.ndarray,
+    angles: np.ndarray | None = None,
+    refine: int = 0,
+    straighten: bool = False,
+    batch_size: int = 32,
+    asm_blend: float = 0.0,
+    flip_tta: bool = False,
+    channel_order: str = "bgr",
+) -> Alignment:
+    """Landmarks and pose of faces in several images: face k is ``boxes[k]`` in ``images[owner[k]]``.
+
+    ``boxes`` (K, 4) are reference boxes in the annotation files' convention; ``angles`` (K,)
+    optionally rotate each first crop (degrees, counter-clockwise as displayed: 90 reads a face
+    lying on its right side). ``refine`` second-look passes crop again from the previous
+    prediction (``straighten``: rotated upright). Each pass sends all faces through the network
+    in batches of ``batch_size``. ``images`` are BGR, or pixels in ``channel_order`` (see
+    :func:`crop_faces`). With ``refine`` >= 2 the result is the mean of the second-look
+    passes (each cropped from the one before). Raises ValueError for a box the crop cannot use.
+    """
+    info = model.info
+    size, n = info.input_size, info.markup.n_points
+    owner = np.asarray(owner, dtype=int).reshape(-1)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if len(boxes) != len(owner):
+        raise ValueError(f"{len(boxes)} boxes for {len(owner)} owners")
+    if len(boxes) == 0:
+        z = np.zeros(0)
+        return Alignment(np.zeros((0, n, 2)), np.zeros((0, 3)), z, quality_kind(refine, flip_tta), z,
+                         z if refine else None, z if flip_tta else None, z, np.zeros((0, 2, 3)))
+    angles = np.zeros(len(boxes)) if angles is None else np.asarray(angles, dtype=np.float64).reshape(-1)
+    centers, sides = box_frames(boxes, info)
+    mean_shape = info.shape_model.mean.reshape(-1, 2)
+    points = shift = None
+    looks: list[tuple[np.ndarray, np.ndarray]] = []  # points and image-frame pose of each second-look pass
+    for step in range(refine + 1):
+        if step:  # the second look: crop again from the previous prediction
+            if straighten:
+                angles = shape_roll(points, mean_shape)
+            centers, sides = point_frames(points, info.crop_scale, angles if straighten else None)
+        matrices = np.stack([crop_matrix(c, s, size, a) for c, s, a in zip(centers, sides, angles)])
+        crops = warp_crops(images, owner, matrices, size, channel_order)
+        units, pose, gap = _network(model, crops, batch_size, flip_tta)
+        units, distance = _asm(info, units, asm_blend)
+        new_points = _units_to_pixels(units, matrices, size)
+        if points is not None:  # how far this pass moved the points, in units of its crop side
+            shift = np.linalg.norm(new_points - points, axis=-1).mean(-1) / sides
+        points = new_points
+        pose = np.stack([rotate_pose_in_image(p, -a) if a else p for p, a in zip(pose, angles)])
+        if step:
+            looks.append((points, pose))
+    if len(looks) > 1:  # passes from landmark boxes are equally good: their mean is a free ensemble
+        points = np.mean([pts for pts, _ in looks], axis=0)
+        # angles averaged on the circle: rolls of 179 and -179 degrees mean 180, not 0
+        pose = np.rad2deg(np.angle(np.mean([np.exp(1j * np.deg2rad(pz)) for _, pz in looks], axis=0)))
+    kind = quality_kind(refine, flip_tta)
+    part = shift if kind.startswith("refine") else gap if kind == "flip" else distance
+    quality = quality_score(part, sides, points, info)
+    return Alignment(points + info.label_origin, pose, quality, kind, distance, shift, gap, angles, matrices)
 
 
 def align_boxes(
@@ -75,15 +272,11 @@ def align_boxes(
     asm_blend: float = 0.0,
     flip_tta: bool = False,
     channel_order: str = "bgr",
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Landmarks (K, N, 2) in image pixels, pose (K, 3) and quality (K,) for reference boxes.
-
-    Boxes and landmarks are in the training files' pixel convention (``info.annotation_origin``).
-    ``image_bgr`` may be any :func:`asmnet.formats.image_pixels` array with its ``channel_order``."""
+    refine: int = 0,
+    straighten: bool = False,
+    angles: np.ndarray | None = None,
+) -> Alignment:
+    """:func:`align_faces` for reference boxes (K, 4) in one image (annotation files' convention)."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    if len(boxes) == 0:
-        n = model.info.markup.n_points
-        return np.zeros((0, n, 2)), np.zeros((0, 3)), np.zeros(0)
-    crops, matrices = crop_faces(image_bgr, boxes, model.info, channel_order)
-    units, pose, quality = predict_crops(model, crops, batch_size, asm_blend, flip_tta)
-    return units_to_image(units, matrices, model.info), pose, quality
+    return align_faces(model, [image_bgr], np.zeros(len(boxes), int), boxes, angles, refine, straighten,
+                       batch_size, asm_blend, flip_tta, channel_order)

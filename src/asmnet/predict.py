@@ -25,6 +25,7 @@ from .errors import AsmnetError, DataError, ModelError, OutputError, shown
 from .fileio import check_writable_folder, json_text
 from .formats import IMAGE_EXTENSIONS
 from .formats.image import max_pixels_limit, read_image_reduced
+from .inference import DEFAULT_REFINE
 
 if TYPE_CHECKING:
     from .ray_engine import RayOptions
@@ -56,6 +57,9 @@ class PredictOptions:
     ray: RayOptions | None = None  # cluster address and resources per actor (engine "ray"; None: defaults)
     pixel_origin: float = 0.0  # the first pixel's centre in the output coordinates (0: OpenCV, 1: iBUG .pts)
     detector_options: dict = field(default_factory=dict)  # make_detector keywords (model_path, min_face, upsample)
+    refine: int = DEFAULT_REFINE  # second-look passes from the predicted points (FaceAligner's refine)
+    straighten: bool = True  # second look: turn the crop upright
+    rotation_search: bool = False  # no face upright: search the image turned by 90/180/270 degrees
 
 
 @dataclass
@@ -190,6 +194,7 @@ def _make_aligner(opts: PredictOptions):
 
     return FaceAligner(opts.model, detector=opts.detector, backend=opts.backend, threads=opts.threads or 1,
                        min_score=opts.min_score, flip_tta=opts.flip_tta, pixel_origin=opts.pixel_origin,
+                       refine=opts.refine, straighten=opts.straighten, rotation_search=opts.rotation_search,
                        **opts.detector_options)
 
 
@@ -382,6 +387,7 @@ def _track(source: str | int, opts: PredictOptions, sink, report: PredictReport,
     try:
         aligner = FaceAligner(opts.model, detector=opts.detector, backend=opts.backend, threads=opts.threads,
                               min_score=opts.min_score, flip_tta=opts.flip_tta, pixel_origin=opts.pixel_origin,
+                              refine=opts.refine, straighten=opts.straighten, rotation_search=opts.rotation_search,
                               **opts.detector_options)
     except BaseException:
         cap.release()

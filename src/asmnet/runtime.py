@@ -48,7 +48,9 @@ class ModelInfo:
     shape_model: ShapeModel
     model_config: dict = field(default_factory=dict)
     calibrations: Calibrations = field(default_factory=Calibrations)  # parsed once, at load
-    quality_threshold: float | None = None  # ASM distance above which a face is flagged
+    quality_threshold: float | None = None  # the default pipeline's quality_thresholds entry
+    # quality score kind (inference.quality_kind) -> score above which a face is flagged
+    quality_thresholds: dict = field(default_factory=dict)
     label_origin: float = 0.0  # added to predictions: the training files' pixel convention (1 = iBUG .pts)
     card: dict = field(default_factory=dict)
     # the pixel convention the predictions (label_origin added back) and reference boxes are in:
@@ -81,6 +83,7 @@ class ModelInfo:
             "shape_model": self.shape_model.to_dict(),
             "calibrations": Calibrations.from_json(self.calibrations).to_json(),
             "quality_threshold": self.quality_threshold,
+            **({"quality_thresholds": self.quality_thresholds} if self.quality_thresholds else {}),
             "card": self.card,
         }
 
@@ -103,6 +106,7 @@ class ModelInfo:
                 model_config=dict(data.get("model_config", {})),
                 calibrations=Calibrations.from_json(data.get("calibrations"), source),
                 quality_threshold=data.get("quality_threshold"),
+                quality_thresholds=_quality_thresholds(data.get("quality_thresholds"), source),
                 label_origin=float(data.get("label_origin", 0.0)),
                 card=dict(data.get("card") or {}),
                 annotation_origin=None if data.get("annotation_origin") is None else float(data["annotation_origin"]),
@@ -142,6 +146,20 @@ class ModelInfo:
             label_origin=float(ckpt.get("label_origin", 0.0)),
             card={k: ckpt[k] for k in ("train_config", "epoch", "best_nme", "git_commit") if k in ckpt},
         )
+
+
+def _quality_thresholds(data: Any, source: str | Path) -> dict[str, float]:
+    """model.json's ``quality_thresholds``: score kind -> positive finite number (absent: none)."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ModelError(source, f"quality_thresholds must be an object, got {type(data).__name__}")
+    out = {}
+    for kind, value in data.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+            raise ModelError(source, f"quality_thresholds: {kind} must be a positive number, got {value!r}")
+        out[str(kind)] = float(value)
+    return out
 
 
 class LandmarkModel:

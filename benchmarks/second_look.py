@@ -1,0 +1,367 @@
+"""The second look (re-crop from the predicted points, straightened) and the quality flag, measured.
+
+For every validation face (``--keys``) and every rotation of its image (``--angles``; the canvas
+grows so that nothing is cut), two box protocols: ``gt`` (the tight box of the rotated
+ground-truth points, the published protocol) and each ``--detector`` in the loop (the detection
+matched to the face, calibrated; misses counted). Each is run with every second-look setting
+(refine passes 0/1/2, straightened or not). Writes ``--out`` (second_look.json: NME, FR, misses
+per setting) and ``--quality-out`` (quality.json: for each kind of quality score, how well it
+ranks failures, NME > 8 %, on the validation faces, the threshold that flags 5 % of them, the
+failures it catches, and what it flags among deliberately bad boxes: faces turned by 90 / 180
+degrees in an upright box, boxes moved by half a face, boxes on pictures without faces).
+``--write-thresholds`` stores those thresholds in the model's model.json (quality fields only).
+
+    PYTHONPATH=src nice -n 10 .venv/bin/python benchmarks/second_look.py \\
+        --data /work/shared/data/lfpw_train --data /work/shared/data/udacity_train \\
+        --keys src/asmnet/models/default/val_keys.txt --detector dlib-hog --write-thresholds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from asmnet.evaluation import read_keys
+from asmnet.fileio import write_json_atomic
+from asmnet.formats import load_many, read_image
+from asmnet.geometry import tight_box, transform_points
+from asmnet.inference import DEFAULT_REFINE, align_faces, quality_kind
+from asmnet.metrics import nme
+from asmnet.runtime import load_model, resolve_model
+
+SETTINGS = {  # name -> (refine, straighten, flip_tta)
+    "one_pass": (0, False, False),
+    "one_pass_flip": (0, False, True),  # for the flip-gap quality score (angles 0, 90, 180 only)
+    "refine1": (1, False, False),
+    "refine1_straight": (1, True, False),
+    "refine2": (2, False, False),
+    "refine2_straight": (2, True, False),
+}
+FLIP_ANGLES = (0.0, 90.0, 180.0)
+# the setting whose quality score each kind of model.json's quality_thresholds is calibrated on
+KIND_SETTING = {"shape": "one_pass", "flip": "one_pass_flip", "refine1": "refine1_straight",
+                "refine2": "refine2_straight"}
+FAIL_NME = 8.0
+MAX_FLAGGED = 0.05  # the threshold flags at most this share of validation faces
+NON_FACE_IMAGES = ("coffee", "chelsea", "rocket", "coins", "immunohistochemistry", "hubble_deep_field",
+                   "brick", "grass", "gravel", "colorwheel", "clock", "moon", "text", "page")
+
+
+def rotate_image(image: np.ndarray, points: np.ndarray, angle: float, origin: float
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The image turned ``angle`` degrees counter-clockwise as displayed on a canvas holding all of
+    it, and the points (annotation convention, ``origin`` = label origin) turned with it."""
+    if angle == 0:
+        return image, points
+    h, w = image.shape[:2]
+    m = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), angle, 1.0)
+    corners = transform_points(np.array([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1]], float), m)
+    lo, hi = corners.min(0), corners.max(0)
+    m[:, 2] -= lo
+    size = tuple(int(np.ceil(v)) + 1 for v in hi - lo)
+    out = cv2.warpAffine(image, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    return out, transform_points(points - origin, m) + origin
+
+
+def detector_boxes(detector, model, images, points_list) -> list[np.ndarray | None]:
+    """The calibrated detection matched to each face (None = missed)."""
+    from asmnet.detection import match_detection, to_reference_box
+
+    calib = model.info.calibrations.for_detector(detector, model.info.name)
+    out = []
+    for image, points in zip(images, points_list):
+        det = match_detection(detector.detect(image), points)
+        out.append(None if det is None else to_reference_box(det.box, calib))
+    return out
+
+
+def shifted_box(box: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The box moved by half its larger side in a random direction."""
+    a = rng.uniform(0, 2 * np.pi)
+    step = 0.5 * max(box[2] - box[0], box[3] - box[1]) * np.array([np.cos(a), np.sin(a)])
+    return box + np.concatenate([step, step])
+
+
+def non_face_boxes(count: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(image, box) pairs: square boxes of 40-60 % of the shorter side at random places on
+    skimage pictures without a human face (the cat of ``chelsea`` included)."""
+    from skimage import data
+
+    rng = np.random.default_rng(seed)
+    out = []
+    pictures = []
+    for name in NON_FACE_IMAGES:
+        im = np.asarray(getattr(data, name)())
+        im = cv2.cvtColor(im, cv2.COLOR_GRAY2BGR) if im.ndim == 2 else np.ascontiguousarray(im[:, :, 2::-1])
+        pictures.append(im)
+    for i in range(count):
+        im = pictures[i % len(pictures)]
+        h, w = im.shape[:2]
+        side = rng.uniform(0.4, 0.6) * min(h, w)
+        x, y = rng.uniform(0, w - side), rng.uniform(0, h - side)
+        out.append((im, np.array([x, y, x + side, y + side])))
+    return out
+
+
+def run_setting(model, images, boxes, refine, straighten, flip_tta=False) -> dict[str, np.ndarray]:
+    """Per-face landmarks and scores for faces with a box (the others get NaN)."""
+    n = len(images)
+    have = np.array([b is not None for b in boxes])
+    idx = np.flatnonzero(have)
+    res = {"landmarks": np.full((n, model.info.markup.n_points, 2), np.nan)}
+    for key in ("quality", "angle"):
+        res[key] = np.full(n, np.nan)
+    for start in range(0, len(idx), 64):
+        part = idx[start:start + 64]
+        out = align_faces(model, [images[i] for i in part], np.arange(len(part)), np.stack([boxes[i] for i in part]),
+                          refine=refine, straighten=straighten, flip_tta=flip_tta)
+        res["landmarks"][part] = out.landmarks
+        res["quality"][part] = out.quality
+        res["angle"][part] = out.angles
+    return res
+
+
+def summary(nmes: np.ndarray, n_total: int) -> dict:
+    ok = nmes[np.isfinite(nmes)]
+    if not ok.size:
+        return {"n": 0, "misses": int(n_total), "miss_rate": 100.0}
+    return {"n": int(ok.size), "misses": int(n_total - ok.size),
+            "miss_rate": round(100.0 * (n_total - ok.size) / n_total, 3),
+            "nme_mean": round(float(ok.mean()), 4), "nme_median": round(float(np.median(ok)), 4),
+            "fr_0.08": round(100.0 * float((ok > 8).mean()), 3), "fr_0.10": round(100.0 * float((ok > 10).mean()), 3)}
+
+
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Probability that a random positive scores above a random negative (ties count half)."""
+    pos, neg = scores[positive], scores[~positive]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    order = np.argsort(np.concatenate([neg, pos]), kind="mergesort")
+    ranks = np.empty(len(order))
+    allv = np.concatenate([neg, pos])[order]
+    # average ranks over ties
+    i = 0
+    while i < len(allv):
+        j = i
+        while j + 1 < len(allv) and allv[j + 1] == allv[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1
+        i = j + 1
+    r_pos = ranks[len(neg):].sum()
+    return float((r_pos - len(pos) * (len(pos) + 1) / 2.0) / (len(pos) * len(neg)))
+
+
+def quality_report(cache: dict[str, np.ndarray], proto_names: list[str]) -> dict:
+    """Per quality kind: ranking of failures on validation faces (angle 0, every box protocol
+    but ``shifted``), the threshold flagging MAX_FLAGGED of them, and the bad boxes it flags."""
+    out: dict = {"fail_nme": FAIL_NME, "max_flagged": MAX_FLAGGED, "kinds": {}}
+    for kind, setting in KIND_SETTING.items():
+        if f"gt/0/{setting}/quality" not in cache:
+            continue
+        pools = {p: (cache[f"{p}/0/{setting}/quality"], cache[f"{p}/0/{setting}/nme"]) for p in proto_names}
+        q = np.concatenate([v[0] for v in pools.values()])
+        e = np.concatenate([v[1] for v in pools.values()])
+        ok = np.isfinite(e)
+        q, e = q[ok], e[ok]
+        threshold = float(np.quantile(q, 1.0 - MAX_FLAGGED))
+        rep = {"setting": setting, "threshold": threshold, "validation": pool_stats(q, e, threshold),
+               "per_protocol": {p: pool_stats(v[0][np.isfinite(v[1])], v[1][np.isfinite(v[1])], threshold)
+                                for p, v in pools.items()}, "bad_boxes": {}}
+        for name, key in (("turned_90_upright_box", "gt/90"), ("turned_180_upright_box", "gt/180"),
+                          ("moved_half_a_face", "shifted/0")):
+            if f"{key}/{setting}/quality" in cache:
+                bq, be = cache[f"{key}/{setting}/quality"], cache[f"{key}/{setting}/nme"]
+                rep["bad_boxes"][name] = pool_stats(bq, be, threshold)
+        if f"nonface/{setting}/quality" in cache:
+            nq = cache[f"nonface/{setting}/quality"]
+            rep["bad_boxes"]["non_face"] = {"n": int(nq.size), "flagged": round(float((nq > threshold).mean()), 4)}
+        rep["rotated_with_detector"] = {
+            key.split("/")[0] + "/" + key.split("/")[1]: pool_stats(cache[key], cache[key.replace("/quality", "/nme")],
+                                                                     threshold)
+            for key in cache if key.endswith(f"/{setting}/quality") and key.split("/")[0] not in ("gt", "shifted", "nonface")
+            and key.split("/")[1] != "0" and np.isfinite(cache[key.replace("/quality", "/nme")]).any()}
+        out["kinds"][kind] = rep
+    return out
+
+
+def pool_stats(q: np.ndarray, e: np.ndarray, threshold: float) -> dict:
+    """ROC AUC of ``q`` for NME > FAIL_NME, flagged share, failures caught, at ``threshold``."""
+    ok = np.isfinite(e)
+    q, e = q[ok], e[ok]
+    fail, flagged = e > FAIL_NME, q > threshold
+    return {"n": int(q.size), "failures": int(fail.sum()), "roc_auc": round(roc_auc(q, fail), 4),
+            "flagged": round(float(flagged.mean()), 4) if q.size else None,
+            "failures_caught": int((fail & flagged).sum()),
+            "flagged_among_good": round(float(flagged[~fail].mean()), 4) if (~fail).any() else None,
+            "median_nme_flagged": round(float(np.median(e[flagged])), 3) if flagged.any() else None}
+
+
+def write_thresholds(package: Path, report: dict, default_kind: str, cache: dict[str, np.ndarray]) -> None:
+    """Store each kind's threshold in the package's model.json, and the default kind's figures on
+    the GT-box validation faces in its card's ``quality`` (as scripts/build_model.py measures
+    them); no other field changes."""
+    meta_path = package / "model.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    thresholds = {k: round(v["threshold"], 5) for k, v in report["kinds"].items()}
+    meta["quality_thresholds"] = thresholds
+    meta["quality_threshold"] = threshold = thresholds[default_kind]
+    setting = KIND_SETTING[default_kind]
+    q, e = cache[f"gt/0/{setting}/quality"], cache[f"gt/0/{setting}/nme"]
+    flagged, fail = q > threshold, e > FAIL_NME
+    meta.setdefault("card", {})["quality"] = {
+        "definition": f"mean point move of the last of {DEFAULT_REFINE} straightened second-look passes, in % of "
+                      "the predicted inter-ocular distance (GT-box start; benchmarks/second_look.py measures more)",
+        "roc_auc_nme_gt_8": roc_auc(q, fail),
+        "threshold": threshold,
+        "flag_share": float(flagged.mean()),
+        "fr_0.08_among_flagged": float(fail[flagged].mean() * 100) if flagged.any() else None,
+        "fr_0.08_among_unflagged": float(fail[~flagged].mean() * 100),
+        "failures_caught": f"{int((fail & flagged).sum())} of {int(fail.sum())}",
+    }
+    write_json_atomic(meta_path, meta)
+
+
+def rotation_search_report(model_name, detector, records, images, every: int) -> dict:
+    """Faces turned by 90 / 180 / 270 degrees (np.rot90, exact) found by ``FaceAligner`` with and
+    without ``rotation_search``: found = a returned face whose landmarks' tight box overlaps the
+    ground truth's (IoU >= 0.3); NME of the best such face."""
+    from asmnet.api import FaceAligner, rot90_matrix
+    from asmnet.detection import box_iou
+
+    out = {"faces": len(records[::every]), "every": every}
+    for search in (False, True):
+        aligner = FaceAligner(model_name, detector=detector, threads=1, rotation_search=search)
+        for k in (0, 1, 2, 3):
+            nmes, t0 = [], time.process_time()
+            for rec, image in zip(records[::every], images[::every]):
+                turned = np.ascontiguousarray(np.rot90(image, k))
+                # in the aligner's output convention (pixel_origin), from the annotations' own
+                truth = transform_points(rec.points - aligner.model.info.annotation_origin,
+                                         rot90_matrix(k, image.shape)) + aligner.pixel_origin
+                best = None
+                for face in aligner(turned, channel_order="bgr"):
+                    iou = box_iou(tight_box(face.landmarks), tight_box(truth))
+                    if iou >= 0.3 and (best is None or iou > best[0]):
+                        best = (iou, face)
+                nmes.append(np.nan if best is None else float(nme(best[1].landmarks[None], truth[None],
+                                                                  aligner.model.info.markup)[0]))
+            res = summary(np.array(nmes), len(nmes))
+            res["cpu_ms_per_image"] = round(1000 * (time.process_time() - t0) / len(nmes), 1)
+            out[f"{'search' if search else 'upright_only'}/{90 * k}"] = res
+            print(f"rotation search {search}, turned {90 * k}: {res}", file=sys.stderr, flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", action="append", required=True)
+    ap.add_argument("--keys", required=True)
+    ap.add_argument("--model", default=None, help="model name or folder (default: the shipped default)")
+    ap.add_argument("--detector", action="append", default=[], help="detector(s) in the loop; repeatable")
+    ap.add_argument("--angles", default="0,15,30,45,90,180")
+    ap.add_argument("--detector-angles", default="0,15,30,45,90", help="rotations run with the detector(s) too")
+    ap.add_argument("--settings", default=",".join(SETTINGS))
+    ap.add_argument("--out", default="benchmarks/results/second_look.json")
+    ap.add_argument("--quality-out", default="benchmarks/results/quality.json")
+    ap.add_argument("--write-thresholds", action="store_true",
+                    help="store the measured thresholds in the model's model.json (quality fields only)")
+    ap.add_argument("--cache", default=None, help="also write the per-face results here (npz)")
+    ap.add_argument("--from-cache", default=None, metavar="NPZ",
+                    help="skip the runs: redo quality.json (and --write-thresholds) from a --cache file")
+    ap.add_argument("--nonface-boxes", type=int, default=280, help="boxes on pictures without faces")
+    ap.add_argument("--rotation-search", default=None, metavar="OUT.json",
+                    help="instead: measure FaceAligner(rotation_search=True) on faces turned by 90/180/270 "
+                    "degrees with the first --detector, writing OUT.json")
+    ap.add_argument("--every", type=int, default=3, help="--rotation-search: every N-th validation face")
+    ap.add_argument("--limit", type=int, default=None, help="first N faces only (quick runs)")
+    args = ap.parse_args(argv)
+
+    model = load_model(args.model, threads=1)
+    info = model.info
+    records, _ = load_many(args.data, n_points=info.markup.n_points)
+    wanted = read_keys(args.keys)
+    records = [r for r in records if r.key in wanted][: args.limit]
+    base_images = [read_image(r.image) for r in records]
+    from asmnet.detection import make_detector
+
+    detectors = [make_detector(name) for name in args.detector]
+    if args.rotation_search:
+        report = rotation_search_report(args.model, detectors[0], records, base_images, args.every)
+        report["detector"] = {detectors[0].name: detectors[0].options()}
+        write_json_atomic(args.rotation_search, report)
+        return 0
+    if args.from_cache:
+        cache = {k: v for k, v in np.load(args.from_cache).items() if k != "keys"}
+        return finish_quality(args, model, cache, [d.name for d in detectors])
+    angles = [float(a) for a in args.angles.split(",")]
+    detector_angles = [float(a) for a in args.detector_angles.split(",")]
+    settings = {k: SETTINGS[k] for k in args.settings.split(",")}
+    results: dict = {"model": info.name, "faces": len(records), "angles": angles, "fail_nme": FAIL_NME,
+                     "default_refine": DEFAULT_REFINE,
+                     "detectors": {d.name: d.options() for d in detectors}, "protocols": {}}
+    cache: dict[str, np.ndarray] = {}
+    t0 = time.process_time()
+    for angle in angles:
+        # points in the model's own convention (paper224 was trained with 1-based points read as 0-based)
+        turned = [rotate_image(im, r.points - info.annotation_origin + info.label_origin, angle, info.label_origin)
+                  for im, r in zip(base_images, records)]
+        images = [t[0] for t in turned]
+        gts = np.stack([t[1] for t in turned])
+        protocols = {"gt": [tight_box(p) for p in gts]}
+        if angle == 0:  # misplaced boxes: the GT box moved by half its size in a random direction
+            rng = np.random.default_rng(0)
+            protocols["shifted"] = [shifted_box(b, rng) for b in protocols["gt"]]
+        if angle in detector_angles:
+            for det in detectors:
+                protocols[det.name] = detector_boxes(det, model, images, gts)
+        for proto, boxes in protocols.items():
+            for name, (refine, straighten, flip) in settings.items():
+                if flip and angle not in FLIP_ANGLES:
+                    continue
+                res = run_setting(model, images, boxes, refine, straighten, flip)
+                have = np.isfinite(res["landmarks"][:, 0, 0])
+                nmes = np.full(len(records), np.nan)
+                if have.any():
+                    nmes[have] = nme(res["landmarks"][have], gts[have], info.markup)
+                key = f"{proto}/{angle:g}/{name}"
+                results["protocols"].setdefault(proto, {}).setdefault(f"{angle:g}", {})[name] = summary(nmes, len(records))
+                cache[f"{key}/quality"], cache[f"{key}/angle"], cache[f"{key}/nme"] = res["quality"], res["angle"], nmes
+                print(f"{key}: {results['protocols'][proto][f'{angle:g}'][name]}  "
+                      f"[{time.process_time() - t0:.0f} s CPU]", file=sys.stderr, flush=True)
+    nonface = non_face_boxes(int(args.nonface_boxes))
+    for name, (refine, straighten, flip) in settings.items():
+        res = run_setting(model, [im for im, _ in nonface], [b for _, b in nonface], refine, straighten, flip)
+        cache[f"nonface/{name}/quality"] = res["quality"]
+    results["cpu_seconds"] = round(time.process_time() - t0, 1)
+    results["keys"] = [r.key for r in records]
+    write_json_atomic(args.out, results)
+    if args.cache:
+        np.savez_compressed(args.cache, keys=np.array([r.key for r in records]), **cache)
+    return finish_quality(args, model, cache, [d.name for d in detectors])
+
+
+def finish_quality(args: argparse.Namespace, model, cache: dict[str, np.ndarray], detector_names: list[str]) -> int:
+    """quality.json from the per-face results, and the thresholds into model.json when asked."""
+    quality = quality_report(cache, ["gt", *detector_names])
+    quality["model"] = model.info.name
+    write_json_atomic(args.quality_out, quality)
+    for kind, rep in quality["kinds"].items():
+        v = rep["validation"]
+        print(f"quality {kind}: threshold {rep['threshold']:.4f}, AUC {v['roc_auc']:.3f}, flagged {v['flagged']:.3f}, "
+              f"caught {v['failures_caught']} of {v['failures']}; bad boxes flagged: "
+              + ", ".join(f"{k} {b['flagged']}" for k, b in rep["bad_boxes"].items()), file=sys.stderr)
+    if args.write_thresholds:
+        package = resolve_model(args.model)
+        write_thresholds(package, quality, quality_kind(DEFAULT_REFINE, False), cache)
+        print(f"wrote quality thresholds into {package / 'model.json'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

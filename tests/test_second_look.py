@@ -1,0 +1,215 @@
+"""The second look (re-crop from the predicted points, straightened), rotation search and the quality flag."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from conftest import template_face
+
+from asmnet.api import FaceAligner, rot90_matrix, turn_boxes
+from asmnet.errors import ModelError
+from asmnet.geometry import crop_matrix, tight_box, transform_points
+from asmnet.inference import DEFAULT_REFINE, align_boxes, point_frames, quality_kind, shape_roll
+from asmnet.markup import IBUG_68
+from asmnet.runtime import DEFAULT_MODEL_DIR, LandmarkModel, ModelInfo
+from asmnet.shape_model import ShapeModel
+
+
+def turn(points: np.ndarray, degrees: float, center=(0.0, 0.0)) -> np.ndarray:
+    """Points turned clockwise as displayed (y down) by ``degrees`` about ``center``."""
+    a = np.deg2rad(degrees)
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    return (np.asarray(points) - center) @ rot.T + center
+
+
+def test_shape_roll_recovers_the_tilt_and_the_crop_undoes_it():
+    face = template_face() - 0.5
+    for degrees in (-100.0, -30.0, 0.0, 12.5, 45.0, 179.0):
+        tilted = turn(face * 80 + [200, 150], degrees, center=(200, 150)) + [7, -3]
+        angle = float(shape_roll(tilted[None], face)[0])
+        assert angle == pytest.approx(degrees, abs=1e-9)
+        # crop_matrix with that angle puts the face upright again: same shape as the template, scaled
+        m = crop_matrix(tilted.mean(0), 200.0, 100, angle)
+        upright = transform_points(tilted, m)
+        scale = 100 / 200 * 80
+        assert np.allclose(upright - upright.mean(0), (face - face.mean(0)) * scale, atol=1e-9)
+
+
+def test_point_frames_is_the_tight_box_of_the_face_straightened():
+    face = template_face() * 100 + [50, 60]
+    center, side = point_frames(face[None], 1.3)
+    box = tight_box(face)
+    assert np.allclose(center[0], (box[:2] + box[2:]) / 2) and side[0] == pytest.approx(1.3 * (box[2:] - box[:2]).max())
+    tilted = turn(face, 35.0, center=(120, 130))
+    c2, s2 = point_frames(tilted[None], 1.3, np.array([35.0]))
+    # the same crop as the upright face's, its centre turned with the face
+    assert s2[0] == pytest.approx(side[0], rel=1e-12)
+    assert np.allclose(c2[0], turn(center[0], 35.0, center=(120, 130)), atol=1e-9)
+
+
+class ShapeStub(LandmarkModel):
+    """A network that always answers ``units``: whatever the crop, the same normalised shape."""
+
+    backend = "stub"
+
+    def __init__(self, units: np.ndarray, size: int = 64):
+        self.units = units
+        sm = ShapeModel(units.reshape(-1), np.eye(136)[:, :2], np.ones(2), 0.9, 0.9, 2)
+        self.info = ModelInfo("stub", size, 1.3, IBUG_68, sm, label_origin=1.0)
+        self.calls = 0
+
+    def _forward(self, batch):
+        self.calls += 1
+        return np.repeat(self.units.reshape(1, -1), len(batch), 0), np.tile([0.0, 0.0, 0.0], (len(batch), 1))
+
+
+def fixed_point_units() -> np.ndarray:
+    """A shape in crop units whose tight box is centred with side 1 / crop_scale: what the crop
+    of the training convention makes of a face's own tight box."""
+    face = template_face()
+    lo, hi = face.min(0), face.max(0)
+    return (face - (lo + hi) / 2) / (hi - lo).max() / 1.3
+
+
+@pytest.mark.parametrize("straighten", [False, True])
+def test_second_look_maps_points_back_exactly(straighten):
+    """The first pass's points, cropped as training crops a labelled face, must give the same
+    crop again: with a network that sees every crop the same way, each further pass returns the
+    points of the first to rounding error, and every face of the image goes in one batch per pass."""
+    stub = ShapeStub(fixed_point_units())
+    image = np.zeros((300, 400, 3), np.uint8)
+    boxes = np.array([[40.0, 50.0, 140.0, 170.0], [200.0, 20.0, 330.0, 120.0]])
+    first = align_boxes(stub, image, boxes)
+    assert stub.calls == 1
+    again = align_boxes(stub, image, boxes, refine=2, straighten=straighten)
+    assert stub.calls == 1 + 3  # one batch per pass
+    assert np.abs(again.landmarks - first.landmarks).max() < 1e-9
+    assert np.abs(again.pass_shift).max() < 1e-9 and np.allclose(again.angles, 0.0, atol=1e-9)
+
+
+def test_first_crop_angle_turns_points_and_pose_back():
+    """A first crop turned by 90 degrees (rotation search) maps its points and pose back to the image."""
+    units = fixed_point_units()
+
+    class PoseStub(ShapeStub):
+        def _forward(self, batch):
+            points, _ = super()._forward(batch)
+            return points, np.tile([0.0, 0.0, 5.0], (len(batch), 1))
+
+    stub = PoseStub(units)
+    box = np.array([[100.0, 100.0, 200.0, 200.0]])
+    plain = align_boxes(stub, np.zeros((300, 300, 3), np.uint8), box)
+    turned = align_boxes(stub, np.zeros((300, 300, 3), np.uint8), box, angles=np.array([90.0]))
+    # the crop was the image turned counter-clockwise by 90: in the image the face lies turned clockwise
+    center = (plain.landmarks[0].min(0) + plain.landmarks[0].max(0)) / 2
+    assert np.allclose(turned.landmarks[0], turn(plain.landmarks[0], 90.0, center), atol=1e-9)
+    assert turned.pose[0, 2] == pytest.approx(95.0, abs=1e-6)
+
+
+def test_rot90_matrix_matches_numpy_and_turn_boxes_inverts_it():
+    image = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)
+    for k in range(4):
+        turned = np.rot90(image, k)
+        m = rot90_matrix(k, image.shape)
+        for x, y in [(0, 0), (6, 0), (3, 4), (6, 4)]:
+            xt, yt = transform_points(np.array([x, y], float), m).round().astype(int)
+            assert (turned[yt, xt] == image[y, x]).all()
+        box = np.array([[1.0, 0.5, 4.0, 3.0]])
+        back = turn_boxes(turn_boxes(box, m), rot90_matrix(k, image.shape, inverse=True))
+        assert np.allclose(back, box)
+
+
+# -- the shipped model on a real photo ---------------------------------------------------------
+@pytest.fixture(scope="module")
+def astronaut():
+    skdata = pytest.importorskip("skimage.data", reason="the test photo comes from scikit-image")
+    bgr = np.ascontiguousarray(skdata.astronaut()[:, :, ::-1])
+    aligner = FaceAligner(detector=None, refine=0, threads=1)
+    # a rough box around the face; two straightened passes settle on the model's own answer
+    face = aligner(bgr, boxes=[[160.0, 40.0, 260.0, 160.0]], channel_order="bgr")[0]
+    aligner.refine, aligner.straighten = 2, True
+    face = aligner(bgr, boxes=[tight_box(face.landmarks)], channel_order="bgr")[0]
+    return bgr, face.landmarks
+
+
+def inter_ocular_nme(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b, axis=1).mean() / np.linalg.norm(b[36] - b[45]) * 100)
+
+
+def rotated(bgr: np.ndarray, points: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The photo turned counter-clockwise by ``degrees`` about the face, the points turned with it
+    (FaceAligner's default 0-based pixels, as OpenCV's), and the matrix back."""
+    center = tuple(float(v) for v in points.mean(0))
+    m = cv2.getRotationMatrix2D(center, degrees, 1.0)
+    out = cv2.warpAffine(bgr, m, (bgr.shape[1], bgr.shape[0]))
+    return out, transform_points(points, m), cv2.invertAffineTransform(m)
+
+
+def test_second_look_straightens_a_turned_face(astronaut):
+    """Predictions of a photo and of the same photo turned by 30 degrees agree after the
+    straightened second look (points mapped back exactly), better than without straightening."""
+    bgr, upright = astronaut
+    image, moved, back = rotated(bgr, upright, 30.0)
+    box = [tight_box(moved)]
+    errors = {}
+    for straighten in (False, True):
+        aligner = FaceAligner(detector=None, refine=1, straighten=straighten, threads=1)
+        face = aligner(image, boxes=box, channel_order="bgr")[0]
+        errors[straighten] = inter_ocular_nme(transform_points(face.landmarks, back), upright)
+    assert errors[True] < 2.0
+    assert errors[True] < errors[False]
+
+
+def test_quality_flags_a_face_turned_by_90_degrees(astronaut):
+    bgr, upright = astronaut
+    aligner = FaceAligner(detector=None, threads=1)
+    assert aligner.quality_threshold is not None
+    good = aligner(bgr, boxes=[tight_box(upright)], channel_order="bgr")[0]
+    assert not good.flagged
+    for degrees in (90.0, 180.0):
+        image, moved, _ = rotated(bgr, upright, degrees)
+        face = aligner(image, boxes=[tight_box(moved)], channel_order="bgr")[0]
+        assert face.flagged and face.quality > good.quality
+
+
+def test_quality_threshold_comes_from_model_json(tmp_path, astronaut):
+    """FaceAligner flags with model.json's threshold for the kind of score its settings give."""
+    bgr, upright = astronaut
+    package = tmp_path / "pkg"
+    shutil.copytree(DEFAULT_MODEL_DIR, package, ignore=shutil.ignore_patterns("weights.pt"))
+    meta = json.loads((package / "model.json").read_text())
+    face = FaceAligner(package, detector=None, threads=1)(bgr, boxes=[tight_box(upright)], channel_order="bgr")[0]
+    assert not face.flagged
+    kind = quality_kind(DEFAULT_REFINE, False)
+    meta["quality_thresholds"] = {**meta.get("quality_thresholds", {}), kind: face.quality / 2}
+    (package / "model.json").write_text(json.dumps(meta))
+    aligner = FaceAligner(package, detector=None, threads=1)
+    assert aligner.quality_threshold == pytest.approx(face.quality / 2)
+    assert aligner(bgr, boxes=[tight_box(upright)], channel_order="bgr")[0].flagged
+    # another setting reads its own entry; without one nothing is flagged
+    meta["quality_thresholds"].pop("shape", None)
+    (package / "model.json").write_text(json.dumps(meta))
+    one_pass = FaceAligner(package, detector=None, threads=1, refine=0)
+    assert one_pass.quality_threshold is None
+    assert not one_pass(bgr, boxes=[tight_box(upright)], channel_order="bgr")[0].flagged
+    meta["quality_thresholds"] = {kind: -1.0}
+    (package / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="quality_thresholds"):
+        FaceAligner(package, detector=None)
+
+
+def test_rotation_search_finds_a_face_lying_on_its_side(astronaut):
+    pytest.importorskip("dlib", reason="the default detector needs dlib")
+    bgr, upright = astronaut
+    lying = np.ascontiguousarray(np.rot90(bgr, 1))  # turned counter-clockwise: the face lies on its side
+    truth = transform_points(upright, rot90_matrix(1, bgr.shape))  # 0-based pixels, as FaceAligner's
+    plain = FaceAligner(threads=1, min_score=0.3)(lying, channel_order="bgr")
+    assert not plain
+    faces = FaceAligner(threads=1, min_score=0.3, rotation_search=True)(lying, channel_order="bgr")
+    assert len(faces) == 1
+    assert inter_ocular_nme(faces[0].landmarks, truth) < 3.0
+    assert not faces[0].flagged
