@@ -39,15 +39,18 @@ def test_default_is_opencv_pixels_and_origin_one_is_the_annotation_convention(pi
     np.testing.assert_allclose(a.landmarks + 1, b.landmarks, atol=1e-9)
     np.testing.assert_allclose(a.box + 1, b.box)
     # the network side: boxes and predictions in the iBUG files' convention (what evaluate compares)
-    raw = align_boxes(zero.model, np.ascontiguousarray(picture[:, :, ::-1]), BOX + 1).landmarks
+    raw = align_boxes(zero.model, np.ascontiguousarray(picture[:, :, ::-1]), BOX + 1, refine=zero.refine,
+                      straighten=zero.straighten).landmarks
     np.testing.assert_allclose(b.landmarks, raw[0], atol=1e-9)
 
 
 def test_a_model_without_the_origin_fix_is_shifted_too(picture):
     model = load_model("paper224")
     assert model.info.label_origin == 0.0 and model.info.annotation_origin == 1.0
-    face = FaceAligner(model="paper224")(picture, boxes=BOX)[0]
-    raw = align_boxes(model, np.ascontiguousarray(picture[:, :, ::-1]), BOX + 1).landmarks
+    aligner = FaceAligner(model="paper224")
+    face = aligner(picture, boxes=BOX)[0]
+    raw = align_boxes(model, np.ascontiguousarray(picture[:, :, ::-1]), BOX + 1, refine=aligner.refine,
+                      straighten=aligner.straighten).landmarks
     np.testing.assert_allclose(face.landmarks, raw[0] - 1, atol=1e-9)
 
 
