@@ -63,8 +63,12 @@ class Alignment:
     angles: np.ndarray
     matrices: np.ndarray
 
-    def __len__(self) -> int:
-        return len(self.landmarks)
+    def __iter__(self):
+        """Unpacks as ``landmarks, pose, quality`` (what align_boxes returned before)."""
+        return iter((self.landmarks, self.pose, self.quality))
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return (self.landmarks, self.pose, self.quality)[index]
 
 
 def crop_faces(
