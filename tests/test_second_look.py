@@ -128,7 +128,7 @@ def test_rot90_matrix_matches_numpy_and_turn_boxes_inverts_it():
 def astronaut():
     skdata = pytest.importorskip("skimage.data", reason="the test photo comes from scikit-image")
     bgr = np.ascontiguousarray(skdata.astronaut()[:, :, ::-1])
-    aligner = FaceAligner(detector=None, refine=0, threads=1)
+    aligner = FaceAligner(refine=0, threads=1)
     # a rough box around the face; two straightened passes settle on the model's own answer
     face = aligner(bgr, boxes=[[160.0, 40.0, 260.0, 160.0]], channel_order="bgr")[0]
     aligner.refine, aligner.straighten = 2, True
@@ -157,7 +157,7 @@ def test_second_look_straightens_a_turned_face(astronaut):
     box = [tight_box(moved)]
     errors = {}
     for straighten in (False, True):
-        aligner = FaceAligner(detector=None, refine=1, straighten=straighten, threads=1)
+        aligner = FaceAligner(refine=1, straighten=straighten, threads=1)
         face = aligner(image, boxes=box, channel_order="bgr")[0]
         errors[straighten] = inter_ocular_nme(transform_points(face.landmarks, back), upright)
     assert errors[True] < 2.0
@@ -166,7 +166,7 @@ def test_second_look_straightens_a_turned_face(astronaut):
 
 def test_quality_flags_a_face_turned_by_90_degrees(astronaut):
     bgr, upright = astronaut
-    aligner = FaceAligner(detector=None, threads=1)
+    aligner = FaceAligner(threads=1)
     assert aligner.quality_threshold is not None
     good = aligner(bgr, boxes=[tight_box(upright)], channel_order="bgr")[0]
     assert not good.flagged
@@ -182,24 +182,24 @@ def test_quality_threshold_comes_from_model_json(tmp_path, astronaut):
     package = tmp_path / "pkg"
     shutil.copytree(DEFAULT_MODEL_DIR, package, ignore=shutil.ignore_patterns("weights.pt"))
     meta = json.loads((package / "model.json").read_text())
-    face = FaceAligner(package, detector=None, threads=1)(bgr, boxes=[tight_box(upright)], channel_order="bgr")[0]
+    face = FaceAligner(package, threads=1)(bgr, boxes=[tight_box(upright)], channel_order="bgr")[0]
     assert not face.flagged
     kind = quality_kind(DEFAULT_REFINE, False)
     meta["quality_thresholds"] = {**meta.get("quality_thresholds", {}), kind: face.quality / 2}
     (package / "model.json").write_text(json.dumps(meta))
-    aligner = FaceAligner(package, detector=None, threads=1)
+    aligner = FaceAligner(package, threads=1)
     assert aligner.quality_threshold == pytest.approx(face.quality / 2)
     assert aligner(bgr, boxes=[tight_box(upright)], channel_order="bgr")[0].flagged
     # another setting reads its own entry; without one nothing is flagged
     meta["quality_thresholds"].pop("shape", None)
     (package / "model.json").write_text(json.dumps(meta))
-    one_pass = FaceAligner(package, detector=None, threads=1, refine=0)
+    one_pass = FaceAligner(package, threads=1, refine=0)
     assert one_pass.quality_threshold is None
     assert not one_pass(bgr, boxes=[tight_box(upright)], channel_order="bgr")[0].flagged
     meta["quality_thresholds"] = {kind: -1.0}
     (package / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="quality_thresholds"):
-        FaceAligner(package, detector=None)
+        FaceAligner(package)
 
 
 def test_rotation_search_finds_a_face_lying_on_its_side(astronaut):
