@@ -161,7 +161,8 @@ def build_packages(checkpoint, out: Path, all_records: list, val_keys: set[str],
     300 faces that are not validation faces); weights.pt in half precision. Returns the float
     package folder and the export report."""
     float_dir = out.with_name(out.name + "-fp32") if int8 else out
-    report = export_model(checkpoint, float_dir, float_dir.name)
+    # the packages get their calibrations in write_packages: nothing to carry or fit here
+    report = export_model(checkpoint, float_dir, float_dir.name, extra={"calibrations": {}})
     if int8:
         train_faces = [r for r in all_records if r.key not in val_keys]
         quantize_package(float_dir, out, train_faces, count=300)

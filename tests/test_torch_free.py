@@ -59,7 +59,8 @@ def test_every_command_works_without_torch(torch_free):
     assert record["faces"] and len(record["faces"][0]["landmarks"]) == 68
     for args in (["--help"], ["models"], ["demo", "--image", "astronaut.png", "--out", "demo"],
                  ["evaluate", "--data", "faces"], ["benchmark", "--image", "astronaut.png", "--seconds", "0.05"],
-                 ["predict", "astronaut.png", "--model", "paper224"]):
+                 ["predict", "astronaut.png", "--model", "paper224"],
+                 ["align", "astronaut.png", "--out", "aligned", "--template", "ffhq"]):
         res = asmnet(exe, *args, cwd=tmp)
         assert res.returncode == 0 and "Traceback" not in res.stderr, (args, res.stderr[-500:])
     info = asmnet(exe, "info", cwd=tmp)  # counted on the shipped model's ONNX graph

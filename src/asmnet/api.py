@@ -311,8 +311,9 @@ class FaceAligner:
               channel_order: str = "rgb") -> list[AlignedFace]:
         """Aligned crops of the faces of one image (see :mod:`asmnet.align`): ``template``
         "arcface" (5-point similarity, 112 px by default), "ffhq" (256) or "dlib" (dlib's
-        get_face_chip-like, 150). Crops come in ``channel_order`` (RGB by default, whatever the
-        input). Raises ValueError for an unknown template or a size below 16, and as
+        get_face_chip-like, 150). Crops come in ``channel_order``: the input array's own order,
+        and RGB for paths and PIL images unless ``channel_order="bgr"``. Raises ValueError for an
+        unknown template or a size below 16, and as
         :meth:`__call__`."""
         from .align import aligned_crops, check_template
 
