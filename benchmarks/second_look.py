@@ -31,8 +31,8 @@ from asmnet.evaluation import read_keys
 from asmnet.fileio import write_json_atomic
 from asmnet.formats import load_many, read_image
 from asmnet.geometry import tight_box, transform_points
-from asmnet.inference import DEFAULT_REFINE, align_faces, quality_kind
-from asmnet.metrics import nme
+from asmnet.inference import DEFAULT_REFINE, QUALITY_DEFINITION, align_faces, quality_kind
+from asmnet.metrics import flag_report, nme, roc_auc
 from asmnet.runtime import load_model, resolve_model
 
 SETTINGS = {  # name -> (refine, straighten, flip_tta)
@@ -137,26 +137,6 @@ def summary(nmes: np.ndarray, n_total: int) -> dict:
             "fr_0.08": round(100.0 * float((ok > 8).mean()), 3), "fr_0.10": round(100.0 * float((ok > 10).mean()), 3)}
 
 
-def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Probability that a random positive scores above a random negative (ties count half)."""
-    pos, neg = scores[positive], scores[~positive]
-    if not len(pos) or not len(neg):
-        return float("nan")
-    order = np.argsort(np.concatenate([neg, pos]), kind="mergesort")
-    ranks = np.empty(len(order))
-    allv = np.concatenate([neg, pos])[order]
-    # average ranks over ties
-    i = 0
-    while i < len(allv):
-        j = i
-        while j + 1 < len(allv) and allv[j + 1] == allv[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1
-        i = j + 1
-    r_pos = ranks[len(neg):].sum()
-    return float((r_pos - len(pos) * (len(pos) + 1) / 2.0) / (len(pos) * len(neg)))
-
-
 def quality_report(cache: dict[str, np.ndarray], proto_names: list[str]) -> dict:
     """Per quality kind: ranking of failures on validation faces (angle 0, every box protocol
     but ``shifted``), the threshold flagging MAX_FLAGGED of them, and the bad boxes it flags."""
@@ -195,7 +175,8 @@ def pool_stats(q: np.ndarray, e: np.ndarray, threshold: float) -> dict:
     ok = np.isfinite(e)
     q, e = q[ok], e[ok]
     fail, flagged = e > FAIL_NME, q > threshold
-    return {"n": int(q.size), "failures": int(fail.sum()), "roc_auc": round(roc_auc(q, fail), 4),
+    auc = roc_auc(q, fail)
+    return {"n": int(q.size), "failures": int(fail.sum()), "roc_auc": None if auc is None else round(auc, 4),
             "flagged": round(float(flagged.mean()), 4) if q.size else None,
             "failures_caught": int((fail & flagged).sum()),
             "flagged_among_good": round(float(flagged[~fail].mean()), 4) if (~fail).any() else None,
@@ -213,17 +194,7 @@ def write_thresholds(package: Path, report: dict, default_kind: str, cache: dict
     meta["quality_threshold"] = threshold = thresholds[default_kind]
     setting = KIND_SETTING[default_kind]
     q, e = cache[f"gt/0/{setting}/quality"], cache[f"gt/0/{setting}/nme"]
-    flagged, fail = q > threshold, e > FAIL_NME
-    meta.setdefault("card", {})["quality"] = {
-        "definition": f"mean point move of the last of {DEFAULT_REFINE} straightened second-look passes, in % of "
-                      "the predicted inter-ocular distance (GT-box start; benchmarks/second_look.py measures more)",
-        "roc_auc_nme_gt_8": roc_auc(q, fail),
-        "threshold": threshold,
-        "flag_share": float(flagged.mean()),
-        "fr_0.08_among_flagged": float(fail[flagged].mean() * 100) if flagged.any() else None,
-        "fr_0.08_among_unflagged": float(fail[~flagged].mean() * 100),
-        "failures_caught": f"{int((fail & flagged).sum())} of {int(fail.sum())}",
-    }
+    meta.setdefault("card", {})["quality"] = {"definition": QUALITY_DEFINITION, **flag_report(q, e, threshold)}
     write_json_atomic(meta_path, meta)
 
 

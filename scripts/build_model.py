@@ -35,7 +35,8 @@ from asmnet.benchmark import cpu_name
 from asmnet.evaluation import evaluate, read_keys
 from asmnet.fileio import write_atomic, write_json_atomic, write_text_atomic
 from asmnet.formats import load_many
-from asmnet.inference import DEFAULT_REFINE
+from asmnet.inference import DEFAULT_REFINE, QUALITY_DEFINITION
+from asmnet.metrics import flag_report
 from asmnet.nn.checkpoint import load_checkpoint, save_checkpoint
 from asmnet.runtime import load_model
 from asmnet.training.export import ExportResult, export_model
@@ -43,15 +44,6 @@ from asmnet.training.quantize import PRECISION as INT8_PRECISION
 from asmnet.training.quantize import float_head, quantize_package, quantized_outputs
 
 QUALITY_FLAG_SHARE = 0.05  # flag the least plausible 5 % of validation faces
-
-
-def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
-    """Probability that a failure scores higher than a success (Mann-Whitney)."""
-    pos, neg = scores[positive], scores[~positive]
-    if len(pos) == 0 or len(neg) == 0:
-        return None
-    ranks = np.argsort(np.argsort(np.concatenate([pos, neg]))) + 1
-    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
 def time_landmark_stage(model_dir: Path, threads: int, batch: int, repeats: int = 300) -> dict:
@@ -191,18 +183,7 @@ def measure(out: Path, float_dir: Path | None, records: list, threshold: float |
     quality = np.array([p["quality"] for p in pipeline["per_image"]])
     if threshold is None:
         threshold = float(np.quantile(quality, 1 - QUALITY_FLAG_SHARE))
-    flagged = quality > threshold
-    fail8 = nmes > 8
-    quality_report = {
-        "definition": f"mean point move of the last of {DEFAULT_REFINE} straightened second-look passes, in % of "
-                      "the predicted inter-ocular distance (GT-box start; benchmarks/second_look.py measures more)",
-        "roc_auc_nme_gt_8": roc_auc(quality, fail8),
-        "threshold": threshold,
-        "flag_share": float(flagged.mean()),
-        "fr_0.08_among_flagged": float(fail8[flagged].mean() * 100) if flagged.any() else None,
-        "fr_0.08_among_unflagged": float(fail8[~flagged].mean() * 100),
-        "failures_caught": f"{int((fail8 & flagged).sum())} of {int(fail8.sum())}",
-    }
+    quality_report = {"definition": QUALITY_DEFINITION, **flag_report(quality, nmes, threshold)}
     blends = {}
     for blend in (0.25, 0.5, 1.0):
         r = evaluate(model, records, asm_blend=blend, progress=False)

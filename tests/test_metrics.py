@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from asmnet import metrics
 from asmnet.markup import IBUG_68, WFLW_98
 from asmnet.metrics import (
     NORMALISATIONS,
@@ -206,3 +207,22 @@ def test_plot_ced_writes_png(tmp_path) -> None:
     data = out.read_bytes()
     assert data.startswith(b"\x89PNG") and len(data) > 1000
     assert [p.name for p in out.parent.iterdir()] == ["ced.png"]  # no temporary file left
+
+
+def test_roc_auc_equals_the_pairwise_count_with_ties_half():
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 6, 80).astype(float)  # many ties
+    positive = rng.random(80) < 0.3
+    pos, neg = scores[positive], scores[~positive]
+    pairwise = ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (len(pos) * len(neg))
+    assert metrics.roc_auc(scores, positive) == pytest.approx(pairwise)
+    assert metrics.roc_auc(scores, np.zeros(80, bool)) is None
+
+
+def test_flag_report_counts_failures_caught():
+    quality = np.array([0.5, 3.0, 0.2, 4.0])
+    nmes = np.array([3.0, 9.0, 12.0, 5.0])
+    rep = metrics.flag_report(quality, nmes, threshold=1.0)
+    assert rep["failures_caught"] == "1 of 2" and rep["flag_share"] == 0.5
+    assert rep["fr_0.08_among_flagged"] == 50.0 and rep["fr_0.08_among_unflagged"] == 50.0
+    assert rep["roc_auc_nme_gt_8"] == pytest.approx(0.25)  # failures score 3.0, 0.2; good 0.5, 4.0

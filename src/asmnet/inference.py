@@ -24,6 +24,9 @@ from .runtime import LandmarkModel, ModelInfo
 QUALITY_KINDS = ("refine1", "refine2", "flip", "shape")
 # second-look passes by default (FaceAligner, asmnet predict): see benchmarks/README.md "Second look"
 DEFAULT_REFINE = 2
+# what Face.quality means at the default settings (model cards say it)
+QUALITY_DEFINITION = (f"mean point move of the last of {DEFAULT_REFINE} straightened second-look passes, in % of "
+                      "the predicted inter-ocular distance (GT-box start; benchmarks/second_look.py measures more)")
 
 
 def quality_kind(refine: int, flip_tta: bool) -> str:

@@ -144,6 +144,34 @@ def auc(
     return _trapezoid(fractions, thresholds) / float(threshold_percent)
 
 
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
+    """ROC AUC: the probability that a random positive scores above a random negative (ties count
+    half; Mann-Whitney with average ranks). None when either class is empty."""
+    scores, positive = np.asarray(scores, dtype=np.float64), np.asarray(positive, dtype=bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if not n_pos or not n_neg:
+        return None
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    ranks = (ends - (counts - 1) / 2.0)[inverse]  # 1-based average rank of each value's tie group
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def flag_report(quality: np.ndarray, nmes: np.ndarray, threshold: float) -> dict:
+    """How a quality flag (``quality > threshold``) catches failures (NME > 8 %): the figures a model
+    card's ``quality`` holds (ROC AUC, flagged share, FR@8 among flagged / unflagged, caught)."""
+    quality, nmes = np.asarray(quality, dtype=np.float64), np.asarray(nmes, dtype=np.float64)
+    flagged, fail = quality > threshold, nmes > 8.0
+    return {
+        "roc_auc_nme_gt_8": roc_auc(quality, fail),
+        "threshold": threshold,
+        "flag_share": float(flagged.mean()),
+        "fr_0.08_among_flagged": float(fail[flagged].mean() * 100) if flagged.any() else None,
+        "fr_0.08_among_unflagged": float(fail[~flagged].mean() * 100),
+        "failures_caught": f"{int((fail & flagged).sum())} of {int(fail.sum())}",
+    }
+
+
 def _as_poses(poses: np.ndarray, what: str) -> np.ndarray:
     arr = np.asarray(poses, dtype=np.float64)
     if arr.ndim == 1:
