@@ -1,12 +1,14 @@
-"""``asmnet predict --engine ray`` on a local 2-CPU Ray cluster (one per session), against the
-local engine: the same records, a killed actor loses and repeats nothing, bad files are failures,
---resume skips what is done. Skipped only when Ray (the ``ray`` extra) is not installed."""
+"""``asmnet predict --engine ray`` and ``asmnet align --engine ray`` on a local 2-CPU Ray cluster
+(one per session), against the local engine: the same records (and crops), a killed actor loses
+and repeats nothing, bad files are failures, --resume skips what is done. Skipped only when Ray
+(the ``ray`` extra) is not installed."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -154,14 +156,55 @@ def test_bad_files_fail_and_resume_skips_done(ray_cluster, photos, local_records
         Path(g).name for g in good if g not in {json.loads(line)["file"] for line in expected[:5]})
 
 
-def test_missing_ray_extra_is_one_line(tmp_path):
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.ray
+@needs_ray
+def test_align_crops_records_and_failures_equal_local_engine(ray_cluster, photos, tmp_path, capsys):
+    # 16 photos in two sub-folders with a truncated JPEG among them; settings that reach the
+    # aligner (pixel origin, minimum score) and the crops (template, size, format)
+    src = tmp_path / "in"
+    for i, photo in enumerate(photos[:16]):
+        (src / f"part{i % 2}").mkdir(parents=True, exist_ok=True)
+        shutil.copy(photo, src / f"part{i % 2}" / photo.name)
+    (src / "part1" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    flags = ["--template", "ffhq", "--size", "96", "--format", "jpg", "--pixel-origin", "1", "--min-score", "0.3"]
+    runs = {}
+    for engine in ("local", "ray"):
+        out = tmp_path / engine
+        rc = main(["align", str(src), "--out", str(out), *flags, "--engine", engine, *(
+            ["--ray-actors", "2"] if engine == "ray" else [])])
+        runs[engine] = rc, capsys.readouterr().err, _files(out)
+    (rc, err, files), (ray_rc, ray_err, ray_files) = runs["local"], runs["ray"]
+    assert rc == ray_rc == 1 and "Traceback" not in ray_err  # one input failed, the job went on
+    failed = [line for line in err.splitlines() if line.startswith("  ")]
+    assert len(failed) == 1 and "broken.jpg" in failed[0]
+    assert [line for line in ray_err.splitlines() if line.startswith("  ")] == failed
+    assert "16 images aligned" in ray_err and ", 1 failed" in ray_err
+    # the same index (byte for byte, the inputs' order) and the same crop files, written by the actors
+    index = ray_files.pop("aligned.jsonl").decode().replace(str(tmp_path / "ray"), str(tmp_path / "local"))
+    assert index == files.pop("aligned.jsonl").decode()
+    assert ray_files == files
+    records = [json.loads(line) for line in index.splitlines()]
+    assert len(records) == 16 and all(r["pixel_origin"] == 1 and r["template"] == "ffhq" for r in records)
+    assert sum(1 for r in records if r["faces"]) >= 14  # real faces were found
+    assert sorted(files) == sorted(Path(f["crop"]).relative_to(tmp_path / "local").as_posix()
+                                   for r in records for f in r["faces"])
+
+
+@pytest.mark.parametrize("command", ["predict", "align"])
+def test_missing_ray_extra_is_one_line(tmp_path, command):
     photo = tmp_path / "x.png"
     cv2.imwrite(str(photo), np.zeros((32, 32, 3), np.uint8))
+    out = ["--out", str(tmp_path / "out")] if command == "align" else []
     code = ("import sys; sys.modules['ray'] = None; from asmnet.cli import main; "
-            f"sys.exit(main(['predict', {str(photo)!r}, '--engine', 'ray']))")
+            f"sys.exit(main([{command!r}, {str(photo)!r}, *{out!r}, '--engine', 'ray']))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2
     assert res.stderr.count("\n") == 1 and "asmnet[ray]" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "out").exists()  # refused before any work
 
 
 def test_videos_and_webcam_are_refused_in_one_line(tmp_path, capsys):
@@ -177,10 +220,13 @@ def test_videos_and_webcam_are_refused_in_one_line(tmp_path, capsys):
 
 @pytest.mark.ray
 @needs_ray
-def test_gpu_actors_on_a_cluster_without_gpus_are_one_line(ray_cluster, photos, capsys):
+def test_gpu_actors_on_a_cluster_without_gpus_are_one_line(ray_cluster, photos, tmp_path, capsys):
     assert main(["predict", str(photos[0]), "--engine", "ray", "--ray-gpus", "1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "GPU" in err
+    assert main(["align", str(photos[0]), "--out", str(tmp_path / "crops"), "--engine", "ray", "--ray-gpus", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "GPU" in err and not (tmp_path / "crops").exists()
 
 
 def test_gpu_actor_without_cuda_onnxruntime_says_what_to_install(photos):

@@ -22,15 +22,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
 from .geometry import similarity_transform, transform_points
+
+if TYPE_CHECKING:
+    from .predict import PredictOptions
 
 TEMPLATES = ("arcface", "ffhq", "dlib")
 DEFAULT_SIZES = {"arcface": 112, "ffhq": 256, "dlib": 150}
@@ -150,13 +154,38 @@ def crop_paths(images: list[Path], inputs: list[str], out_dir: Path) -> dict[Pat
     return {p: out_dir / Path(os.path.abspath(p)).relative_to(root) for p in images}
 
 
+@dataclass(frozen=True)
+class CropSettings:
+    """What ``asmnet align`` writes for each face, whichever engine runs it: the ``template``, the
+    crop ``size`` in pixels, the file format ``fmt`` (``"png"`` or ``"jpg"``), and ``protected``:
+    the resolved paths of the inputs a crop must never replace (see :func:`protected_inputs`)."""
+
+    template: str
+    size: int
+    fmt: str = "png"
+    protected: frozenset[str] = frozenset()
+
+
+def _crop_target(crop_file: Path) -> str:
+    """The directory entry a crop replaces: its folder resolved, its own name kept (crops are
+    written atomically, by a rename, so a link already there is replaced, never followed)."""
+    return os.path.join(os.path.realpath(crop_file.parent), crop_file.name)
+
+
+def protected_inputs(images: list[Path], fmt: str) -> frozenset[str]:
+    """The resolved paths of the ``images`` that a crop could replace: only those named like a
+    crop (``NAME.faceK.FMT``), so the set stays small for any job (it goes to every Ray actor)."""
+    named = re.compile(rf".+\.face\d+\.{re.escape(fmt)}")
+    return frozenset(real for real in map(os.path.realpath, images) if named.fullmatch(os.path.basename(real)))
+
+
 def align_file(aligner: Any, path: str | Path, base: Path, template: str, size: int, fmt: str = "png",
                protected: frozenset[str] = frozenset()) -> dict:
-    """Align the faces of one image file and write each crop as ``BASE.faceK.FMT``; returns the
-    JSON record (the faces' records with ``crop``, ``matrix`` and ``crop_landmarks``). The unit
-    of work of ``asmnet align`` (and of any engine that runs it elsewhere). Raises DataError for
-    an unreadable image or a crop path that is one of the ``protected`` (input) files, OSError
-    when a crop cannot be written."""
+    """Align the faces of one image file and write each crop as ``BASE.faceK.FMT`` (atomically);
+    returns the JSON record (the faces' records with ``crop``, ``matrix`` and ``crop_landmarks``).
+    Raises DataError for an unreadable image or a crop path that is one of the ``protected``
+    (input) files, OSError when a crop cannot be written. :func:`align_task` wraps it for the
+    engines of ``asmnet align``."""
     from .draw import write_image
     from .errors import DataError
     from .formats import read_image
@@ -166,7 +195,7 @@ def align_file(aligner: Any, path: str | Path, base: Path, template: str, size: 
     faces = []
     for k, item in enumerate(aligned):
         crop_file = base.with_name(f"{base.name}.face{k}.{fmt}")
-        if os.path.realpath(crop_file) in protected:
+        if _crop_target(crop_file) in protected:
             raise DataError(crop_file, "a crop would overwrite an input: choose an --out folder outside the inputs")
         write_image(crop_file, item.image)
         faces.append({**item.to_dict(), "crop": str(crop_file)})
@@ -175,20 +204,61 @@ def align_file(aligner: Any, path: str | Path, base: Path, template: str, size: 
             "size": size, "faces": faces}
 
 
-def align_inputs(inputs: list[str], out_dir: str | Path, aligner: Any, template: str = "arcface",
-                 size: int | None = None, fmt: str = "png", json_path: str | Path | None = None) -> tuple[list[dict], list[str]]:
+def align_task(aligner: Any, path: str, base: str | Path, crops: CropSettings) -> tuple[dict | None, str | None, str | None]:
+    """One image of ``asmnet align``, the unit of work of every engine (this process, or a Ray
+    actor: :class:`asmnet.ray_engine.AlignerActor` with ``crops``): align ``path`` and write its
+    crops beside ``base`` (see :func:`align_file`). Returns (record, None, None) on success,
+    (None, failure line, None) for a bad file or a crop that cannot be written, and (None, None,
+    message) for a model or detector problem, which stops the job. Never raises for a bad file."""
+    from .errors import AsmnetError, ModelError
+    from .predict import one_line
+
+    try:
+        return align_file(aligner, path, Path(base), crops.template, crops.size, crops.fmt, crops.protected), None, None
+    except ModelError as exc:
+        return None, None, str(exc)
+    except AsmnetError as exc:
+        text = str(exc)
+        return None, (text if text.startswith(str(path)) or getattr(exc, "path", None) else f"{path}: {text}"), None
+    except OSError as exc:
+        return None, f"{base}: cannot write a crop ({exc.strerror or exc})", None
+    except cv2.error as exc:
+        return None, f"{path}: OpenCV failed ({one_line(exc)})", None
+    except Exception as exc:  # noqa: BLE001 - one line per file; the job goes on
+        return None, f"{path}: unexpected error ({one_line(exc)})", None
+
+
+def align_inputs(inputs: list[str], out_dir: str | Path, aligner: Any = None, template: str = "arcface",
+                 size: int | None = None, fmt: str = "png", json_path: str | Path | None = None,
+                 options: PredictOptions | None = None) -> tuple[list[dict], list[str]]:
     """``asmnet align``: the images of ``inputs`` (files, folders searched recursively) aligned
     into ``out_dir`` (crops named after each input's path relative to the inputs' common folder,
-    see :func:`crop_paths`) with a JSON Lines index at ``json_path`` (default OUT/aligned.jsonl).
+    see :func:`crop_paths`) with a JSON Lines index at ``json_path`` (default OUT/aligned.jsonl),
+    written by this process at the end, in the order of the inputs.
+
+    The aligner is ``aligner``, or else the one of ``options`` (a :class:`asmnet.predict.PredictOptions`:
+    its model and detector settings; default: the defaults). With ``options.engine == "ray"`` the
+    images go to the actors of a Ray cluster (``options.ray``, see :mod:`asmnet.ray_engine`):
+    each actor builds the aligner of ``options`` and writes the crops, and the records, crop
+    files and failures are those of the local engine (``aligner`` must then be None).
+
     Returns (records, one line per failed input). Raises DataError when ``out_dir`` is an input
     folder or nothing can be read, ModelError for a model or detector problem (which would fail
-    every image)."""
+    every image), AsmnetError for a Ray cluster that cannot run the job."""
     from tqdm import tqdm
 
     from .errors import AsmnetError, DataError, ModelError
     from .fileio import write_text_atomic
-    from .predict import expand_inputs
+    from .predict import PredictOptions, _make_aligner, expand_inputs
 
+    options = options if options is not None else PredictOptions()
+    ray = options.engine != "local"
+    if ray:
+        from .ray_engine import check_job
+
+        if aligner is not None:
+            raise AsmnetError("the Ray engine's actors build their aligners from the options: pass options, not an aligner")
+        check_job(options, [], None)  # before any work: Ray installed, no --workers
     size = check_template(template, size)
     out_dir = Path(out_dir)
     out_real = os.path.realpath(out_dir)
@@ -200,19 +270,39 @@ def align_inputs(inputs: list[str], out_dir: str | Path, aligner: Any, template:
     failures += [f"{v}: a video (asmnet align takes images; asmnet predict tracks videos)" for v in videos]
     if not images:
         raise DataError(None, "no images found in the inputs" + (f" ({failures[0]})" if failures else ""))
-    protected = frozenset(os.path.realpath(p) for p in images)
+    crops = CropSettings(template, size, fmt, protected_inputs(images, fmt))
     plan = crop_paths(images, inputs, out_dir)
+    tasks = [(str(p), str(plan[p])) for p in images]
+    if aligner is None:
+        # the local engine's aligner; for Ray, built here once too, so that a bad model or
+        # detector fails in one line before any cluster starts
+        aligner = _make_aligner(options, default_threads=None)
+        aligner.detector  # noqa: B018 - builds the detector now
+    if ray:
+        from .ray_engine import run_tasks
+
+        del aligner
+        results = run_tasks(tasks, options, crops=crops)
+    else:
+        results = ((i, *align_task(aligner, path, base, crops)) for i, (path, base) in enumerate(tasks))
+    answers: dict[int, tuple[dict | None, str | None]] = {}
+    bar = tqdm(total=len(tasks), desc="align", unit="img", file=sys.stderr, disable=None)
+    try:
+        for index, record, error, fatal in results:
+            if fatal:
+                raise ModelError(None, fatal)
+            answers.setdefault(index, (record, error))
+            bar.update(1)
+    finally:
+        bar.close()
+        results.close()  # stops the Ray job (and a local Ray instance it started) on an error too
     records = []
-    for path in tqdm(images, desc="align", unit="img", file=sys.stderr, disable=None):
-        try:
-            records.append(align_file(aligner, path, plan[path], template, size, fmt, protected))
-        except ModelError:
-            raise
-        except AsmnetError as exc:
-            text = str(exc)
-            failures.append(text if text.startswith(str(path)) or getattr(exc, "path", None) else f"{path}: {text}")
-        except OSError as exc:
-            failures.append(f"{plan[path]}: cannot write a crop ({exc.strerror or exc})")
-    index = Path(json_path) if json_path else out_dir / "aligned.jsonl"
-    write_text_atomic(index, "".join(json.dumps(r) + "\n" for r in records))
+    for index in range(len(tasks)):  # the inputs' order, whichever order the answers came in
+        record, error = answers[index]
+        if error:
+            failures.append(error)
+        else:
+            records.append(record)
+    index_file = Path(json_path) if json_path else out_dir / "aligned.jsonl"
+    write_text_atomic(index_file, "".join(json.dumps(r) + "\n" for r in records))
     return records, failures

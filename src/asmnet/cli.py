@@ -19,6 +19,9 @@ import numpy as np
 from . import __version__
 from .errors import AsmnetError, DataNote, first_line
 
+if typing.TYPE_CHECKING:
+    from .ray_engine import RayOptions
+
 EXIT_OK, EXIT_SOME_FAILED, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 130
 MODEL_HELP = "a shipped model's name (asmnet models lists them; default: default), a model folder, .onnx or .pt"
 
@@ -452,9 +455,20 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
                    help="when no face is found upright, search the image turned by 90, 180 and 270 degrees")
     p.add_argument("--workers", type=whole(1, 256), default=1, help="processes for image folders")
     p.add_argument("--resume", action="store_true", help="skip inputs already in the --json file")
+    add_engine_flags(p, local="processes of this machine (--workers)", ray="images only")
+    p.add_argument("--redetect-every", type=whole(1, 1_000_000), default=15, metavar="K",
+                   help="video: re-run the detector every K frames")
+    p.add_argument("--no-smooth", action="store_true", help="video: no temporal smoothing")
+    p.add_argument("--max-frames", type=whole(1, 2**62), default=None, metavar="N",
+                   help="videos and webcam: stop after N frames of each (default: all)")
+    p.set_defaults(func=cmd_predict)
+
+
+def add_engine_flags(p: argparse.ArgumentParser, local: str, ray: str) -> None:
+    """``--engine`` and the ``--ray-*`` flags (predict and align), with the same meaning in both;
+    ``local`` / ``ray``: what the two engines are for this command, for the help."""
     p.add_argument("--engine", choices=("local", "ray"), default="local",
-                   help="local: processes of this machine (--workers); ray: the actors of a Ray cluster, "
-                   "images only (needs pip install 'asmnet[ray]')")
+                   help=f"local: {local}; ray: the actors of a Ray cluster, {ray} (needs pip install 'asmnet[ray]')")
     p.add_argument("--ray-address", default=None, metavar="ADDRESS",
                    help="Ray cluster to join (auto, HOST:6379 or ray://HOST:10001); default: start a local one")
     p.add_argument("--ray-actors", type=whole(1, 100_000), default=None, metavar="N",
@@ -463,12 +477,15 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
                    help="CPUs per Ray actor (also its inference threads unless --threads)")
     p.add_argument("--ray-gpus", type=number(0, 1024), default=0.0, metavar="G",
                    help="GPUs per Ray actor: ONNX Runtime's CUDA provider (needs onnxruntime-gpu on the workers)")
-    p.add_argument("--redetect-every", type=whole(1, 1_000_000), default=15, metavar="K",
-                   help="video: re-run the detector every K frames")
-    p.add_argument("--no-smooth", action="store_true", help="video: no temporal smoothing")
-    p.add_argument("--max-frames", type=whole(1, 2**62), default=None, metavar="N",
-                   help="videos and webcam: stop after N frames of each (default: all)")
-    p.set_defaults(func=cmd_predict)
+
+
+def ray_options(args: argparse.Namespace) -> RayOptions | None:
+    """The RayOptions of the ``--ray-*`` flags with ``--engine ray``; None with ``--engine local``."""
+    if args.engine != "ray":
+        return None
+    from .ray_engine import RayOptions
+
+    return RayOptions(address=args.ray_address, actors=args.ray_actors, cpus=args.ray_cpus, gpus=args.ray_gpus)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -481,11 +498,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                           redetect_every=args.redetect_every, smooth=not args.no_smooth, max_frames=args.max_frames,
                           min_score=args.min_score, flip_tta=args.flip_tta, engine=args.engine,
                           pixel_origin=args.pixel_origin, detector_options=detector_options(args),
-                          refine=args.refine, straighten=not args.no_straighten, rotation_search=args.rotation_search)
-    if args.engine == "ray":
-        from .ray_engine import RayOptions
-
-        opts.ray = RayOptions(address=args.ray_address, actors=args.ray_actors, cpus=args.ray_cpus, gpus=args.ray_gpus)
+                          refine=args.refine, straighten=not args.no_straighten, rotation_search=args.rotation_search,
+                          ray=ray_options(args))
     report = predict(args.inputs, opts, webcam=args.webcam)
     print(summary_line(report), file=sys.stderr)
     return _batch_status(report.failures, bool(report.done or report.skipped))
@@ -499,7 +513,8 @@ def add_align(sub: argparse._SubParsersAction) -> None:
                        description="Detects the faces of images, predicts their landmarks and writes each face "
                        "warped onto a template: OUT/<the input's path relative to the inputs>.faceK.png, and a JSON "
                        "Lines index (one record per image: faces, crop files, image->crop matrices). Inputs are "
-                       "never overwritten. Exit 0: all inputs done; 1: some failed; 2: none.")
+                       "never overwritten. --engine ray: the crops are written by the actors of a Ray cluster, "
+                       "the index by this process. Exit 0: all inputs done; 1: some failed; 2: none.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (searched recursively)")
     p.add_argument("--out", required=True, metavar="DIR", help="write the crops here")
     p.add_argument("--json", default=None, metavar="FILE", help="the JSON Lines index (default: OUT/aligned.jsonl)")
@@ -513,18 +528,22 @@ def add_align(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-score", type=number(), default=None, help="drop detections scoring below this")
     p.add_argument("--pixel-origin", type=float, default=0.0, choices=(0.0, 1.0), metavar="{0,1}",
                    help="the first pixel's centre in the JSON's landmarks: 0 (default) OpenCV / dlib, 1 iBUG .pts")
+    add_engine_flags(p, local="this process", ray="which write the crops (the index is written here)")
     p.set_defaults(func=cmd_align)
 
 
 def cmd_align(args: argparse.Namespace) -> int:
     from .align import align_inputs
-    from .api import FaceAligner
+    from .predict import PredictOptions
 
-    aligner = FaceAligner(args.model, detector=args.detector, backend=args.backend, threads=args.threads,
-                          min_score=args.min_score, pixel_origin=args.pixel_origin)
+    # the aligner's settings, as options: the local engine and every Ray actor build the same
+    # FaceAligner from them (predict._make_aligner)
+    opts = PredictOptions(model=args.model, detector=args.detector, backend=args.backend, threads=args.threads,
+                          min_score=args.min_score, pixel_origin=args.pixel_origin,
+                          detector_options=detector_options(args), engine=args.engine, ray=ray_options(args))
     try:
-        records, failures = align_inputs(args.inputs, args.out, aligner, args.template, args.size, args.format,
-                                         args.json)
+        records, failures = align_inputs(args.inputs, args.out, None, args.template, args.size, args.format,
+                                         args.json, options=opts)
     except ValueError as exc:  # a bad --size
         return _fail(str(exc))
     crops = sum(len(r["faces"]) for r in records)

@@ -189,10 +189,14 @@ _ALIGNER = None
 _INIT_ERROR: str | None = None
 
 
-def _make_aligner(opts: PredictOptions):
+def _make_aligner(opts: PredictOptions, default_threads: int | None = 1):
+    """The FaceAligner of ``opts`` (its model and detector settings): the one recipe of every engine
+    and command that runs images (predict's workers and Ray actors, ``asmnet align``), so that they
+    give the same records. ``default_threads``: ONNX Runtime threads when ``opts.threads`` is None
+    (None: ONNX Runtime's choice)."""
     from .api import FaceAligner
 
-    return FaceAligner(opts.model, detector=opts.detector, backend=opts.backend, threads=opts.threads or 1,
+    return FaceAligner(opts.model, detector=opts.detector, backend=opts.backend, threads=opts.threads or default_threads,
                        min_score=opts.min_score, flip_tta=opts.flip_tta, pixel_origin=opts.pixel_origin,
                        refine=opts.refine, straighten=opts.straighten, rotation_search=opts.rotation_search,
                        **opts.detector_options)

@@ -1,10 +1,12 @@
-"""``asmnet predict --engine ray``: the images of a job spread over the actors of a Ray cluster.
+"""``asmnet predict --engine ray`` and ``asmnet align --engine ray``: the images of a job spread
+over the actors of a Ray cluster.
 
 Ray Data carries the job's image paths to an actor pool; each actor holds one :class:`FaceAligner`
 (built once, in its constructor), reads and decodes its share of the files itself, writes their
-annotated copies when asked, and sends back one row per image: the JSON record, or the one-line
-error for a file that cannot be used. The driver (this process) writes the records, so the
-JSON Lines file is the same as the local engine's, in another order.
+annotated copies (predict) or aligned crops (align) when asked, and sends back one row per image:
+the JSON record, or the one-line error for a file that cannot be used. The driver (this process)
+writes the records, so the JSON Lines file is the same as the local engine's (predict: in another
+order; align: in the inputs' order, as the local engine writes it).
 
 Ray retries the tasks of an actor that dies; a retried task may answer again for images already
 answered, so the driver keeps the first answer per image (every input ends in the output exactly
@@ -37,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from .align import CropSettings, align_task
 from .errors import AsmnetError, ModelError
 from .predict import PredictOptions, process_image
 
@@ -113,10 +116,17 @@ class AlignerActor:
     keywords (``model=``, ``detector=``, ``threads=``, ``min_score=``, ...); ``gpu=True`` runs
     the ONNX model with ONNX Runtime's CUDA provider (``onnxruntime-gpu``); ``cwd``: the folder
     that relative paths are relative to (the actor changes to it when it exists there).
+
+    With ``crops`` (an :class:`asmnet.align.CropSettings`) the actor runs ``asmnet align``'s unit
+    of work instead (:func:`asmnet.align.align_task`): ``"out_file"`` is then each image's crop
+    base (``OUT/a/x.jpg`` for the crops ``OUT/a/x.jpg.faceK.png``, see
+    :func:`asmnet.align.crop_paths`), the actor writes the crops, and ``"record"`` is the JSON text
+    of ``asmnet align``'s record. The options must then be the aligner settings of ``asmnet align``
+    (its ``cmd_align`` builds them as a PredictOptions).
     """
 
     def __init__(self, options: PredictOptions | None = None, *, gpu: bool = False, cwd: str | None = None,
-                 **fields: Any):
+                 crops: CropSettings | None = None, **fields: Any):
         import cv2
 
         from .predict import _make_aligner, one_line
@@ -124,7 +134,7 @@ class AlignerActor:
         if cwd and os.path.isdir(cwd):
             os.chdir(cwd)  # relative paths mean what they mean to the driver (same machine or shared mount)
         cv2.setNumThreads(1)  # the actor's CPUs go to ONNX Runtime; OpenCV's pool would compete
-        self.aligner, self.fatal = None, ""
+        self.aligner, self.fatal, self.crops = None, "", crops
         try:
             opts = options if options is not None else PredictOptions(**fields)
             aligner = _make_aligner(opts)  # the local engine's own recipe: the same options, the same records
@@ -144,6 +154,8 @@ class AlignerActor:
         for path, out_file in zip(paths, outs):
             if self.aligner is None:
                 record, error, fatal = None, None, self.fatal
+            elif self.crops is not None:
+                record, error, fatal = align_task(self.aligner, path, out_file, self.crops)
             else:
                 record, error, fatal = process_image(self.aligner, (path, out_file or None))
             records.append(json.dumps(record) if record is not None else "")
@@ -233,9 +245,24 @@ def _max_actors(compute: Any) -> int:
 
 def process_tasks(tasks: list[tuple[str, str | None]], opts: PredictOptions
                   ) -> Iterator[tuple[dict | None, str | None, str | None]]:
-    """Run (image path, annotated output or None) tasks on Ray, yielding one result per task in
-    the order they finish: the same (record, error, fatal) triples as the local engine's workers
-    (see :func:`asmnet.predict.process_image`).
+    """Run ``asmnet predict``'s (image path, annotated output or None) tasks on Ray, yielding one
+    result per task in the order they finish: the same (record, error, fatal) triples as the
+    local engine's workers (see :func:`asmnet.predict.process_image`). See :func:`run_tasks`."""
+    results = run_tasks(tasks, opts)
+    try:
+        for _, record, error, fatal in results:
+            yield record, error, fatal
+    finally:
+        results.close()
+
+
+def run_tasks(tasks: list[tuple[str, str | None]], opts: PredictOptions, crops: CropSettings | None = None
+              ) -> Iterator[tuple[int, dict | None, str | None, str | None]]:
+    """Run tasks on Ray, yielding one (task index, record, error, fatal) per task in the order
+    they finish, each index once. The tasks are ``asmnet predict``'s (image path, annotated
+    output or None), or with ``crops`` ``asmnet align``'s (image path, crop base); the triples
+    are those of the local engine (:func:`asmnet.predict.process_image`,
+    :func:`asmnet.align.align_task`). A task that never came back is yielded last as a failure.
 
     Starts (and at the end stops) a local Ray instance unless ``opts.ray.address`` names a
     cluster or Ray is already initialised. Raises AsmnetError for a cluster that cannot be
@@ -246,14 +273,14 @@ def process_tasks(tasks: list[tuple[str, str | None]], opts: PredictOptions
     rop = opts.ray or RayOptions()
     started = _connect(ray, rop)
     try:
-        yield from _run(ray, tasks, opts, rop)
+        yield from _run(ray, tasks, opts, rop, crops)
     finally:
         if started:
             ray.shutdown()
 
 
-def _run(ray: Any, tasks: list[tuple[str, str | None]], opts: PredictOptions, rop: RayOptions
-         ) -> Iterator[tuple[dict | None, str | None, str | None]]:
+def _run(ray: Any, tasks: list[tuple[str, str | None]], opts: PredictOptions, rop: RayOptions,
+         crops: CropSettings | None) -> Iterator[tuple[int, dict | None, str | None, str | None]]:
     compute = _pool(ray, rop, len(tasks))
     rows = [{"index": i, "path": str(path), "out_file": out or ""} for i, (path, out) in enumerate(tasks)]
     # one block per batch: an actor that dies loses (and Ray redoes) one batch; batches small
@@ -265,7 +292,7 @@ def _run(ray: Any, tasks: list[tuple[str, str | None]], opts: PredictOptions, ro
         AlignerActor, batch_size=batch_size, batch_format="numpy", compute=compute,
         num_cpus=rop.cpus, num_gpus=rop.gpus or None,
         fn_constructor_kwargs={"options": replace(opts, threads=threads, workers=1, json_path=None, out_dir=None),
-                               "gpu": rop.gpus > 0, "cwd": os.getcwd()},
+                               "gpu": rop.gpus > 0, "cwd": os.getcwd(), "crops": crops},
     )
     answered: set[int] = set()
     ctx = ray.data.DataContext.get_current()
@@ -278,17 +305,19 @@ def _run(ray: Any, tasks: list[tuple[str, str | None]], opts: PredictOptions, ro
                 if index in answered:
                     continue  # a retried task answering again: the first answer is already out
                 answered.add(index)
-                yield (json.loads(record) if record else None), (error or None), (fatal or None)
+                yield index, (json.loads(record) if record else None), (error or None), (fatal or None)
     except AsmnetError:
         raise
     except Exception as exc:  # noqa: BLE001 - Ray's task/actor errors: one line, the records so far are kept
+        after = ("the crops written so far are kept" if crops is not None  # align writes its index at the end
+                 else "--resume continues from the records written")
         raise AsmnetError(f"the Ray job failed after {len(answered)} of {len(tasks)} images "
-                          f"({_last_line(exc)}); --resume continues from the records written") from None
+                          f"({_last_line(exc)}); {after}") from None
     finally:
         ctx.enable_progress_bars, ctx.print_on_execution_start = saved
     for i, (path, _) in enumerate(tasks):
         if i not in answered:  # never silently lost: say so, and --resume will try it again
-            yield None, f"{path}: no result came back from the Ray job", None
+            yield i, None, f"{path}: no result came back from the Ray job", None
 
 
-__all__ = ["AlignerActor", "RayOptions", "check_job", "process_tasks", "require_ray", "use_cuda"]
+__all__ = ["AlignerActor", "RayOptions", "check_job", "process_tasks", "require_ray", "run_tasks", "use_cuda"]
