@@ -117,3 +117,15 @@ def test_align_command_writes_crops_and_json_and_never_overwrites_inputs(astrona
     assert rc == 0 and len(list((src / "crops").rglob("*.png"))) == 3
     assert main(["align", str(src), "--out", str(src), "--min-score", "0.3"]) == 2
     assert "outside the inputs" in capsys.readouterr().err
+
+
+def test_align_command_passes_the_detector_options(astronaut, tmp_path, capsys):
+    # --detector-model / --min-face / --upsample reach the detector, as in predict
+    photo = tmp_path / "a.png"
+    cv2.imwrite(str(photo), astronaut[:, :, ::-1])
+    out = tmp_path / "aligned"
+    assert main(["align", str(photo), "--out", str(out), "--detector-model", str(tmp_path / "missing.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "missing.onnx" in err and not out.exists()
+    assert main(["align", str(photo), "--out", str(out), "--min-face", "4000"]) == 0
+    assert json.loads((out / "aligned.jsonl").read_text())["faces"] == []  # no face that large
