@@ -8,6 +8,7 @@ import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -80,7 +81,27 @@ def benchmark(image_bgr: np.ndarray, model: str | None = None, detector: str = "
                 out["pipeline"].append({"backend": backend, "threads": threads,
                                         **timed(lambda a=a: a(image_bgr, channel_order="bgr"),
                                                 min_seconds=min_seconds)})
+                out.setdefault("video", []).append({"backend": backend, "threads": threads,
+                                                    **_video_timing(a, image_bgr, min_seconds)})
     return out
+
+
+def _video_timing(aligner: Any, frame: np.ndarray, min_seconds: float, redetect_every: int = 30) -> dict:
+    """Per-frame time of :class:`asmnet.FaceTracker` following the face of ``frame`` shown again and
+    again (a still 30 fps video): the detector runs on one frame in ``redetect_every``, the other
+    frames crop from the previous landmarks. Median over whole detection cycles, so it is the
+    average cost of a frame, not that of the cheap frames only."""
+    from .video import FaceTracker
+
+    tracker = FaceTracker(aligner, redetect_every=redetect_every)
+    clock = iter(range(10**9))
+
+    def cycle() -> None:
+        for _ in range(redetect_every):
+            tracker.update(frame, next(clock) / 30.0)
+
+    res = timed(cycle, per=redetect_every, warmup=1, min_runs=3, min_seconds=min_seconds)
+    return {**res, "redetect_every": redetect_every}
 
 
 def format_report(rep: dict) -> str:
@@ -98,4 +119,9 @@ def format_report(rep: dict) -> str:
     lines.append("whole pipeline, one image with one face (detector + landmarks), ms:")
     for r in rep["pipeline"]:
         lines.append(f"  {r['backend']:8} {r['threads']:>7} threads: median {r['median_ms']:.2f}, p90 {r['p90_ms']:.2f}")
+    if rep.get("video"):
+        every = rep["video"][0]["redetect_every"]
+        lines.append(f"video, per frame (FaceTracker on the image as a still video; detector 1 frame in {every}), ms:")
+        for r in rep["video"]:
+            lines.append(f"  {r['backend']:8} {r['threads']:>7} threads: median {r['median_ms']:.2f}, p90 {r['p90_ms']:.2f}")
     return "\n".join(lines)
