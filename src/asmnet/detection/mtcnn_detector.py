@@ -338,10 +338,11 @@ class MtcnnDetector(FaceDetector):
     The defaults are chosen by ``benchmarks/detector_choice.py`` (see benchmarks/README.md): the
     reference settings (P-Net 0.6, step 0.709) cost 19 / 44 CPU ms at 640x480 / 1280x720; P-Net
     0.8 with step 0.6 costs 14 / 27 ms and misses 0.5 % more of the LFPW crops, which the retry
-    mostly wins back. Searching from 48 px instead of 40 with P-Net at 0.85 (the defaults since
-    2026-12-02) cuts another ~25 % at 640x480 and ~40 % at 1280x720 and misses no more: 0 of
-    471 validation crops, 1 of 360 collage faces (was 2), 0.37 / 0.03 % of all LFPW / Udacity
-    crops (was 0 / 0: three hard LFPW faces that 40 px found by luck of the pyramid's scales).
+    mostly wins back. Searching from 48 px instead of 40 with P-Net at 0.9 (the defaults since
+    2026-12-02) cuts another ~30 % at 640x480 and ~50 % at 1280x720 and misses about as much:
+    0 of 471 validation crops, 2 of 360 collage faces (as before; P-Net at 0.85: 1), 0.25 /
+    0.03 % of all LFPW / Udacity crops (was 0 / 0: two hard LFPW faces that 40 px found by luck
+    of the pyramid's scales).
     """
 
     name = "mtcnn"
@@ -349,7 +350,7 @@ class MtcnnDetector(FaceDetector):
     def __init__(
         self,
         min_face: float = 48,
-        thresholds: tuple[float, float, float] = (0.85, 0.7, 0.7),
+        thresholds: tuple[float, float, float] = (0.9, 0.7, 0.7),
         factor: float = 0.6,
         retry: bool = True,
         threads: int = 1,
