@@ -8,8 +8,11 @@ matched to the face, calibrated; misses counted). Each is run with every second-
 per setting) and ``--quality-out`` (quality.json: for each kind of quality score, how well it
 ranks failures, NME > 8 %, on the validation faces, the threshold that flags 5 % of them, the
 failures it catches, and what it flags among deliberately bad boxes: faces turned by 90 / 180
-degrees in an upright box, boxes moved by half a face, boxes on pictures without faces).
-``--write-thresholds`` stores those thresholds in the model's model.json (quality fields only).
+degrees in an upright box, boxes moved by half a face, boxes on pictures without faces). The kinds:
+``shape`` / ``flip`` / ``refine1`` / ``refine2`` (no error head needed) and, for a model with an
+error head (model.json ``quality_model``), ``learned0`` / ``learned1`` / ``learned2`` from the same
+runs (``Alignment.scores``). ``--write-thresholds`` stores those thresholds in the model's
+model.json (quality fields only; the card's ``quality`` figures are the default kind's).
 
     PYTHONPATH=src nice -n 10 .venv/bin/python benchmarks/second_look.py \\
         --data /work/shared/data/lfpw_train --data /work/shared/data/udacity_train \\
@@ -30,8 +33,8 @@ import numpy as np
 from asmnet.evaluation import read_keys
 from asmnet.fileio import write_json_atomic
 from asmnet.formats import load_many, read_image
-from asmnet.geometry import tight_box, transform_points
-from asmnet.inference import DEFAULT_REFINE, QUALITY_DEFINITION, align_faces, quality_kind
+from asmnet.geometry import rotate_on_canvas, tight_box, transform_points
+from asmnet.inference import DEFAULT_REFINE, QUALITY_DEFINITION, align_faces, model_quality_kind
 from asmnet.metrics import flag_report, nme, roc_auc
 from asmnet.runtime import load_model, resolve_model
 
@@ -46,27 +49,12 @@ SETTINGS = {  # name -> (refine, straighten, flip_tta)
 FLIP_ANGLES = (0.0, 90.0, 180.0)
 # the setting whose quality score each kind of model.json's quality_thresholds is calibrated on
 KIND_SETTING = {"shape": "one_pass", "flip": "one_pass_flip", "refine1": "refine1_straight",
-                "refine2": "refine2_straight"}
+                "refine2": "refine2_straight", "learned0": "one_pass", "learned1": "refine1_straight",
+                "learned2": "refine2_straight"}
 FAIL_NME = 8.0
 MAX_FLAGGED = 0.05  # the threshold flags at most this share of validation faces
 NON_FACE_IMAGES = ("coffee", "chelsea", "rocket", "coins", "immunohistochemistry", "hubble_deep_field",
                    "brick", "grass", "gravel", "colorwheel", "clock", "moon", "text", "page")
-
-
-def rotate_image(image: np.ndarray, points: np.ndarray, angle: float, origin: float
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """The image turned ``angle`` degrees counter-clockwise as displayed on a canvas holding all of
-    it, and the points (annotation convention, ``origin`` = label origin) turned with it."""
-    if angle == 0:
-        return image, points
-    h, w = image.shape[:2]
-    m = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), angle, 1.0)
-    corners = transform_points(np.array([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1]], float), m)
-    lo, hi = corners.min(0), corners.max(0)
-    m[:, 2] -= lo
-    size = tuple(int(np.ceil(v)) + 1 for v in hi - lo)
-    out = cv2.warpAffine(image, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-    return out, transform_points(points - origin, m) + origin
 
 
 def detector_boxes(detector, model, images, points_list) -> list[np.ndarray | None]:
@@ -110,20 +98,20 @@ def non_face_boxes(count: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarr
 
 
 def run_setting(model, images, boxes, refine, straighten, flip_tta=False) -> dict[str, np.ndarray]:
-    """Per-face landmarks and scores for faces with a box (the others get NaN)."""
+    """Per-face landmarks, angles and every kind of quality score these settings give
+    (``score/KIND``) for faces with a box (the others get NaN)."""
     n = len(images)
     have = np.array([b is not None for b in boxes])
     idx = np.flatnonzero(have)
-    res = {"landmarks": np.full((n, model.info.markup.n_points, 2), np.nan)}
-    for key in ("quality", "angle"):
-        res[key] = np.full(n, np.nan)
+    res = {"landmarks": np.full((n, model.info.markup.n_points, 2), np.nan), "angle": np.full(n, np.nan)}
     for start in range(0, len(idx), 64):
         part = idx[start:start + 64]
         out = align_faces(model, [images[i] for i in part], np.arange(len(part)), np.stack([boxes[i] for i in part]),
                           refine=refine, straighten=straighten, flip_tta=flip_tta)
         res["landmarks"][part] = out.landmarks
-        res["quality"][part] = out.quality
         res["angle"][part] = out.angles
+        for kind, score in out.scores.items():
+            res.setdefault(f"score/{kind}", np.full(n, np.nan))[part] = score
     return res
 
 
@@ -142,30 +130,32 @@ def quality_report(cache: dict[str, np.ndarray], proto_names: list[str]) -> dict
     but ``shifted``), the threshold flagging MAX_FLAGGED of them, and the bad boxes it flags."""
     out: dict = {"fail_nme": FAIL_NME, "max_flagged": MAX_FLAGGED, "kinds": {}}
     for kind, setting in KIND_SETTING.items():
-        if f"gt/0/{setting}/quality" not in cache:
+        score = f"{setting}/score/{kind}"
+        if f"gt/0/{score}" not in cache:
             continue
-        pools = {p: (cache[f"{p}/0/{setting}/quality"], cache[f"{p}/0/{setting}/nme"]) for p in proto_names}
+        pools = {p: (cache[f"{p}/0/{score}"], cache[f"{p}/0/{setting}/nme"]) for p in proto_names}
         q = np.concatenate([v[0] for v in pools.values()])
         e = np.concatenate([v[1] for v in pools.values()])
         ok = np.isfinite(e)
         q, e = q[ok], e[ok]
-        threshold = float(np.quantile(q, 1.0 - MAX_FLAGGED))
+        # the sorted score at the 95 % position itself: what lies above it is at most 5 % of the faces
+        threshold = float(np.quantile(q, 1.0 - MAX_FLAGGED, method="higher"))
         rep = {"setting": setting, "threshold": threshold, "validation": pool_stats(q, e, threshold),
                "per_protocol": {p: pool_stats(v[0][np.isfinite(v[1])], v[1][np.isfinite(v[1])], threshold)
                                 for p, v in pools.items()}, "bad_boxes": {}}
         for name, key in (("turned_90_upright_box", "gt/90"), ("turned_180_upright_box", "gt/180"),
                           ("moved_half_a_face", "shifted/0")):
-            if f"{key}/{setting}/quality" in cache:
-                bq, be = cache[f"{key}/{setting}/quality"], cache[f"{key}/{setting}/nme"]
+            if f"{key}/{score}" in cache:
+                bq, be = cache[f"{key}/{score}"], cache[f"{key}/{setting}/nme"]
                 rep["bad_boxes"][name] = pool_stats(bq, be, threshold)
-        if f"nonface/{setting}/quality" in cache:
-            nq = cache[f"nonface/{setting}/quality"]
+        if f"nonface/{score}" in cache:
+            nq = cache[f"nonface/{score}"]
             rep["bad_boxes"]["non_face"] = {"n": int(nq.size), "flagged": round(float((nq > threshold).mean()), 4)}
         rep["rotated_with_detector"] = {
-            key.split("/")[0] + "/" + key.split("/")[1]: pool_stats(cache[key], cache[key.replace("/quality", "/nme")],
+            key.split("/")[0] + "/" + key.split("/")[1]: pool_stats(cache[key], cache[key.replace(f"/score/{kind}", "/nme")],
                                                                      threshold)
-            for key in cache if key.endswith(f"/{setting}/quality") and key.split("/")[0] not in ("gt", "shifted", "nonface")
-            and key.split("/")[1] != "0" and np.isfinite(cache[key.replace("/quality", "/nme")]).any()}
+            for key in cache if key.endswith(f"/{score}") and key.split("/")[0] not in ("gt", "shifted", "nonface")
+            and key.split("/")[1] != "0" and np.isfinite(cache[key.replace(f"/score/{kind}", "/nme")]).any()}
         out["kinds"][kind] = rep
     return out
 
@@ -193,8 +183,14 @@ def write_thresholds(package: Path, report: dict, default_kind: str, cache: dict
     meta["quality_thresholds"] = thresholds
     meta["quality_threshold"] = threshold = thresholds[default_kind]
     setting = KIND_SETTING[default_kind]
-    q, e = cache[f"gt/0/{setting}/quality"], cache[f"gt/0/{setting}/nme"]
-    meta.setdefault("card", {})["quality"] = {"definition": QUALITY_DEFINITION, **flag_report(q, e, threshold)}
+    q, e = cache[f"gt/0/{setting}/score/{default_kind}"], cache[f"gt/0/{setting}/nme"]
+    v = report["kinds"][default_kind]["validation"]  # ground-truth and detector boxes together
+    meta.setdefault("card", {})["quality"] = {
+        "definition": QUALITY_DEFINITION, **flag_report(q, e, threshold),
+        "with_detector": {"boxes": "ground truth + " + ", ".join(p for p in report["kinds"][default_kind]["per_protocol"]
+                                                                 if p != "gt"),
+                          "n": v["n"], "roc_auc": v["roc_auc"], "flag_share": v["flagged"],
+                          "failures_caught": f"{v['failures_caught']} of {v['failures']}"}}
     write_json_atomic(meta_path, meta)
 
 
@@ -280,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.process_time()
     for angle in angles:
         # points in the model's own convention (paper224 was trained with 1-based points read as 0-based)
-        turned = [rotate_image(im, r.points - info.annotation_origin + info.label_origin, angle, info.label_origin)
+        turned = [rotate_on_canvas(im, r.points - info.annotation_origin + info.label_origin, angle, info.label_origin)
                   for im, r in zip(base_images, records)]
         images = [t[0] for t in turned]
         gts = np.stack([t[1] for t in turned])
@@ -302,13 +298,14 @@ def main(argv: list[str] | None = None) -> int:
                     nmes[have] = nme(res["landmarks"][have], gts[have], info.markup)
                 key = f"{proto}/{angle:g}/{name}"
                 results["protocols"].setdefault(proto, {}).setdefault(f"{angle:g}", {})[name] = summary(nmes, len(records))
-                cache[f"{key}/quality"], cache[f"{key}/angle"], cache[f"{key}/nme"] = res["quality"], res["angle"], nmes
+                cache[f"{key}/angle"], cache[f"{key}/nme"] = res["angle"], nmes
+                cache.update({f"{key}/{k}": v for k, v in res.items() if k.startswith("score/")})
                 print(f"{key}: {results['protocols'][proto][f'{angle:g}'][name]}  "
                       f"[{time.process_time() - t0:.0f} s CPU]", file=sys.stderr, flush=True)
     nonface = non_face_boxes(int(args.nonface_boxes))
     for name, (refine, straighten, flip) in settings.items():
         res = run_setting(model, [im for im, _ in nonface], [b for _, b in nonface], refine, straighten, flip)
-        cache[f"nonface/{name}/quality"] = res["quality"]
+        cache.update({f"nonface/{name}/{k}": v for k, v in res.items() if k.startswith("score/")})
     results["cpu_seconds"] = round(time.process_time() - t0, 1)
     results["keys"] = [r.key for r in records]
     write_json_atomic(args.out, results)
@@ -329,7 +326,7 @@ def finish_quality(args: argparse.Namespace, model, cache: dict[str, np.ndarray]
               + ", ".join(f"{k} {b['flagged']}" for k, b in rep["bad_boxes"].items()), file=sys.stderr)
     if args.write_thresholds:
         package = resolve_model(args.model)
-        write_thresholds(package, quality, quality_kind(DEFAULT_REFINE, False), cache)
+        write_thresholds(package, quality, model_quality_kind(model, DEFAULT_REFINE, False), cache)
         print(f"wrote quality thresholds into {package / 'model.json'}", file=sys.stderr)
     return 0
 

@@ -18,6 +18,10 @@ calibrations and quality threshold are kept as they are, everything measured is 
 An INT8 package without weights (its checkpoint is gone) cannot be rebuilt; --from-package then
 repairs its graph instead (quantize.float_head: pooling and heads return float) and re-measures
 it; its float32 validation stays the one measured when it was built.
+
+A package with an error head (model.json ``quality_model``, scripts/fit_quality.py) gets the same
+head on its rebuilt graphs (the features may move a little: rerun fit_quality.py and
+benchmarks/second_look.py --write-thresholds after a rebuild that changes them).
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ from asmnet.formats import load_many
 from asmnet.inference import DEFAULT_REFINE, QUALITY_DEFINITION
 from asmnet.metrics import flag_report
 from asmnet.nn.checkpoint import load_checkpoint, save_checkpoint
-from asmnet.runtime import load_model
+from asmnet.runtime import ERROR_OUTPUT_DESCRIPTION, load_model
+from asmnet.training.error_head import attach_error_head, error_head_weights
 from asmnet.training.export import ExportResult, export_model
 from asmnet.training.quantize import PRECISION as INT8_PRECISION
 from asmnet.training.quantize import float_head, quantize_package, quantized_outputs
@@ -182,7 +187,7 @@ def measure(out: Path, float_dir: Path | None, records: list, threshold: float |
     nmes = np.array([p["nme"] for p in pipeline["per_image"]])
     quality = np.array([p["quality"] for p in pipeline["per_image"]])
     if threshold is None:
-        threshold = float(np.quantile(quality, 1 - QUALITY_FLAG_SHARE))
+        threshold = float(np.quantile(quality, 1 - QUALITY_FLAG_SHARE, method="higher"))  # flags at most 5 %
     quality_report = {"definition": QUALITY_DEFINITION, **flag_report(quality, nmes, threshold)}
     blends = {}
     for blend in (0.25, 0.5, 1.0):
@@ -212,6 +217,22 @@ def write_packages(out: Path, float_dir: Path, int8: bool, calibrations: dict, t
     write_json_atomic(out / "validation.json", res)
     write_text_atomic(out / "val_keys.txt", "".join(k + "\n" for k in sorted(keys)))
     write_text_atomic(out / "MODEL_CARD.md", render_card(card))
+
+
+def carry_error_head(head: tuple[np.ndarray, float] | None, old_meta: dict, folders: list[Path]) -> None:
+    """Give rebuilt graphs the error head the old package's graph had, and their model.json its
+    ``quality_model`` (nothing when it had none)."""
+    import onnx
+
+    if head is None:
+        return
+    for folder in folders:
+        graph = attach_error_head(onnx.load(str(folder / "model.onnx")), *head)
+        write_atomic(folder / "model.onnx", lambda tmp, g=graph: onnx.save(g, str(tmp)))
+        meta = json.loads((folder / "model.json").read_text())
+        meta["outputs"]["error"] = ERROR_OUTPUT_DESCRIPTION
+        meta["quality_model"] = old_meta["quality_model"]
+        write_json_atomic(folder / "model.json", meta)
 
 
 def repair_int8_graph(src: Path, dst: Path) -> None:
@@ -244,6 +265,9 @@ def rebuild(args: argparse.Namespace) -> None:
         if package != out:
             write_text_atomic(out / "model.json", (package / "model.json").read_text())
     else:
+        import onnx
+
+        head = error_head_weights(onnx.load(str(package / "model.onnx"))) if "quality_model" in old else None
         with tempfile.TemporaryDirectory() as tmp:  # the export may overwrite the weights it reads
             checkpoint = Path(tmp) / "weights.pt"
             ckpt = load_checkpoint(args.checkpoint or package / "weights.pt")
@@ -251,6 +275,7 @@ def rebuild(args: argparse.Namespace) -> None:
             ckpt.setdefault("label_origin", old["label_origin"])
             save_checkpoint(checkpoint, ckpt)
             float_dir, report = build_packages(checkpoint, out, all_records, keys, args.int8, args.no_weights)
+        carry_error_head(head, old, [out] + ([float_dir] if args.int8 else []))
     m = measure(out, float_dir, [r for r in all_records if r.key in keys], old["quality_threshold"], args.measure_speed)
     res, float_res = m["res"], m["float_res"]
     card = {
@@ -320,6 +345,29 @@ def peers_and_ablation(card: dict) -> str:
     return "\n".join(parts)
 
 
+def with_detector_text(quality: dict) -> str:
+    """The card's line on the quality flag over ground-truth and detector boxes together, if measured."""
+    w = quality.get("with_detector")
+    if not w:
+        return ""
+    return (f"With {w['boxes']} boxes together ({w['n']} results; benchmarks/second_look.py): ROC AUC "
+            f"{w['roc_auc']:.3f}, {w['flag_share']:.1%} flagged, failures caught {w['failures_caught']}.\n")
+
+
+def error_head_text(card: dict) -> str:
+    """Markdown lines on the graph's error head, when the card has one (scripts/fit_quality.py)."""
+    head = card.get("error_head")
+    if not head:
+        return ""
+    fit = head["train_clean_out_of_fold"].get("learned2", {})
+    return (f"Error head: one linear layer on the pooled features ({head['weights']} weights + bias, "
+            f"{head['multiply_adds_per_crop']} multiply-adds per crop), graph output `error` ({head['output']}); "
+            f"landmarks and pose are bit-identical to the graph without it. Fitted by {head['fitted']['by']} on "
+            f"{head['fitted']['faces']}; {head['fitted']['error_head']}; {head['fitted']['terms']}. "
+            f"Training faces, out of fold (ground-truth and detector boxes): ROC AUC {fit.get('roc_auc')}, "
+            f"{fit.get('failures_caught_at_5pct')} of {fit.get('failures')} failures caught at 5 % flagged.\n")
+
+
 def render_card(card: dict) -> str:
     v, t = card["validation"], card["training"]
     # cards written before variance_share was recorded have the asked share in the config only
@@ -376,8 +424,9 @@ Pose MAE against the teacher labels: yaw {pose.get('yaw', float('nan')):.2f}°, 
 ## Quality score as a failure flag
 {q.get('definition', '')}.
 ROC AUC for NME > 8 %: {q['roc_auc_nme_gt_8']:.3f}; threshold {q['threshold']:.5f} flags {q['flag_share']:.1%} of faces;
-FR@8 % among flagged {q['fr_0.08_among_flagged']}, among the rest {q['fr_0.08_among_unflagged']:.2f} %; failures caught {q['failures_caught']}.
-
+FR@8 % among flagged {q['fr_0.08_among_flagged']:.1f} %, among the rest {q['fr_0.08_among_unflagged']:.2f} %; failures caught {q['failures_caught']}.
+{with_detector_text(q)}
+{error_head_text(card)}
 ## ASM blend at inference (prediction moved towards its ASM projection)
 | blend | NME mean % | FR@10 % |
 |---|---|---|

@@ -87,3 +87,20 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-image's astronaut (BGR) and the shipped model's own 68 points on her face
+    (FaceAligner's default 0-based pixels)."""
+    skdata = pytest.importorskip("skimage.data", reason="the test photo comes from scikit-image")
+    from asmnet.api import FaceAligner
+    from asmnet.geometry import tight_box
+
+    bgr = np.ascontiguousarray(skdata.astronaut()[:, :, ::-1])
+    aligner = FaceAligner(refine=0, threads=1)
+    # a rough box around the face; two straightened passes settle on the model's own answer
+    face = aligner(bgr, boxes=[[160.0, 40.0, 260.0, 160.0]], channel_order="bgr")[0]
+    aligner.refine, aligner.straighten = 2, True
+    face = aligner(bgr, boxes=[tight_box(face.landmarks)], channel_order="bgr")[0]
+    return bgr, face.landmarks

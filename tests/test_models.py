@@ -65,17 +65,26 @@ def test_onnx_graph_counts_match_the_network():
 
     net = model_from_checkpoint(load_checkpoint(DEFAULT_MODEL_DIR / "weights.pt"), "weights.pt")
     bn = sum(p.numel() for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters())
+    import onnx
+
+    from asmnet.training.error_head import error_head_weights
+
     for name in ("default", "default-fp32", "paper224"):  # INT8 (QDQ) and float graphs
+        # the error head added after export (scripts/fit_quality.py): one multiply-add per feature
+        head = error_head_weights(onnx.load(str(MODELS_DIR / name / "model.onnx")))
+        extra = 0 if head is None else head[0].size
+        assert extra == (536 if name.startswith("default") else 0)
         for size in (128, 224):
             params, macs = count_onnx(MODELS_DIR / name / "model.onnx", size)
-            assert macs == count_macs(net, size)
-            assert params == count_parameters(net) - bn // 2  # BatchNorm folded: one bias per channel
+            assert macs == count_macs(net, size) + extra
+            # BatchNorm folded: one bias per channel
+            assert params == count_parameters(net) - bn // 2 + (extra + 1 if extra else 0)
     assert count_onnx(MODELS_DIR / "paper224" / "model.onnx", 224)[1] == 256_495_816  # the paper's 256.5 M
 
 
 def test_info_counts_a_model_from_its_onnx_graph(capsys):
     assert main(["info", "--model", "default-fp32"]) == 0
-    assert "83,803,912" in capsys.readouterr().out
+    assert "83,804,448" in capsys.readouterr().out  # 83,803,912 + the error head's 536
     assert main(["info", "--model", "default", "--width", "0.5"]) == 2
     assert "--model counts that model as it is" in capsys.readouterr().err
     from asmnet.onnx_graph import count_onnx

@@ -13,7 +13,7 @@ from conftest import template_face
 from asmnet.api import FaceAligner, rot90_matrix, turn_boxes
 from asmnet.errors import ModelError
 from asmnet.geometry import crop_matrix, tight_box, transform_points
-from asmnet.inference import DEFAULT_REFINE, align_boxes, point_frames, quality_kind, shape_roll
+from asmnet.inference import align_boxes, point_frames, shape_roll
 from asmnet.markup import IBUG_68
 from asmnet.runtime import DEFAULT_MODEL_DIR, LandmarkModel, ModelInfo
 from asmnet.shape_model import ShapeModel
@@ -123,19 +123,7 @@ def test_rot90_matrix_matches_numpy_and_turn_boxes_inverts_it():
         assert np.allclose(back, box)
 
 
-# -- the shipped model on a real photo ---------------------------------------------------------
-@pytest.fixture(scope="module")
-def astronaut():
-    skdata = pytest.importorskip("skimage.data", reason="the test photo comes from scikit-image")
-    bgr = np.ascontiguousarray(skdata.astronaut()[:, :, ::-1])
-    aligner = FaceAligner(refine=0, threads=1)
-    # a rough box around the face; two straightened passes settle on the model's own answer
-    face = aligner(bgr, boxes=[[160.0, 40.0, 260.0, 160.0]], channel_order="bgr")[0]
-    aligner.refine, aligner.straighten = 2, True
-    face = aligner(bgr, boxes=[tight_box(face.landmarks)], channel_order="bgr")[0]
-    return bgr, face.landmarks
-
-
+# -- the shipped model on a real photo (the astronaut fixture: conftest.py) ---------------------
 def inter_ocular_nme(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b, axis=1).mean() / np.linalg.norm(b[36] - b[45]) * 100)
 
@@ -184,14 +172,15 @@ def test_quality_threshold_comes_from_model_json(tmp_path, astronaut):
     meta = json.loads((package / "model.json").read_text())
     face = FaceAligner(package, threads=1)(bgr, boxes=[tight_box(upright)], channel_order="bgr")[0]
     assert not face.flagged
-    kind = quality_kind(DEFAULT_REFINE, False)
+    kind = FaceAligner(package, threads=1).quality_kind  # learned2 with the shipped default
     meta["quality_thresholds"] = {**meta.get("quality_thresholds", {}), kind: face.quality / 2}
     (package / "model.json").write_text(json.dumps(meta))
     aligner = FaceAligner(package, threads=1)
     assert aligner.quality_threshold == pytest.approx(face.quality / 2)
     assert aligner(bgr, boxes=[tight_box(upright)], channel_order="bgr")[0].flagged
     # another setting reads its own entry; without one nothing is flagged
-    meta["quality_thresholds"].pop("shape", None)
+    for one_pass_kind in ("shape", "learned0"):
+        meta["quality_thresholds"].pop(one_pass_kind, None)
     (package / "model.json").write_text(json.dumps(meta))
     one_pass = FaceAligner(package, threads=1, refine=0)
     assert one_pass.quality_threshold is None

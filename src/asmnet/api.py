@@ -15,7 +15,7 @@ from .errors import AsmnetError, DataError, first_line
 from .formats import decode_image_array, image_pixels, read_image, to_bgr, to_rgb
 from .formats.image import read_image_reduced
 from .geometry import invert_affine, tight_box, transform_points
-from .inference import DEFAULT_REFINE, align_boxes, quality_kind
+from .inference import DEFAULT_REFINE, align_boxes, model_quality_kind
 from .runtime import load_model
 
 
@@ -31,13 +31,16 @@ class Face:
     ``score``: the detector score (1.0 for given boxes). ``landmarks`` (N, 2) in image pixels;
     ``pose`` (yaw, pitch, roll) in degrees (yaw > 0: turned towards the image's left; pitch > 0:
     looking up; roll > 0: tilted clockwise as displayed); ``quality``: a failure score in percent
-    of the face's inter-ocular distance, like an NME (smaller is better). With the second look
-    (the default) it is how far the last pass moved the points: a face the network reads the
-    same way from two crops barely moves, while a non-face, a face turned far from upright or a
-    misplaced box does. Without it, the gap to the mirrored crop's prediction (``flip_tta``),
-    else the distance from the shape model. Above ``FaceAligner.quality_threshold`` (the model's
-    threshold for that score, set to flag 5 % of validation faces) the face is ``flagged`` as a
-    likely failure."""
+    of the face's inter-ocular distance, like an NME (smaller is better). With the default model
+    it is the estimated NME (``FaceAligner.quality_kind`` ``learned2``, :mod:`asmnet.quality`):
+    the network's error head, a linear read-out of the features the landmarks come from, fitted
+    to predict the error, combined with how far the last second-look pass moved the points.
+    Models without an error head (and the torch backend) give how far the last pass moved the
+    points (a face the network reads the same way from two crops barely moves, while a non-face,
+    a face turned far from upright or a misplaced box does), without a second look the gap to
+    the mirrored crop's prediction (``flip_tta``), else the distance from the shape model. Above
+    ``FaceAligner.quality_threshold`` (the model's threshold for that score, set to flag 5 % of
+    validation faces) the face is ``flagged`` as a likely failure."""
 
     box: np.ndarray
     score: float
@@ -238,7 +241,13 @@ class FaceAligner:
         None (nothing flagged) when the model has none for it."""
         if self._quality_threshold is not None:
             return self._quality_threshold
-        return self.model.info.quality_thresholds.get(quality_kind(self.refine, self.flip_tta))
+        return self.model.info.quality_thresholds.get(self.quality_kind)
+
+    @property
+    def quality_kind(self) -> str:
+        """The kind of score ``Face.quality`` is with this model and these settings
+        (:func:`asmnet.inference.model_quality_kind`: ``learned2`` for the default)."""
+        return model_quality_kind(self.model, self.refine, self.flip_tta)
 
     @quality_threshold.setter
     def quality_threshold(self, value: float | None) -> None:

@@ -31,7 +31,8 @@ from .runtime import LandmarkModel
 
 @dataclass
 class ImageResult:
-    """One evaluated face: its key, NME (percent) and quality score (ASM distance)."""
+    """One evaluated face: its key, NME (percent) and quality score (the kind the settings give:
+    :func:`asmnet.inference.model_quality_kind`, e.g. the estimated NME of the learned score)."""
 
     image: str
     nme: float

@@ -100,3 +100,20 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     rot = u @ sign @ vt
     scale = float(np.trace(np.diag(sig) @ sign)) / var_s
     return np.hstack([scale * rot, (mu_d - scale * rot @ mu_s)[:, None]])
+
+
+def rotate_on_canvas(image: np.ndarray, points: np.ndarray, angle: float, origin: float = 0.0
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """The image turned ``angle`` degrees counter-clockwise as displayed on a canvas holding all of
+    it (black corners), and the points (``origin`` = the first pixel's centre in their
+    convention) turned with it. Angle 0 returns both unchanged."""
+    if angle == 0:
+        return image, points
+    h, w = image.shape[:2]
+    m = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), angle, 1.0)
+    corners = transform_points(np.array([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1]], float), m)
+    lo, hi = corners.min(0), corners.max(0)
+    m[:, 2] -= lo
+    size = tuple(int(np.ceil(v)) + 1 for v in hi - lo)
+    out = cv2.warpAffine(image, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    return out, transform_points(np.asarray(points, dtype=np.float64) - origin, m) + origin

@@ -12,30 +12,48 @@ pose always come out in the image frame. All faces go through the network togeth
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .formats import to_rgb
 from .geometry import crop_matrix, from_normalised, invert_affine, transform_points, warp
 from .pose import rotate_pose_in_image
+from .quality import LEARNED_KINDS, learned_kind
 from .runtime import LandmarkModel, ModelInfo
 
-QUALITY_KINDS = ("refine1", "refine2", "flip", "shape")
+# the scores that need no error head, then the learned ones (asmnet.quality)
+MOVE_KINDS = ("refine1", "refine2", "flip", "shape")
+QUALITY_KINDS = MOVE_KINDS + LEARNED_KINDS
 # second-look passes by default (FaceAligner, asmnet predict): see benchmarks/README.md "Second look"
 DEFAULT_REFINE = 2
-# what Face.quality means at the default settings (model cards say it)
-QUALITY_DEFINITION = (f"mean point move of the last of {DEFAULT_REFINE} straightened second-look passes, in % of "
-                      "the predicted inter-ocular distance (GT-box start; benchmarks/second_look.py measures more)")
+# what Face.quality means at the default settings with the default model (model cards say it)
+QUALITY_DEFINITION = (f"estimated NME % (learned2): exp(a + b e + c ln(m + 0.05)), e = the error head's ln-NME "
+                      f"estimate averaged over the {DEFAULT_REFINE} straightened second-look passes, m = the last "
+                      "pass's mean point move in % of the predicted inter-ocular distance; a, b, c fitted on "
+                      "perturbed training faces (scripts/fit_quality.py; GT-box start here, "
+                      "benchmarks/second_look.py measures more)")
 
 
-def quality_kind(refine: int, flip_tta: bool) -> str:
-    """The failure score that alignments with these settings carry (see :class:`Alignment`):
-    ``"refine1"`` / ``"refine2"`` (2 stands for 2 or more passes), else ``"flip"`` under
-    ``flip_tta``, else ``"shape"``. Each kind has its own threshold in model.json."""
+def quality_kind(refine: int, flip_tta: bool, learned: bool = False) -> str:
+    """The failure score that alignments with these settings carry (see :class:`Alignment`).
+
+    ``learned`` (the model has an error head and coefficients for the kind): ``"learned0"`` /
+    ``"learned1"`` / ``"learned2"`` by ``refine`` (2 stands for 2 or more passes). Otherwise
+    ``"refine1"`` / ``"refine2"``, else ``"flip"`` under ``flip_tta``, else ``"shape"``. Each
+    kind has its own threshold in model.json."""
+    if learned:
+        return learned_kind(refine)
     if refine >= 1:
         return "refine1" if refine == 1 else "refine2"
     return "flip" if flip_tta else "shape"
+
+
+def model_quality_kind(model: LandmarkModel, refine: int, flip_tta: bool) -> str:
+    """:func:`quality_kind` for this loaded model: learned when its graph has the error head and
+    its model.json the coefficients for these settings."""
+    qm = model.info.quality_model
+    return quality_kind(refine, flip_tta, bool(model.has_error and qm is not None and learned_kind(refine) in qm.kinds))
 
 
 @dataclass
@@ -44,16 +62,21 @@ class Alignment:
 
     ``landmarks`` (K, N, 2) image pixels in the annotation files' convention (``info.label_origin``);
     ``pose`` (K, 3) yaw, pitch, roll in degrees in the image frame. ``quality`` (K,) is the
-    failure score of kind ``quality_kind`` (:func:`quality_kind`), in percent of the predicted
-    inter-ocular distance, like an NME (larger = more likely wrong): with a second look, how far
-    the last pass moved the points (a face the network reads the same way from two crops is
-    stable; a non-face, a turned face or a misplaced box is not); without one, the distance
-    between the prediction and the un-mirrored prediction of the mirrored crop (``flip_tta``),
-    else between the prediction and its shape-model projection. The parts, in normalised crop
-    units (fractions of the crop side): ``asm_distance``, ``pass_shift`` (None without a second
-    look) and ``flip_gap`` (None without ``flip_tta``). ``angles`` (K,): the last crop's
-    rotation in degrees (counter-clockwise as displayed); ``matrices`` (K, 2, 3): the last
-    image->crop matrices (0-based pixels).
+    failure score of kind ``quality_kind`` (:func:`model_quality_kind`), in percent of the
+    predicted inter-ocular distance, like an NME (larger = more likely wrong). With the error
+    head (``learned*``, :mod:`asmnet.quality`) it is the estimated NME: the head's estimate,
+    averaged over the passes that make the result, combined with the last pass's move. Without
+    it: with a second look, how far the last pass moved the points (a face the network reads the
+    same way from two crops is stable; a non-face, a turned face or a misplaced box is not);
+    without one, the distance between the prediction and the un-mirrored prediction of the
+    mirrored crop (``flip_tta``), else between the prediction and its shape-model projection.
+    ``scores``: every kind these settings give (the move kind always, the learned one with the
+    error head), ``quality`` being ``scores[quality_kind]``. The parts, in normalised crop units
+    (fractions of the crop side): ``asm_distance``, ``pass_shift`` (None without a second look)
+    and ``flip_gap`` (None without ``flip_tta``); ``error`` (K,): the error head's ln(NME %)
+    estimate averaged over those passes (None without the head). ``angles`` (K,): the last
+    crop's rotation in degrees (counter-clockwise as displayed); ``matrices`` (K, 2, 3): the
+    last image->crop matrices (0-based pixels).
     """
 
     landmarks: np.ndarray
@@ -65,6 +88,8 @@ class Alignment:
     flip_gap: np.ndarray | None
     angles: np.ndarray
     matrices: np.ndarray
+    error: np.ndarray | None = None
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __iter__(self):
         """Unpacks as ``landmarks, pose, quality`` (what align_boxes returned before)."""
@@ -137,30 +162,36 @@ def point_frames(points: np.ndarray, crop_scale: float, angles: np.ndarray | Non
     return center, crop_scale * (hi - lo).max(-1)
 
 
-def run_batches(model: LandmarkModel, crops: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Network units (K, N, 2) and pose (K, 3), ``batch_size`` crops per call."""
-    units, poses = [], []
+def run_batches(model: LandmarkModel, crops: np.ndarray, batch_size: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Network units (K, N, 2), pose (K, 3) and the error head's output (K,) (None without one),
+    ``batch_size`` crops per call."""
+    units, poses, errors = [], [], []
     for i in range(0, len(crops), batch_size):
-        u, p = model.run(crops[i : i + batch_size])
+        u, p, e = model.predict(crops[i : i + batch_size])
         units.append(u)
         poses.append(p)
-    return np.concatenate(units), np.concatenate(poses)
+        errors.append(e)
+    error = None if not errors or errors[0] is None else np.concatenate(errors)
+    return np.concatenate(units), np.concatenate(poses), error
 
 
 def _network(model: LandmarkModel, crops: np.ndarray, batch_size: int, flip_tta: bool
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Units (K, N, 2), crop-frame pose (K, 3) and the flip gap (K,) (None without ``flip_tta``)."""
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Units (K, N, 2), crop-frame pose (K, 3), the flip gap (K,) (None without ``flip_tta``) and
+    the error head's output (K,) (None without one; under ``flip_tta`` the mean of both crops')."""
     if not flip_tta:
-        units, pose = run_batches(model, crops, batch_size)
-        return units, pose, None
+        units, pose, error = run_batches(model, crops, batch_size)
+        return units, pose, None, error
     # the crops and their mirrors in the same batches
-    units, pose = run_batches(model, np.concatenate([crops, crops[:, :, ::-1]]), 2 * batch_size)
+    units, pose, error = run_batches(model, np.concatenate([crops, crops[:, :, ::-1]]), 2 * batch_size)
     (units, units_f), (pose, pose_f) = np.split(units, 2), np.split(pose, 2)
     # the mirror of crop units is x -> -x (edges at +-0.5), points re-ordered by the flip table
     units_f = units_f[:, model.info.markup.flip_array()] * [-1.0, 1.0]
     gap = np.linalg.norm(units - units_f, axis=-1).mean(-1)
     pose = (pose + pose_f * [-1.0, 1.0, -1.0]) / 2.0  # mirrored face: (-yaw, pitch, -roll)
-    return (units + units_f) / 2.0, pose, gap
+    error = None if error is None else np.mean(np.split(error, 2), axis=0)
+    return (units + units_f) / 2.0, pose, gap, error
 
 
 def predict_crops(
@@ -172,7 +203,7 @@ def predict_crops(
     normalised crop units. ``asm_blend`` in [0, 1] moves the prediction towards that projection.
     ``flip_tta`` also runs the mirrored crops and averages both (twice the network time).
     """
-    units, pose, _ = _network(model, crops, batch_size, flip_tta)
+    units, pose, _, _ = _network(model, crops, batch_size, flip_tta)
     units, distance = _asm(model.info, units, asm_blend)
     return units, pose, distance
 
@@ -219,6 +250,7 @@ def align_faces(
     asm_blend: float = 0.0,
     flip_tta: bool = False,
     channel_order: str = "bgr",
+    trace: list | None = None,
 ) -> Alignment:
     """Landmarks and pose of faces in several images: face k is ``boxes[k]`` in ``images[owner[k]]``.
 
@@ -228,7 +260,9 @@ def align_faces(
     prediction (``straighten``: rotated upright). Each pass sends all faces through the network
     in batches of ``batch_size``. ``images`` are BGR, or pixels in ``channel_order`` (see
     :func:`crop_faces`). With ``refine`` >= 2 the result is the mean of the second-look
-    passes (each cropped from the one before). Raises ValueError for a box the crop cannot use.
+    passes (each cropped from the one before). ``trace``, when given, receives one dict per pass
+    (``points`` (K, N, 2) in 0-based image pixels, ``error``: the error head's output or None;
+    for fitting and measuring the quality score). Raises ValueError for a box the crop cannot use.
     """
     info = model.info
     size, n = info.input_size, info.markup.n_points
@@ -236,15 +270,18 @@ def align_faces(
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     if len(boxes) != len(owner):
         raise ValueError(f"{len(boxes)} boxes for {len(owner)} owners")
+    kind = model_quality_kind(model, refine, flip_tta)
     if len(boxes) == 0:
         z = np.zeros(0)
-        return Alignment(np.zeros((0, n, 2)), np.zeros((0, 3)), z, quality_kind(refine, flip_tta), z,
-                         z if refine else None, z if flip_tta else None, z, np.zeros((0, 2, 3)))
+        scores = {quality_kind(refine, flip_tta): z, kind: z}
+        return Alignment(np.zeros((0, n, 2)), np.zeros((0, 3)), z, kind, z, z if refine else None,
+                         z if flip_tta else None, z, np.zeros((0, 2, 3)), z if model.has_error else None, scores)
     angles = np.zeros(len(boxes)) if angles is None else np.asarray(angles, dtype=np.float64).reshape(-1)
     centers, sides = box_frames(boxes, info)
     mean_shape = info.shape_model.mean.reshape(-1, 2)
     points = shift = None
     looks: list[tuple[np.ndarray, np.ndarray]] = []  # points and image-frame pose of each second-look pass
+    errors: list[np.ndarray] = []  # the error head's output of each pass whose points make the result
     for step in range(refine + 1):
         if step:  # the second look: crop again from the previous prediction
             if straighten:
@@ -252,12 +289,16 @@ def align_faces(
             centers, sides = point_frames(points, info.crop_scale, angles if straighten else None)
         matrices = np.stack([crop_matrix(c, s, size, a) for c, s, a in zip(centers, sides, angles)])
         crops = warp_crops(images, owner, matrices, size, channel_order)
-        units, pose, gap = _network(model, crops, batch_size, flip_tta)
+        units, pose, gap, error = _network(model, crops, batch_size, flip_tta)
         units, distance = _asm(info, units, asm_blend)
+        if error is not None and (step or not refine):
+            errors.append(error)
         new_points = _units_to_pixels(units, matrices, size)
         if points is not None:  # how far this pass moved the points, in units of its crop side
             shift = np.linalg.norm(new_points - points, axis=-1).mean(-1) / sides
         points = new_points
+        if trace is not None:
+            trace.append({"points": points, "error": error})
         pose = np.stack([rotate_pose_in_image(p, -a) if a else p for p, a in zip(pose, angles)])
         if step:
             looks.append((points, pose))
@@ -265,10 +306,14 @@ def align_faces(
         points = np.mean([pts for pts, _ in looks], axis=0)
         # angles averaged on the circle: rolls of 179 and -179 degrees mean 180, not 0
         pose = np.rad2deg(np.angle(np.mean([np.exp(1j * np.deg2rad(pz)) for _, pz in looks], axis=0)))
-    kind = quality_kind(refine, flip_tta)
-    part = shift if kind.startswith("refine") else gap if kind == "flip" else distance
-    quality = quality_score(part, sides, points, info)
-    return Alignment(points + info.label_origin, pose, quality, kind, distance, shift, gap, angles, matrices)
+    move_kind = quality_kind(refine, flip_tta)
+    part = shift if move_kind.startswith("refine") else gap if move_kind == "flip" else distance
+    scores = {move_kind: quality_score(part, sides, points, info)}
+    error = np.mean(errors, axis=0) if errors else None
+    if kind != move_kind:  # learned: the error head's estimate with the last pass's move
+        scores[kind] = info.quality_model.score(kind, error, scores[move_kind] if refine else None)
+    return Alignment(points + info.label_origin, pose, scores[kind], kind, distance, shift, gap, angles, matrices,
+                     error, scores)
 
 
 def align_boxes(

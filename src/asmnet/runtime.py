@@ -4,7 +4,9 @@ A *model package* is a folder with ``model.json`` (what the network expects and 
 shape model, detector box calibrations and model card), ``model.onnx`` (torch-free inference)
 and optionally ``weights.pt`` (a checkpoint for the PyTorch backend and fine-tuning). The ONNX
 graph takes float32 NCHW RGB pixels 0..255 (normalisation is inside the graph) and returns
-landmarks (B, 2N) in normalised crop units and pose (B, 3) in degrees.
+landmarks (B, 2N) in normalised crop units and pose (B, 3) in degrees; a graph may also return
+``error`` (B, 1), the error head's estimate of ln(NME %) of its own landmarks (see
+:mod:`asmnet.quality`; model.json's ``quality_model`` then says how it makes the quality score).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 from .detection.calibration import Calibrations
 from .errors import ModelError, first_line
 from .markup import Markup, markup_for
+from .quality import QualityModel
 from .shape_model import ShapeModel
 
 MODEL_FORMAT = "asmnet-model"
@@ -28,6 +31,8 @@ MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = "default"  # the shipped model FaceAligner() and every command load by default
 DEFAULT_MODEL_DIR = MODELS_DIR / DEFAULT_MODEL
 BACKENDS = ("auto", "onnx", "torch")
+ERROR_OUTPUT = "error"  # the optional third graph output: the error head (asmnet.quality)
+ERROR_OUTPUT_DESCRIPTION = "the error head's estimate of ln(NME %) of the landmarks (B, 1)"
 
 
 def _whole(value: object) -> int:
@@ -51,6 +56,8 @@ class ModelInfo:
     quality_threshold: float | None = None  # the default pipeline's quality_thresholds entry
     # quality score kind (inference.quality_kind) -> score above which a face is flagged
     quality_thresholds: dict = field(default_factory=dict)
+    # the learned score's coefficients (model.json quality_model); needs the graph's error output
+    quality_model: QualityModel | None = None
     label_origin: float = 0.0  # added to predictions: the training files' pixel convention (1 = iBUG .pts)
     card: dict = field(default_factory=dict)
     # the pixel convention the predictions (label_origin added back) and reference boxes are in:
@@ -73,7 +80,8 @@ class ModelInfo:
             "name": self.name,
             "input": {"name": "image", "layout": "NCHW", "channels": "RGB", "dtype": "float32",
                       "range": [0, 255], "size": self.input_size},
-            "outputs": {"landmarks": "normalised crop units (B, 2N)", "pose": "yaw, pitch, roll in degrees"},
+            "outputs": {"landmarks": "normalised crop units (B, 2N)", "pose": "yaw, pitch, roll in degrees",
+                        **({"error": ERROR_OUTPUT_DESCRIPTION} if self.quality_model else {})},
             "input_size": self.input_size,
             "crop_scale": self.crop_scale,
             "label_origin": self.label_origin,
@@ -84,6 +92,7 @@ class ModelInfo:
             "calibrations": Calibrations.from_json(self.calibrations).to_json(),
             "quality_threshold": self.quality_threshold,
             **({"quality_thresholds": self.quality_thresholds} if self.quality_thresholds else {}),
+            **({"quality_model": self.quality_model.to_json()} if self.quality_model else {}),
             "card": self.card,
         }
 
@@ -107,6 +116,7 @@ class ModelInfo:
                 calibrations=Calibrations.from_json(data.get("calibrations"), source),
                 quality_threshold=data.get("quality_threshold"),
                 quality_thresholds=_quality_thresholds(data.get("quality_thresholds"), source),
+                quality_model=QualityModel.from_json(data.get("quality_model"), source),
                 label_origin=float(data.get("label_origin", 0.0)),
                 card=dict(data.get("card") or {}),
                 annotation_origin=None if data.get("annotation_origin") is None else float(data["annotation_origin"]),
@@ -167,20 +177,32 @@ class LandmarkModel:
 
     info: ModelInfo
     backend: str
+    has_error: bool = False  # the network also returns the error head's output
 
     def run(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Landmarks (B, N, 2) in normalised crop units and pose (B, 3) in degrees.
+        """Landmarks (B, N, 2) in normalised crop units and pose (B, 3) in degrees (:meth:`predict`
+        without the error head)."""
+        points, pose, _ = self.predict(crops)
+        return points, pose
+
+    def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Landmarks (B, N, 2) in normalised crop units, pose (B, 3) in degrees and the error
+        head's estimate of ln(NME %) (B,) (None when the network has no error head).
 
         Raises :class:`ModelError` when the network outputs NaN or infinite values: finite pixels
         never give them, so the weights are broken (every caller checks here, once).
         """
         batch = np.ascontiguousarray(np.asarray(crops, dtype=np.float32).transpose(0, 3, 1, 2))
-        points, pose = self._forward(batch)
-        if not (np.isfinite(points).all() and np.isfinite(pose).all()):
+        points, pose, *rest = self._forward(batch)
+        error = rest[0] if rest else None
+        if not (np.isfinite(points).all() and np.isfinite(pose).all()
+                and (error is None or np.isfinite(error).all())):
             raise ModelError(None, f"model {self.info.name!r} predicts NaN or infinite values (corrupt weights?)")
-        return points.reshape(len(batch), -1, 2).astype(np.float64), pose.astype(np.float64)
+        return (points.reshape(len(batch), -1, 2).astype(np.float64), pose.astype(np.float64),
+                None if error is None else error.reshape(len(batch)).astype(np.float64))
 
-    def _forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _forward(self, batch: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The graph's outputs: landmarks (B, 2N), pose (B, 3) and, with an error head, error (B, 1)."""
         raise NotImplementedError
 
 
@@ -219,17 +241,23 @@ class OnnxLandmarkModel(LandmarkModel):
         size, n = self.info.input_size, self.info.markup.n_points
         if len(inputs) != 1 or list(inputs[0].shape[1:]) != [3, size, size]:
             raise ModelError(self.path, f"ONNX input {[i.shape for i in inputs]} is not [batch, 3, {size}, {size}]")
-        if len(outputs) != 2 or outputs[0].shape[-1] != 2 * n or outputs[1].shape[-1] != 3:
-            raise ModelError(self.path, f"ONNX outputs {[o.shape for o in outputs]} are not [batch, {2 * n}] and [batch, 3]")
+        if (len(outputs) not in (2, 3) or outputs[0].shape[-1] != 2 * n or outputs[1].shape[-1] != 3
+                or (len(outputs) == 3 and (outputs[2].name != ERROR_OUTPUT or outputs[2].shape[-1] != 1))):
+            raise ModelError(self.path, f"ONNX outputs {[(o.name, o.shape) for o in outputs]} are not [batch, {2 * n}] "
+                             f"and [batch, 3] (and optionally {ERROR_OUTPUT!r} [batch, 1])")
+        self.has_error = len(outputs) == 3
+        if self.info.quality_model is not None and not self.has_error:
+            raise ModelError(self.path, f"model.json has a quality_model but the graph has no {ERROR_OUTPUT!r} output "
+                             "(the error head it scores with)")
         self.input_name = inputs[0].name
 
-    def _forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        points, pose = self.session.run(None, {self.input_name: batch})
-        return points, pose
+    def _forward(self, batch: np.ndarray) -> tuple[np.ndarray, ...]:
+        return tuple(self.session.run(None, {self.input_name: batch}))
 
 
 class TorchLandmarkModel(LandmarkModel):
-    """PyTorch backend (needs ``pip install asmnet[train]``)."""
+    """PyTorch backend (needs ``pip install asmnet[train]``). The checkpoint has no error head
+    (it is added to the exported graph), so quality falls back to the scores without it."""
 
     backend = "torch"
 
