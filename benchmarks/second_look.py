@@ -34,23 +34,24 @@ from asmnet.evaluation import read_keys
 from asmnet.fileio import write_json_atomic
 from asmnet.formats import load_many, read_image
 from asmnet.geometry import rotate_on_canvas, tight_box, transform_points
-from asmnet.inference import DEFAULT_REFINE, QUALITY_DEFINITION, align_faces, model_quality_kind
+from asmnet.inference import DEFAULT_REFINE, EARLY_STOP, QUALITY_DEFINITION, align_faces, model_quality_kind
 from asmnet.metrics import flag_report, nme, roc_auc
 from asmnet.runtime import load_model, resolve_model
 
-SETTINGS = {  # name -> (refine, straighten, flip_tta)
-    "one_pass": (0, False, False),
-    "one_pass_flip": (0, False, True),  # for the flip-gap quality score (angles 0, 90, 180 only)
-    "refine1": (1, False, False),
-    "refine1_straight": (1, True, False),
-    "refine2": (2, False, False),
-    "refine2_straight": (2, True, False),
+SETTINGS = {  # name -> (refine, straighten, flip_tta, early_stop)
+    "one_pass": (0, False, False, False),
+    "one_pass_flip": (0, False, True, False),  # for the flip-gap quality score (angles 0, 90, 180 only)
+    "refine1": (1, False, False, False),
+    "refine1_straight": (1, True, False, False),
+    "refine2": (2, False, False, False),
+    "refine2_straight": (2, True, False, False),
+    "refine2_early": (2, True, False, True),  # the default: stops after one re-crop that moved the face little
 }
 FLIP_ANGLES = (0.0, 90.0, 180.0)
 # the setting whose quality score each kind of model.json's quality_thresholds is calibrated on
 KIND_SETTING = {"shape": "one_pass", "flip": "one_pass_flip", "refine1": "refine1_straight",
                 "refine2": "refine2_straight", "learned0": "one_pass", "learned1": "refine1_straight",
-                "learned2": "refine2_straight"}
+                "learned2": "refine2_early"}
 FAIL_NME = 8.0
 MAX_FLAGGED = 0.05  # the threshold flags at most this share of validation faces
 NON_FACE_IMAGES = ("coffee", "chelsea", "rocket", "coins", "immunohistochemistry", "hubble_deep_field",
@@ -97,7 +98,7 @@ def non_face_boxes(count: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarr
     return out
 
 
-def run_setting(model, images, boxes, refine, straighten, flip_tta=False) -> dict[str, np.ndarray]:
+def run_setting(model, images, boxes, refine, straighten, flip_tta=False, early_stop=False) -> dict[str, np.ndarray]:
     """Per-face landmarks, angles and every kind of quality score these settings give
     (``score/KIND``) for faces with a box (the others get NaN)."""
     n = len(images)
@@ -107,8 +108,10 @@ def run_setting(model, images, boxes, refine, straighten, flip_tta=False) -> dic
     for start in range(0, len(idx), 64):
         part = idx[start:start + 64]
         out = align_faces(model, [images[i] for i in part], np.arange(len(part)), np.stack([boxes[i] for i in part]),
-                          refine=refine, straighten=straighten, flip_tta=flip_tta)
+                          refine=refine, straighten=straighten, flip_tta=flip_tta,
+                          early_stop=EARLY_STOP if early_stop else None)
         res["landmarks"][part] = out.landmarks
+        res.setdefault("passes", np.full(n, np.nan))[part] = out.passes
         res["angle"][part] = out.angles
         for kind, score in out.scores.items():
             res.setdefault(f"score/{kind}", np.full(n, np.nan))[part] = score
@@ -288,23 +291,26 @@ def main(argv: list[str] | None = None) -> int:
             for det in detectors:
                 protocols[det.name] = detector_boxes(det, model, images, gts)
         for proto, boxes in protocols.items():
-            for name, (refine, straighten, flip) in settings.items():
+            for name, (refine, straighten, flip, early) in settings.items():
                 if flip and angle not in FLIP_ANGLES:
                     continue
-                res = run_setting(model, images, boxes, refine, straighten, flip)
+                res = run_setting(model, images, boxes, refine, straighten, flip, early)
                 have = np.isfinite(res["landmarks"][:, 0, 0])
                 nmes = np.full(len(records), np.nan)
                 if have.any():
                     nmes[have] = nme(res["landmarks"][have], gts[have], info.markup)
                 key = f"{proto}/{angle:g}/{name}"
-                results["protocols"].setdefault(proto, {}).setdefault(f"{angle:g}", {})[name] = summary(nmes, len(records))
+                row = summary(nmes, len(records))
+                if early and have.any():  # network passes per face (3 when none stops early)
+                    row["mean_passes"] = round(float(np.nanmean(res["passes"][have])), 3)
+                results["protocols"].setdefault(proto, {}).setdefault(f"{angle:g}", {})[name] = row
                 cache[f"{key}/angle"], cache[f"{key}/nme"] = res["angle"], nmes
                 cache.update({f"{key}/{k}": v for k, v in res.items() if k.startswith("score/")})
                 print(f"{key}: {results['protocols'][proto][f'{angle:g}'][name]}  "
                       f"[{time.process_time() - t0:.0f} s CPU]", file=sys.stderr, flush=True)
     nonface = non_face_boxes(int(args.nonface_boxes))
-    for name, (refine, straighten, flip) in settings.items():
-        res = run_setting(model, [im for im, _ in nonface], [b for _, b in nonface], refine, straighten, flip)
+    for name, (refine, straighten, flip, early) in settings.items():
+        res = run_setting(model, [im for im, _ in nonface], [b for _, b in nonface], refine, straighten, flip, early)
         cache.update({f"nonface/{name}/{k}": v for k, v in res.items() if k.startswith("score/")})
     results["cpu_seconds"] = round(time.process_time() - t0, 1)
     results["keys"] = [r.key for r in records]

@@ -202,3 +202,50 @@ def test_rotation_search_finds_a_face_lying_on_its_side(astronaut):
     assert len(faces) == 1
     assert inter_ocular_nme(faces[0].landmarks, truth) < 3.0
     assert not faces[0].flagged
+
+
+def test_early_stop_ends_the_second_look_of_a_face_that_did_not_move():
+    """With ``early_stop`` a face whose first re-crop moved it little stops there (its result: the
+    mean of its two passes); one that moved a lot takes the third pass; each pass is one batch."""
+    units = fixed_point_units()
+
+    class SecondCallOff(ShapeStub):
+        """Answers face 0's first re-crop 0.1 crop sides to the right; every other crop as the fixed shape."""
+
+        def _forward(self, batch):
+            points, pose = super()._forward(batch)
+            if self.calls == 2:
+                points = points.copy()
+                points[0, 0::2] += 0.1
+            return points, pose
+
+    image = np.zeros((300, 400, 3), np.uint8)
+    boxes = np.array([[40.0, 50.0, 140.0, 170.0], [200.0, 20.0, 330.0, 120.0]])
+    settled = align_boxes(ShapeStub(units), image, boxes)  # where a crop of the fixed shape puts the points
+    stub = SecondCallOff(units)
+    out = align_boxes(stub, image, boxes, refine=2, straighten=True, early_stop=(3.0, 10.0))
+    assert stub.calls == 3 and out.passes.tolist() == [3, 2]
+    assert np.abs(out.landmarks[1] - settled.landmarks[1]).max() < 1e-9  # two identical passes averaged
+    # face 0 moved by a tenth of its crop: not stopped, its result is the mean of the two re-crops
+    side = 1.3 * (tight_box(settled.landmarks[0])[2:] - tight_box(settled.landmarks[0])[:2]).max()
+    assert out.pass_shift[0] < 1e-9  # its third pass agreed with its second
+    assert np.allclose(out.landmarks[0] - settled.landmarks[0], [0.1 * side, 0.0], atol=1e-6)
+    # a face seen turned in its first (upright) crop goes on, however little the points moved:
+    # the straightened re-crop turned by 30 degrees
+
+    class TurnedAtFirst(ShapeStub):
+        def _forward(self, batch):
+            points, pose = super()._forward(batch)
+            if self.calls == 1:
+                points = points.copy()
+                points[1] = turn(points[1].reshape(-1, 2), 30.0).reshape(-1)
+            return points, pose
+
+    turned = align_boxes(TurnedAtFirst(units), image, boxes, refine=2, straighten=True, early_stop=(3.0, 10.0))
+    assert turned.passes.tolist() == [2, 3] and abs(turned.angles[1]) == pytest.approx(30.0, abs=1e-6)
+    # without early stop every face takes every pass
+    stub = SecondCallOff(units)
+    full = align_boxes(stub, image, boxes, refine=2, straighten=True)
+    assert stub.calls == 3 and full.passes.tolist() == [3, 3]
+    # early stop needs a pass to stop after: with refine 1 it changes nothing
+    assert align_boxes(ShapeStub(units), image, boxes, refine=1, early_stop=(3.0, 10.0)).passes.tolist() == [2, 2]

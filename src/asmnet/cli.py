@@ -430,6 +430,9 @@ def add_second_look(p: argparse.ArgumentParser, default_refine: int) -> None:
                    "(default %(default)s" + (": the published one-pass protocol)" if default_refine == 0 else ")"))
     p.add_argument("--no-straighten", action="store_true",
                    help="second look: keep the crop axis-aligned instead of turning the face upright")
+    p.add_argument("--no-early-stop", action="store_true",
+                   help="second look: always run every --refine pass (by default a face the first re-crop "
+                   "moved by <= 3 %% of its eye distance and turned by <= 10 degrees stops there)")
 
 
 def add_predict(sub: argparse._SubParsersAction) -> None:
@@ -499,7 +502,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                           min_score=args.min_score, flip_tta=args.flip_tta, engine=args.engine,
                           pixel_origin=args.pixel_origin, detector_options=detector_options(args),
                           refine=args.refine, straighten=not args.no_straighten, rotation_search=args.rotation_search,
-                          ray=ray_options(args))
+                          early_stop=not args.no_early_stop, ray=ray_options(args))
     report = predict(args.inputs, opts, webcam=args.webcam)
     print(summary_line(report), file=sys.stderr)
     return _batch_status(report.failures, bool(report.done or report.skipped))
@@ -588,6 +591,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate
     from .fileio import check_writable_file, write_json_atomic
     from .formats import load_many
+    from .inference import EARLY_STOP
     from .runtime import load_model
 
     if args.ced and _missing("matplotlib"):  # say so now, not after the evaluation
@@ -616,7 +620,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         detector = make_detector(args.detector, **detector_options(args))
     res = evaluate(model, records, args.norm, detector, args.batch_size, args.asm_blend, flip_tta=args.flip_tta,
                    annotation_origin=args.annotation_origin, keep_off_image=args.keep_off_image,
-                   refine=args.refine, straighten=not args.no_straighten)
+                   refine=args.refine, straighten=not args.no_straighten,
+                   early_stop=None if args.no_early_stop else EARLY_STOP)
     res.annotation_errors = [str(e) for e in errors]
     res.annotation_notes = [str(e) for e in notes]
     for line in res.unreadable:

@@ -143,6 +143,7 @@ def evaluate(
     keep_off_image: bool = False,
     refine: int = 0,
     straighten: bool = False,
+    early_stop: tuple[float, float] | None = None,
 ) -> EvaluationResult:
     """Evaluate ``model`` on annotated faces; returns an :class:`EvaluationResult`.
 
@@ -155,8 +156,9 @@ def evaluate(
     records' points (iBUG .pts: 1), by default the convention of the model's own training data
     (``info.annotation_origin``). Raises :class:`ModelError` when the model has no
     box calibration for the detector or outputs NaN, and :class:`DataError` when no face at all
-    could be evaluated or ``$ASMNET_MAX_PIXELS`` is malformed. ``refine`` / ``straighten``: the
-    second look (:func:`asmnet.inference.align_faces`); the published protocol is one pass.
+    could be evaluated or ``$ASMNET_MAX_PIXELS`` is malformed. ``refine`` / ``straighten`` /
+    ``early_stop``: the second look (:func:`asmnet.inference.align_faces`); the published protocol
+    is one pass.
     """
     # records' convention -> the model's: boxes go in shifted by -shift, predictions come back +shift
     shift = 0.0 if annotation_origin is None else float(annotation_origin) - model.info.annotation_origin
@@ -172,7 +174,7 @@ def evaluate(
             return
         out = align_faces(model, [image for _, image, _ in pending], np.arange(len(pending)),
                           np.stack([box for _, _, box in pending]), refine=refine, straighten=straighten,
-                          batch_size=batch_size, asm_blend=asm_blend, flip_tta=flip_tta)
+                          batch_size=batch_size, asm_blend=asm_blend, flip_tta=flip_tta, early_stop=early_stop)
         preds.extend(out.landmarks + shift)
         poses.extend(out.pose)
         quality.extend(out.quality)

@@ -60,6 +60,7 @@ class PredictOptions:
     refine: int = DEFAULT_REFINE  # second-look passes from the predicted points (FaceAligner's refine)
     straighten: bool = True  # second look: turn the crop upright
     rotation_search: bool = False  # no face upright: search the image turned by 90/180/270 degrees
+    early_stop: bool = True  # second look: stop after one re-crop that moved the face little (FaceAligner's)
 
 
 @dataclass
@@ -199,6 +200,7 @@ def _make_aligner(opts: PredictOptions, default_threads: int | None = 1):
     return FaceAligner(opts.model, detector=opts.detector, backend=opts.backend, threads=opts.threads or default_threads,
                        min_score=opts.min_score, flip_tta=opts.flip_tta, pixel_origin=opts.pixel_origin,
                        refine=opts.refine, straighten=opts.straighten, rotation_search=opts.rotation_search,
+                       early_stop=opts.early_stop,
                        **opts.detector_options)
 
 
@@ -392,6 +394,7 @@ def _track(source: str | int, opts: PredictOptions, sink, report: PredictReport,
         aligner = FaceAligner(opts.model, detector=opts.detector, backend=opts.backend, threads=opts.threads,
                               min_score=opts.min_score, flip_tta=opts.flip_tta, pixel_origin=opts.pixel_origin,
                               refine=opts.refine, straighten=opts.straighten, rotation_search=opts.rotation_search,
+                       early_stop=opts.early_stop,
                               **opts.detector_options)
     except BaseException:
         cap.release()
