@@ -34,10 +34,11 @@ DEFAULT_REFINE = 2
 # 82 % of upright faces need only two)
 EARLY_STOP = (3.0, 10.0)
 # what Face.quality means at the default settings with the default model (model cards say it)
-QUALITY_DEFINITION = (f"estimated NME % (learned2): exp(a + b e + c ln(m + 0.05)), e = the error head's ln-NME "
-                      f"estimate averaged over the {DEFAULT_REFINE} straightened second-look passes, m = the last "
-                      "pass's mean point move in % of the predicted inter-ocular distance; a, b, c fitted on "
-                      "perturbed training faces (scripts/fit_quality.py; GT-box start here, "
+QUALITY_DEFINITION = ("estimated NME % (learned2; learned1 for a face whose second look stopped after one re-crop): "
+                      "exp(a + b e + c ln(m + 0.05)), e = the error head's ln-NME estimate averaged over the "
+                      "passes that make the result, m = the last pass's mean point move in % of the predicted "
+                      "inter-ocular distance; a, b, c fitted on perturbed training faces (scripts/fit_quality.py; "
+                      f"GT-box start here, {DEFAULT_REFINE} straightened second-look passes with early stop; "
                       "benchmarks/second_look.py measures more)")
 
 
