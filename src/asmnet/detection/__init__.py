@@ -66,15 +66,15 @@ DETECTORS: dict[str, type[FaceDetector]] = {
 # split is 471 of them) by scripts/calibrate_detectors.py and benchmarks/detector_choice.py; CPU
 # ms of one thread (time.thread_time) on the shared 2-core machine (see benchmarks/README.md):
 #
-#   detector (its defaults)        missed lfpw / udacity / val   CPU ms 640x480 / 1280x720
-#   mtcnn (min_face 40, retry)      0.0 / 0.0 / 0.0 %             10.9 / 28.7
-#   dlib-hog (upsample 1, 0.2)      7.5 / 5.6 / 4.2 %             109 / 322
-#   dlib-hog (upsample 1, -0.4)     3.2 / 0.7 / 0.2 %             (same)
+#   detector (its defaults)                   missed lfpw / udacity / val   CPU ms 640x480 / 1280x720
+#   mtcnn (48 px, P-Net 0.9, step 0.55, retry)  0.5 / 0.03 / 0.0 %           6.3 / 12.3 (idle)
+#   dlib-hog (upsample 1, 0.2)                  7.5 / 5.6 / 4.2 %             109 / 322 (loaded)
+#   dlib-hog (upsample 1, -0.4)                 3.2 / 0.7 / 0.2 %             (same)
 #
 # Both find no false face in skimage's coffee, chelsea and rocket and exactly one in the astronaut
 # at these defaults (HOG at -0.4 finds 1 in rocket and 3 in the astronaut). MTCNN also finds
-# 98.5 / 90.7 % of the validation faces rotated by 30 / 45 degrees (HOG: 97.7 / 66.9 %) and every
-# face of 40 px and up but one (of 120) in 1280x720 collages, at a tenth of HOG's cost: it comes first.
+# 97.2 / 86.4 % of the validation faces rotated by 30 / 45 degrees (HOG: 97.7 / 66.9 %) and all
+# but 2 of 360 faces of 40 to 200 px in 1280x720 collages, at a twentieth of HOG's cost: it comes first.
 # dlib-hog stays for environments without the mtcnn package; dlib-cnn is slow on a CPU; Haar is
 # last (frontal faces only, no real confidence score).
 AUTO_ORDER: tuple[str, ...] = ("yunet", "mtcnn", "dlib-hog", "dlib-cnn", "haar")
