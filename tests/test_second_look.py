@@ -226,6 +226,8 @@ def test_early_stop_ends_the_second_look_of_a_face_that_did_not_move():
     out = align_boxes(stub, image, boxes, refine=2, straighten=True, early_stop=(3.0, 10.0))
     assert stub.calls == 3 and out.passes.tolist() == [3, 2]
     assert np.abs(out.landmarks[1] - settled.landmarks[1]).max() < 1e-9  # two identical passes averaged
+    # every output finite for both faces: the stopped one's missing third pass is left out
+    assert np.isfinite(out.pose).all() and np.isfinite(out.quality).all() and np.isfinite(out.landmarks).all()
     # face 0 moved by a tenth of its crop: not stopped, its result is the mean of the two re-crops
     side = 1.3 * (tight_box(settled.landmarks[0])[2:] - tight_box(settled.landmarks[0])[:2]).max()
     assert out.pass_shift[0] < 1e-9  # its third pass agreed with its second

@@ -348,6 +348,7 @@ def align_faces(
     use = np.zeros((len(steps), k), dtype=bool)
     use[0] = (refine == 0) | stopped
     use[1:] = refine >= 1
+    use &= np.stack([np.isfinite(st[0][:, 0, 0]) for st in steps])  # a stopped face has no later passes
     if refine >= 1:
         points = np.nanmean(np.where(use[:, :, None, None], np.stack([st[0] for st in steps]), np.nan), axis=0)
         # angles averaged on the circle: rolls of 179 and -179 degrees mean 180, not 0
