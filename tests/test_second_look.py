@@ -13,7 +13,7 @@ from conftest import template_face
 from asmnet.api import FaceAligner, rot90_matrix, turn_boxes
 from asmnet.errors import ModelError
 from asmnet.geometry import crop_matrix, tight_box, transform_points
-from asmnet.inference import align_boxes, point_frames, shape_roll
+from asmnet.inference import EARLY_STOP, align_boxes, point_frames, shape_roll
 from asmnet.markup import IBUG_68
 from asmnet.runtime import DEFAULT_MODEL_DIR, LandmarkModel, ModelInfo
 from asmnet.shape_model import ShapeModel
@@ -251,3 +251,24 @@ def test_early_stop_ends_the_second_look_of_a_face_that_did_not_move():
     assert stub.calls == 3 and full.passes.tolist() == [3, 3]
     # early stop needs a pass to stop after: with refine 1 it changes nothing
     assert align_boxes(ShapeStub(units), image, boxes, refine=1, early_stop=(3.0, 10.0)).passes.tolist() == [2, 2]
+
+
+def test_early_stop_on_a_photo_with_an_upright_and_a_turned_face(astronaut):
+    """The shipped model on two copies of a real face, one upright and one turned by 40 degrees, in
+    one picture: the upright one stops after one re-crop, the turned one takes the third pass, and
+    both come out right (points, pose and quality finite; the turned one's points where they belong)."""
+    bgr, upright = astronaut
+    turned, moved, _ = rotated(bgr, upright, 40.0)
+    canvas = np.concatenate([bgr, turned], axis=1)
+    shifted = moved + [bgr.shape[1], 0]
+    aligner = FaceAligner(threads=1)
+    boxes = np.stack([tight_box(upright), tight_box(shifted)])  # FaceAligner's 0-based pixels
+    faces = aligner(canvas, boxes=boxes, channel_order="bgr")
+    out = align_boxes(aligner.model, canvas, boxes + aligner.model.info.annotation_origin,
+                      refine=2, straighten=True, early_stop=EARLY_STOP)
+    assert out.passes.tolist() == [2, 3]
+    for face in faces:
+        assert np.isfinite(face.landmarks).all() and np.isfinite(face.pose).all() and np.isfinite(face.quality)
+    assert inter_ocular_nme(faces[0].landmarks, upright) < 1.0
+    assert inter_ocular_nme(faces[1].landmarks, shifted) < 2.0
+    assert not faces[0].flagged and not faces[1].flagged
