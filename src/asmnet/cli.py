@@ -102,7 +102,8 @@ def add_detector_option_flags(p: argparse.ArgumentParser) -> None:
                    help="the detector's model file: a YuNet .onnx for yunet (with --detector auto, it means yunet), "
                    "mmod_human_face_detector.dat for dlib-cnn")
     p.add_argument("--min-face", type=number(8, 10000), default=None, metavar="PX",
-                   help="mtcnn: smallest face searched, in pixels (default 40; cost grows with pixels / PX^2)")
+                   help="mtcnn: the face size its pyramid starts from, in pixels (default 48, which still finds "
+                   "~40 px faces; cost grows with pixels / PX^2)")
     p.add_argument("--upsample", type=whole(0, 4), default=None, metavar="N",
                    help="dlib-hog / dlib-cnn: double the image N times first (dlib-hog default 1: faces from ~40 px)")
 
