@@ -192,7 +192,7 @@ _INIT_ERROR: str | None = None
 
 def _make_aligner(opts: PredictOptions, default_threads: int | None = 1):
     """The FaceAligner of ``opts`` (its model and detector settings): the one recipe of every engine
-    and command that runs images (predict's workers and Ray actors, ``asmnet align``), so that they
+    and command that runs images or videos (predict's workers, videos and Ray actors, ``asmnet align``), so that they
     give the same records. ``default_threads``: ONNX Runtime threads when ``opts.threads`` is None
     (None: ONNX Runtime's choice)."""
     from .api import FaceAligner
@@ -200,8 +200,7 @@ def _make_aligner(opts: PredictOptions, default_threads: int | None = 1):
     return FaceAligner(opts.model, detector=opts.detector, backend=opts.backend, threads=opts.threads or default_threads,
                        min_score=opts.min_score, flip_tta=opts.flip_tta, pixel_origin=opts.pixel_origin,
                        refine=opts.refine, straighten=opts.straighten, rotation_search=opts.rotation_search,
-                       early_stop=opts.early_stop,
-                       **opts.detector_options)
+                       early_stop=opts.early_stop, **opts.detector_options)
 
 
 def _init_worker(opts: PredictOptions) -> None:
@@ -377,7 +376,6 @@ def run_video(source: str | int, opts: PredictOptions, sink, report: PredictRepo
 
 def _track(source: str | int, opts: PredictOptions, sink, report: PredictReport, done: set,
            out_file: Path | None) -> None:
-    from .api import FaceAligner
     from .draw import draw_faces
     from .video import FaceTracker
 
@@ -391,11 +389,7 @@ def _track(source: str | int, opts: PredictOptions, sink, report: PredictReport,
                                                         " (not a video, or a format or codec this OpenCV lacks)"))
         return
     try:
-        aligner = FaceAligner(opts.model, detector=opts.detector, backend=opts.backend, threads=opts.threads,
-                              min_score=opts.min_score, flip_tta=opts.flip_tta, pixel_origin=opts.pixel_origin,
-                              refine=opts.refine, straighten=opts.straighten, rotation_search=opts.rotation_search,
-                       early_stop=opts.early_stop,
-                              **opts.detector_options)
+        aligner = _make_aligner(opts, default_threads=None)
     except BaseException:
         cap.release()
         raise
