@@ -306,8 +306,9 @@ def align_faces(
     distance, passes = np.zeros(k), np.zeros(k, dtype=int)
     shift = np.zeros(k) if refine else None
     gap = np.zeros(k) if flip_tta else None
-    # each pass's points, image-frame pose and error-head output (NaN: the face had stopped)
-    steps: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
+    # each pass: the faces it ran on, their points, image-frame pose and error-head output (NaN
+    # for the faces that had stopped)
+    steps: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]] = []
     active = np.arange(k)
     for step in range(refine + 1):
         if step:  # the second look: crop again from the previous prediction
@@ -333,9 +334,9 @@ def align_faces(
         if part_error is not None:
             error = np.full(k, np.nan)
             error[active] = part_error
-        steps.append((np.where(ran[:, None, None], points, np.nan), np.where(ran[:, None], pose, np.nan), error))
+        steps.append((ran, np.where(ran[:, None, None], points, np.nan), np.where(ran[:, None], pose, np.nan), error))
         if trace is not None:
-            trace.append({"points": steps[-1][0], "error": error})
+            trace.append({"points": steps[-1][1], "error": error})
         if step == 1 and early_stop is not None and refine >= 2:
             moved = quality_score(shift[active], sides[active], points[active], info)
             turned = np.abs((angles[active] - first_angles[active] + 180.0) % 360.0 - 180.0)
@@ -345,21 +346,19 @@ def align_faces(
     # the passes each face's result averages: the second-look ones (each cropped from the one
     # before: equally good, their mean is a free ensemble); the first and the re-crop where it stopped
     stopped = (passes == 2) & (refine >= 2)
-    use = np.zeros((len(steps), k), dtype=bool)
-    use[0] = (refine == 0) | stopped
-    use[1:] = refine >= 1
-    use &= np.stack([np.isfinite(st[0][:, 0, 0]) for st in steps])  # a stopped face has no later passes
+    use = np.stack([st[0] for st in steps])  # every pass a face ran on ...
+    use[0] &= (refine == 0) | stopped  # ... but the first, unless it is the only one or the face stopped
     if refine >= 1:
-        points = np.nanmean(np.where(use[:, :, None, None], np.stack([st[0] for st in steps]), np.nan), axis=0)
+        points = np.nanmean(np.where(use[:, :, None, None], np.stack([st[1] for st in steps]), np.nan), axis=0)
         # angles averaged on the circle: rolls of 179 and -179 degrees mean 180, not 0
-        circle = np.where(use[:, :, None], np.exp(1j * np.deg2rad(np.stack([st[1] for st in steps]))), 0)
+        circle = np.where(use[:, :, None], np.exp(1j * np.deg2rad(np.stack([st[2] for st in steps]))), 0)
         pose = np.rad2deg(np.angle(circle.sum(0) / use.sum(0)[:, None]))
     move_kind = quality_kind(refine, flip_tta)
     part = shift if move_kind.startswith("refine") else gap if move_kind == "flip" else distance
     scores = {move_kind: quality_score(part, sides, points, info)}
     error = None
-    if steps[0][2] is not None:
-        error = np.nanmean(np.where(use, np.stack([st[2] for st in steps]), np.nan), axis=0)
+    if steps[0][3] is not None:
+        error = np.nanmean(np.where(use, np.stack([st[3] for st in steps]), np.nan), axis=0)
     if kind != move_kind:  # learned: the error head's estimate with the last pass's move
         scores[kind] = info.quality_model.score(kind, error, scores[move_kind] if refine else None)
     if stopped.any():
