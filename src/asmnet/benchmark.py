@@ -60,7 +60,7 @@ def benchmark(image_bgr: np.ndarray, model: str | None = None, detector: str = "
     info = aligner.model.info
     crops, _ = crop_faces(image_bgr, ref[None], info)
     out = {"cpu": cpu_name(), "cores": default_threads, "model": info.name, "input_size": info.input_size,
-           "image_size": [int(image_bgr.shape[1]), int(image_bgr.shape[0])],
+           "image_size": [int(image_bgr.shape[1]), int(image_bgr.shape[0])], "faces": len(dets),
            "detector": {"name": aligner.detector.name,
                         **timed(lambda: aligner.detector.detect(image_bgr), min_seconds=min_seconds)},
            "landmarks": [], "pipeline": []}
@@ -116,7 +116,8 @@ def format_report(rep: dict) -> str:
             lines.append(f"  {r['backend']:8} {r['threads']:>7}  skipped: {r['skipped']}")
         else:
             lines.append(f"  {r['backend']:8} {r['threads']:>7} {r['batch']:>5} {r['median_ms']:>8.3f} {r['p90_ms']:>8.3f}")
-    lines.append("whole pipeline, one image with one face (detector + landmarks), ms:")
+    faces = rep.get("faces", 1)
+    lines.append(f"whole pipeline, the image with its {faces} face{'s' if faces != 1 else ''} (detector + landmarks), ms:")
     for r in rep["pipeline"]:
         lines.append(f"  {r['backend']:8} {r['threads']:>7} threads: median {r['median_ms']:.2f}, p90 {r['p90_ms']:.2f}")
     if rep.get("video"):
