@@ -62,7 +62,8 @@ def test_bad_images_and_channel_orders_are_data_errors(aligner, call) -> None:
 
 @pytest.mark.parametrize("settings", [
     {"asm_blend": "x"}, {"asm_blend": 5}, {"backend": "tf"}, {"threads": -1}, {"threads": "two"},
-    {"min_score": "x"}, {"detector": 5}, {"model": 5}, {"flip_tta": "no"},
+    {"min_score": "x"}, {"detector": 5}, {"model": 5}, {"flip_tta": "no"}, {"straighten": "no"},
+    {"rotation_search": 1}, {"early_stop": "yes"},
 ])
 def test_mistyped_settings_are_data_errors(settings) -> None:
     with pytest.raises(DataError):

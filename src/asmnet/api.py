@@ -152,7 +152,7 @@ def boxes_array(boxes: Any) -> np.ndarray:
 
 
 def _check_settings(model: Any, detector: Any, backend: Any, threads: Any, asm_blend: Any, min_score: Any,
-                    flip_tta: Any) -> None:
+                    switches: dict[str, Any]) -> None:
     """DataError for a FaceAligner setting of the wrong type or out of range (before any loading)."""
     from .runtime import BACKENDS
 
@@ -172,8 +172,9 @@ def _check_settings(model: Any, detector: Any, backend: Any, threads: Any, asm_b
         raise DataError(None, f"asm_blend must be a number in [0, 1], got {asm_blend!r}")
     if min_score is not None and not (real(min_score) and np.isfinite(min_score)):
         raise DataError(None, f"min_score must be a finite number or None, got {min_score!r}")
-    if not isinstance(flip_tta, (bool, np.bool_)):
-        raise DataError(None, f"flip_tta must be True or False, got {flip_tta!r}")
+    for name, value in switches.items():  # on/off settings: "no" or 0.5 would silently mean on
+        if not isinstance(value, (bool, np.bool_)):
+            raise DataError(None, f"{name} must be True or False, got {value!r}")
 
 
 class FaceAligner:
@@ -220,7 +221,9 @@ class FaceAligner:
         early_stop: bool = True,
         **detector_options: Any,
     ):
-        _check_settings(model, detector, backend, threads, asm_blend, min_score, flip_tta)
+        _check_settings(model, detector, backend, threads, asm_blend, min_score,
+                        {"flip_tta": flip_tta, "straighten": straighten, "rotation_search": rotation_search,
+                         "early_stop": early_stop})
         if not (isinstance(pixel_origin, (int, float, np.integer, np.floating)) and not isinstance(pixel_origin, bool)
                 and np.isfinite(pixel_origin)):
             raise DataError(None, f"pixel_origin must be a finite number (0: OpenCV, 1: iBUG .pts), got {pixel_origin!r}")
