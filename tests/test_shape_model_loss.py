@@ -8,7 +8,7 @@ import torch
 from conftest import template_face
 
 from asmnet.errors import ModelError
-from asmnet.nn.losses import ASMLoss, ASMProjector, asm_weight
+from asmnet.nn.losses import WING_CURVATURE, WING_WIDTH, ASMLoss, ASMProjector, asm_weight, wing
 from asmnet.shape_model import ShapeModel
 
 
@@ -97,6 +97,26 @@ def test_loss_equals_hand_computed_value():
     assert float(l1) == pytest.approx(2.0 + 2.0 * 2.0 + pose)
 
 
+def test_wing_loss_values_continuity_and_slopes():
+    w, eps = WING_WIDTH, WING_CURVATURE
+    small = torch.tensor([0.5 * eps, -0.5 * eps])
+    assert torch.allclose(wing(small), torch.full((2,), w * np.log1p(0.5)))
+    # the log piece and the shifted L1 piece meet at |x| = w, and beyond it the slope is 1 as L1
+    x = torch.tensor([w - 1e-6, w + 1e-6, 2 * w, 3 * w], dtype=torch.float64, requires_grad=True)
+    y = wing(x)
+    assert float(y[1] - y[0]) == pytest.approx(0, abs=1e-5)
+    assert float(y[3] - y[2]) == pytest.approx(w)
+    y.sum().backward()
+    assert torch.allclose(x.grad[2:], torch.ones(2, dtype=torch.float64))
+    # near 0 it pulls harder than L1 (slope w / eps), which is the point of it
+    z = torch.tensor([1e-4], requires_grad=True)
+    wing(z).sum().backward()
+    assert float(z.grad) == pytest.approx(w / (eps + 1e-4), rel=1e-3)
+    pred, gt = torch.tensor([[0.01, -0.02]]), torch.zeros(1, 2)
+    loss, parts = ASMLoss(tiny_model(), "mse", "wing")(pred, torch.zeros(1, 3), gt, torch.zeros(1, 3), 0, 3)
+    assert parts["points"] == pytest.approx(float(wing(pred).mean()))
+
+
 def test_unlabelled_pose_is_masked():
     pred, gt = torch.zeros(2, 2), torch.zeros(2, 2)
     pose = torch.tensor([[float("nan")] * 3, [9.0, 0.0, 0.0]])
@@ -108,4 +128,4 @@ def test_rejects_unknown_loss_names():
     with pytest.raises(ValueError):
         ASMLoss(tiny_model(), "huber")
     with pytest.raises(ValueError):
-        ASMLoss(tiny_model(), "asm", "wing")
+        ASMLoss(tiny_model(), "asm", "huber")

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..errors import AsmnetError
 from ..geometry import CROP_SCALE
 from .augment import AugmentConfig
+
+# what asmnet.nn.losses implements (kept here so that the config and the CLI need no torch)
+LOSS_KINDS = ("asm", "mse")
+POINT_LOSSES = ("mse", "l1", "wing")
 
 # the largest training input side: see TrainConfig.validate
 MAX_TRAIN_INPUT_SIZE = 512
@@ -55,8 +59,9 @@ class TrainConfig:
         "shipped model (e.g. --init default --loss mse --lr 3e-4 --warmup-epochs 1 --ema 0.998)",
         metavar="MODEL")
     ema: float = setting(0.0, "decay of an exponential moving average of the weights (e.g. 0.999); 0 = off")
-    loss: str = setting("asm", "asm: ASM-LOSS; mse: the same without the ASM term (baseline)", choices=("asm", "mse"))
-    point_loss: str = setting("l1", "distance of the landmark terms", choices=("mse", "l1"))
+    loss: str = setting("asm", "asm: ASM-LOSS; mse: the same without the ASM term (baseline)", choices=LOSS_KINDS)
+    point_loss: str = setting("l1", "distance of the landmark terms (wing: Feng et al. 2018, w = 10 / eps = 2 px "
+                              "of a 256-px crop)", choices=POINT_LOSSES)
     variance: float = setting(0.99, "share of the shape variance the ASM keeps")
     shape_passes: int = setting(5, "augmented passes over the training shapes to fit the ASM")
     pose_weight: float = setting(1.0, "weight of the pose term")
@@ -109,7 +114,8 @@ class TrainConfig:
                 span = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
                 raise bad(name, f"must be a finite number in {span}")
 
-        def one_of(name: str, choices: tuple) -> None:
+        def one_of(name: str) -> None:
+            choices = next(f for f in fields(self) if f.name == name).metadata["choices"]  # the CLI's list
             if getattr(self, name) not in choices:
                 raise bad(name, f"must be one of {', '.join(map(str, choices))}")
 
@@ -117,12 +123,12 @@ class TrainConfig:
             raise bad("data", "give at least one data folder or list")
         if not isinstance(self.out, str) or not self.out:
             raise bad("out", "give a run folder")
-        one_of("points", (68, 98))
+        one_of("points")
         # 32: the checkpoint minimum (and the last stage's 1x1 map); 512: a face region is kept
         # in memory at ~2.4x the input side per face, 4.5 MB each at 512 px
         whole("input_size", 32, MAX_TRAIN_INPUT_SIZE)
         number("width", 0.0, 4.0, low_open=True)
-        one_of("arch", ("asmnet", "mnv2"))
+        one_of("arch")
         number("dropout", 0.0, 1.0, high_open=True)
         number("bn_momentum", 0.0, 1.0)
         whole("epochs", 1, 1_000_000)
@@ -133,8 +139,8 @@ class TrainConfig:
         if self.init is not None and (not isinstance(self.init, str) or not self.init):
             raise bad("init", "give a checkpoint file")
         number("ema", 0.0, 1.0, high_open=True)
-        one_of("loss", ("asm", "mse"))
-        one_of("point_loss", ("mse", "l1"))
+        one_of("loss")
+        one_of("point_loss")
         number("variance", 0.0, 1.0, low_open=True)
         whole("shape_passes", 1, 1000)
         number("pose_weight", 0.0, 1e6)
