@@ -33,6 +33,13 @@ DEFAULT_REFINE = 2
 # 0 degrees, 4.19 at 15, 4.26 at 30 against 4.24 / 4.20 / 4.26 for three passes every time, and
 # 82 % of upright faces need only two)
 EARLY_STOP = (3.0, 10.0)
+# A face that goes on to the third pass still averages its first pass into the result when the
+# re-crop moved its points by at most 6 % of the eye distance and turned its crop by at most 20
+# degrees: a different crop of the same face is a better ensemble member than a third look-alike;
+# beyond that the first crop was wrong (rotated faces, misplaced boxes) and would pull the mean
+# off. MTCNN on the validation split: 4.211 -> 4.201 % NME at 0 degrees, 4.223 -> 4.217 at 15,
+# 4.265 -> 4.263 at 30, unchanged at 45 (benchmarks/README.md "Second look")
+FIRST_PASS_JOINS = (6.0, 20.0)
 # what Face.quality means at the default settings with the default model (model cards say it)
 QUALITY_DEFINITION = ("estimated NME % (learned2; learned1 for a face whose second look stopped after one re-crop): "
                       "exp(a + b e + c ln(m + 0.05)), e = the error head's ln-NME estimate averaged over the "
@@ -277,8 +284,9 @@ def align_faces(
     turned its crop no more than that stops there; its result is the mean of its first pass and
     that re-crop (two good, different crops: a better pair to average than two crops from
     landmarks) and its quality the one-re-crop kind's (``learned1`` / ``refine1``; a ``refine1``
-    move is put on the ``refine2`` scale by the ratio of the kinds' thresholds).
-    ``Alignment.passes`` says how many network passes each face took.
+    move is put on the ``refine2`` scale by the ratio of the kinds' thresholds). A face that goes
+    on averages its first pass into its points and pose too when it is within
+    :data:`FIRST_PASS_JOINS`. ``Alignment.passes`` says how many network passes each face took.
 
     ``trace``, when given, receives one dict per pass (``points`` (K, N, 2) in 0-based image
     pixels, NaN for faces that had stopped; ``error``: the error head's output or None; for
@@ -310,6 +318,7 @@ def align_faces(
     # for the faces that had stopped)
     steps: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]] = []
     active = np.arange(k)
+    first_kept = np.zeros(k, dtype=bool)  # the first pass joins the mean (FIRST_PASS_JOINS)
     for step in range(refine + 1):
         if step:  # the second look: crop again from the previous prediction
             if straighten:
@@ -340,6 +349,7 @@ def align_faces(
         if step == 1 and early_stop is not None and refine >= 2:
             moved = quality_score(shift[active], sides[active], points[active], info)
             turned = np.abs((angles[active] - first_angles[active] + 180.0) % 360.0 - 180.0)
+            first_kept[active] = (moved <= FIRST_PASS_JOINS[0]) & (turned <= FIRST_PASS_JOINS[1])
             active = active[(moved > early_stop[0]) | (turned > early_stop[1])]
             if not len(active):
                 break
@@ -348,11 +358,15 @@ def align_faces(
     stopped = (passes == 2) & (refine >= 2)
     use = np.stack([st[0] for st in steps])  # every pass a face ran on ...
     use[0] &= (refine == 0) | stopped  # ... but the first, unless it is the only one or the face stopped
+    # points and pose also average the first pass where it was close (FIRST_PASS_JOINS); the
+    # error head's estimate keeps the passes above, on which the quality score is calibrated
+    use_points = use.copy()
+    use_points[0] |= first_kept
     if refine >= 1:
-        points = np.nanmean(np.where(use[:, :, None, None], np.stack([st[1] for st in steps]), np.nan), axis=0)
+        points = np.nanmean(np.where(use_points[:, :, None, None], np.stack([st[1] for st in steps]), np.nan), axis=0)
         # angles averaged on the circle: rolls of 179 and -179 degrees mean 180, not 0
-        circle = np.where(use[:, :, None], np.exp(1j * np.deg2rad(np.stack([st[2] for st in steps]))), 0)
-        pose = np.rad2deg(np.angle(circle.sum(0) / use.sum(0)[:, None]))
+        circle = np.where(use_points[:, :, None], np.exp(1j * np.deg2rad(np.stack([st[2] for st in steps]))), 0)
+        pose = np.rad2deg(np.angle(circle.sum(0) / use_points.sum(0)[:, None]))
     move_kind = quality_kind(refine, flip_tta)
     part = shift if move_kind.startswith("refine") else gap if move_kind == "flip" else distance
     scores = {move_kind: quality_score(part, sides, points, info)}
