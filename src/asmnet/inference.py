@@ -43,7 +43,7 @@ FIRST_PASS_JOINS = (6.0, 20.0)
 # what Face.quality means at the default settings with the default model (model cards say it)
 QUALITY_DEFINITION = ("estimated NME % (learned2; learned1 for a face whose second look stopped after one re-crop): "
                       "exp(a + b e + c ln(m + 0.05)), e = the error head's ln-NME estimate averaged over the "
-                      "passes that make the result, m = the last pass's mean point move in % of the predicted "
+                      "second-look passes (the first pass and the re-crop where it stopped), m = the last pass's mean point move in % of the predicted "
                       "inter-ocular distance; a, b, c fitted on perturbed training faces (scripts/fit_quality.py; "
                       f"GT-box start here, {DEFAULT_REFINE} straightened second-look passes with early stop; "
                       "benchmarks/second_look.py measures more)")
