@@ -29,8 +29,8 @@ QUALITY_KINDS = MOVE_KINDS + LEARNED_KINDS
 DEFAULT_REFINE = 2
 # The second look stops after one re-crop for a face it moved by at most 3 % of the eye distance
 # and turned by at most 10 degrees; that face's result is the mean of its first pass and the
-# re-crop (benchmarks/README.md "Second look": with MTCNN on the validation split 4.21 % NME at
-# 0 degrees, 4.19 at 15, 4.26 at 30 against 4.24 / 4.20 / 4.26 for three passes every time, and
+# re-crop (benchmarks/README.md "Second look": with MTCNN on the validation split 4.20 % NME at
+# 0 degrees, 4.22 at 15, 4.26 at 30 against 4.24 / 4.23 / 4.27 for three passes every time, and
 # 82 % of upright faces need only two)
 EARLY_STOP = (3.0, 10.0)
 # A face that goes on to the third pass still averages its first pass into the result when the
