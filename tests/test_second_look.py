@@ -253,40 +253,37 @@ def test_early_stop_ends_the_second_look_of_a_face_that_did_not_move():
     assert align_boxes(ShapeStub(units), image, boxes, refine=1, early_stop=(3.0, 10.0)).passes.tolist() == [2, 2]
 
 
-def test_a_face_that_goes_on_averages_its_first_pass_only_when_it_was_close():
-    """A face whose re-crop moved it past the early stop but within FIRST_PASS_JOINS averages all
-    three passes; one moved further averages only the two re-crops (its first crop was off)."""
+@pytest.mark.parametrize("refine, early_stop, with_first", [(2, EARLY_STOP, 2 / 3), (2, None, 2 / 3), (1, None, 1 / 2)])
+def test_the_first_pass_joins_the_mean_only_when_the_re_crop_stayed_close(refine, early_stop, with_first):
+    """Past the early stop but within FIRST_PASS_JOINS a face averages its first pass with its
+    re-crops; moved further, only the re-crops (its first crop was off). With or without early stop,
+    one or two re-crops."""
     units = fixed_point_units()
     image = np.zeros((300, 400, 3), np.uint8)
     boxes = np.array([[40.0, 50.0, 140.0, 170.0], [200.0, 20.0, 330.0, 120.0]])
     settled = align_boxes(ShapeStub(units), image, boxes)
     a, b = IBUG_68.outer_eye_corners
+    sides = np.array([1.3 * (tight_box(p)[2:] - tight_box(p)[:2]).max() for p in settled.landmarks])
+    iods = np.linalg.norm(settled.landmarks[:, a] - settled.landmarks[:, b], axis=-1)
     results = {}
     for move in (0.5 * (EARLY_STOP[0] + FIRST_PASS_JOINS[0]), 2 * FIRST_PASS_JOINS[0]):  # % of the eye distance
-        shifts = []
-        for k in range(2):
-            side = 1.3 * (tight_box(settled.landmarks[k])[2:] - tight_box(settled.landmarks[k])[:2]).max()
-            iod = np.linalg.norm(settled.landmarks[k][a] - settled.landmarks[k][b])
-            shifts.append(move / 100 * iod / side)
 
         class SecondCallOff(ShapeStub):
-            offsets = tuple(shifts)
+            offsets = move / 100 * iods / sides  # crop units
 
             def _forward(self, batch):  # both faces' first re-crop answered `move` to the right
                 points, pose = super()._forward(batch)
                 if self.calls == 2:
                     points = points.copy()
-                    for k in range(2):
-                        points[k, 0::2] += self.offsets[k]
+                    points[:, 0::2] += self.offsets[:, None]
                 return points, pose
 
-        out = align_boxes(SecondCallOff(units), image, boxes, refine=2, straighten=True, early_stop=EARLY_STOP)
-        assert out.passes.tolist() == [3, 3]
-        results[move] = (out.landmarks - settled.landmarks)[:, :, 0] / (np.array(shifts)[:, None] * 1.3 * np.array(
-            [(tight_box(p)[2:] - tight_box(p)[:2]).max() for p in settled.landmarks])[:, None])
+        out = align_boxes(SecondCallOff(units), image, boxes, refine=refine, straighten=True, early_stop=early_stop)
+        assert out.passes.tolist() == [refine + 1] * 2
+        results[move] = (out.landmarks - settled.landmarks)[:, :, 0] / (SecondCallOff.offsets * sides)[:, None]
     close, far = results.values()
-    # the second and third pass sit one shift to the right, the first at 0: mean 2/3 with it, 1 without
-    assert np.allclose(close, 2 / 3, atol=1e-6) and np.allclose(far, 1.0, atol=1e-6)
+    # the re-crops sit one shift to the right, the first pass at 0
+    assert np.allclose(close, with_first, atol=1e-6) and np.allclose(far, 1.0, atol=1e-6)
 
 
 def test_early_stop_on_a_photo_with_an_upright_and_a_turned_face(astronaut):

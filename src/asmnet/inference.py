@@ -33,17 +33,18 @@ DEFAULT_REFINE = 2
 # 0 degrees, 4.22 at 15, 4.26 at 30 against 4.24 / 4.23 / 4.27 for three passes every time, and
 # 82 % of upright faces need only two)
 EARLY_STOP = (3.0, 10.0)
-# A face that goes on to the third pass still averages its first pass into the result when the
-# re-crop moved its points by at most 6 % of the eye distance and turned its crop by at most 20
-# degrees: a different crop of the same face is a better ensemble member than a third look-alike;
+# The second look's result averages the first pass with the re-crops when the first re-crop moved
+# the face's points by at most 6 % of the eye distance and turned its crop by at most 20 degrees:
+# a different crop of the same face is a better ensemble member than one more look-alike re-crop;
 # beyond that the first crop was wrong (rotated faces, misplaced boxes) and would pull the mean
-# off. MTCNN on the validation split: 4.211 -> 4.201 % NME at 0 degrees, 4.223 -> 4.217 at 15,
-# 4.265 -> 4.263 at 30, unchanged at 45 (benchmarks/README.md "Second look")
+# off. MTCNN on the validation split, default (early stop): 4.211 -> 4.201 % NME at 0 degrees,
+# 4.223 -> 4.217 at 15, 4.265 -> 4.263 at 30, unchanged at 45 (benchmarks/README.md "Second look")
 FIRST_PASS_JOINS = (6.0, 20.0)
 # what Face.quality means at the default settings with the default model (model cards say it)
 QUALITY_DEFINITION = ("estimated NME % (learned2; learned1 for a face whose second look stopped after one re-crop): "
                       "exp(a + b e + c ln(m + 0.05)), e = the error head's ln-NME estimate averaged over the "
-                      "second-look passes (the first pass and the re-crop where it stopped), m = the last pass's mean point move in % of the predicted "
+                      "second-look passes (the first pass and the re-crop where it stopped), m = the last pass's "
+                      "mean point move in % of the predicted "
                       "inter-ocular distance; a, b, c fitted on perturbed training faces (scripts/fit_quality.py; "
                       f"GT-box start here, {DEFAULT_REFINE} straightened second-look passes with early stop; "
                       "benchmarks/second_look.py measures more)")
@@ -276,17 +277,18 @@ def align_faces(
     lying on its right side). ``refine`` second-look passes crop again from the previous
     prediction (``straighten``: rotated upright). Each pass sends all faces through the network
     in batches of ``batch_size``. ``images`` are BGR, or pixels in ``channel_order`` (see
-    :func:`crop_faces`). With ``refine`` >= 2 the result is the mean of the second-look
-    passes (each cropped from the one before).
+    :func:`crop_faces`). With ``refine`` >= 1 the result is the mean of the second-look
+    passes (each cropped from the one before), and of the first pass where it was close (below).
 
     ``early_stop`` (max move in % of the inter-ocular distance, max turn in degrees; used with
     ``refine`` >= 2, see :data:`EARLY_STOP`): a face whose first re-crop moved its points and
     turned its crop no more than that stops there; its result is the mean of its first pass and
     that re-crop (two good, different crops: a better pair to average than two crops from
     landmarks) and its quality the one-re-crop kind's (``learned1`` / ``refine1``; a ``refine1``
-    move is put on the ``refine2`` scale by the ratio of the kinds' thresholds). A face that goes
-    on averages its first pass into its points and pose too when it is within
-    :data:`FIRST_PASS_JOINS`. ``Alignment.passes`` says how many network passes each face took.
+    move is put on the ``refine2`` scale by the ratio of the kinds' thresholds). With or without
+    early stop, a face whose first re-crop stayed within :data:`FIRST_PASS_JOINS` averages its
+    first pass into its points and pose too (its quality still uses the second-look passes'
+    error estimate). ``Alignment.passes`` says how many network passes each face took.
 
     ``trace``, when given, receives one dict per pass (``points`` (K, N, 2) in 0-based image
     pixels, NaN for faces that had stopped; ``error``: the error head's output or None; for
@@ -346,13 +348,14 @@ def align_faces(
         steps.append((ran, np.where(ran[:, None, None], points, np.nan), np.where(ran[:, None], pose, np.nan), error))
         if trace is not None:
             trace.append({"points": steps[-1][1], "error": error})
-        if step == 1 and early_stop is not None and refine >= 2:
+        if step == 1:  # how far the first re-crop moved and turned each face
             moved = quality_score(shift[active], sides[active], points[active], info)
             turned = np.abs((angles[active] - first_angles[active] + 180.0) % 360.0 - 180.0)
             first_kept[active] = (moved <= FIRST_PASS_JOINS[0]) & (turned <= FIRST_PASS_JOINS[1])
-            active = active[(moved > early_stop[0]) | (turned > early_stop[1])]
-            if not len(active):
-                break
+            if early_stop is not None and refine >= 2:
+                active = active[(moved > early_stop[0]) | (turned > early_stop[1])]
+                if not len(active):
+                    break
     # the passes each face's result averages: the second-look ones (each cropped from the one
     # before: equally good, their mean is a free ensemble); the first and the re-crop where it stopped
     stopped = (passes == 2) & (refine >= 2)
