@@ -356,13 +356,14 @@ def align_faces(
                 active = active[(moved > early_stop[0]) | (turned > early_stop[1])]
                 if not len(active):
                     break
-    # the passes each face's result averages: the second-look ones (each cropped from the one
-    # before: equally good, their mean is a free ensemble); the first and the re-crop where it stopped
+    # the passes the error head's estimate averages (and the result, but for FIRST_PASS_JOINS below):
+    # the second-look ones (each cropped from the one before: equally good, their mean is a free
+    # ensemble); the first and the re-crop where it stopped
     stopped = (passes == 2) & (refine >= 2)
     use = np.stack([st[0] for st in steps])  # every pass a face ran on ...
     use[0] &= (refine == 0) | stopped  # ... but the first, unless it is the only one or the face stopped
-    # points and pose also average the first pass where it was close (FIRST_PASS_JOINS); the
-    # error head's estimate keeps the passes above, on which the quality score is calibrated
+    # points and pose also average the first pass where it was close (FIRST_PASS_JOINS); the error
+    # estimate keeps the passes above, on which the quality score is calibrated
     use_points = use.copy()
     use_points[0] |= first_kept
     if refine >= 1:

@@ -10,6 +10,8 @@ so that its term is on the scale of the landmark terms; faces without a pose lab
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -28,7 +30,7 @@ WING_CURVATURE = 2.0 / 256
 def wing(diff: torch.Tensor, width: float = WING_WIDTH, curvature: float = WING_CURVATURE) -> torch.Tensor:
     """Element-wise Wing loss of coordinate differences (same shape as ``diff``)."""
     x = diff.abs()
-    joint = width - width * torch.log1p(torch.tensor(width / curvature))
+    joint = width - width * math.log1p(width / curvature)  # makes the two pieces meet at |x| = width
     return torch.where(x < width, width * torch.log1p(x / curvature), x - joint)
 
 
