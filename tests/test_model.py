@@ -130,7 +130,7 @@ def test_width_half_builds_and_runs() -> None:
 
 def test_config_round_trip(asmnet68: ASMNet) -> None:
     config = asmnet68.config
-    assert config == {"num_points": 68, "width": 1.0, "arch": "asmnet", "dropout": 0.3}
+    assert config == {"num_points": 68, "width": 1.0, "arch": "asmnet", "dropout": 0.3, "head": "pooled"}
     rebuilt = build_model(config).eval()
     rebuilt.load_state_dict(asmnet68.state_dict())
     x = _pixels(64)

@@ -98,9 +98,12 @@ def validate_checkpoint(ckpt: object, path: str | Path | None = None) -> None:
     shape_model = ShapeModel.from_dict(ckpt["shape_model"], path)
     if shape_model.n_points != points:
         raise ModelError(path, f"shape model has {shape_model.n_points} points, the network {points}")
-    head = ckpt["state_dict"].get("landmark_head.weight")
-    if not isinstance(head, torch.Tensor) or head.ndim != 2 or head.shape[0] != 2 * points:
-        raise ModelError(path, f"landmark head does not output {2 * points} values")
+    if ckpt["model_config"].get("head", "pooled") == "grid":  # N scores and N (x, y) offsets per cell
+        head, outputs, ndim = ckpt["state_dict"].get("grid_head.out.weight"), 3 * points, 4
+    else:
+        head, outputs, ndim = ckpt["state_dict"].get("landmark_head.weight"), 2 * points, 2
+    if not isinstance(head, torch.Tensor) or head.ndim != ndim or head.shape[0] != outputs:
+        raise ModelError(path, f"landmark head does not output {outputs} values")
     bad = [k for k, v in ckpt["state_dict"].items()
            if not isinstance(v, torch.Tensor) or (v.is_floating_point() and not bool(torch.isfinite(v).all()))]
     if bad:

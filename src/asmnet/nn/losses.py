@@ -1,11 +1,14 @@
 """ASM-LOSS (Fard et al. 2021) and its plain-MSE baseline.
 
     L = D(y_hat, y) + w(e) * D(y_hat, ASM(y)) + MSE(p_hat / 90, p / 90) + c * L2(heads)
+        [+ k * CE(cell scores, cell of y)   with a grid head]
 
 D is the point distance (MSE as in the paper; L1 or Wing as options). ASM(y) projects the ground truth
 onto the shape model, a smoothed target; w(e) moves weight from it to the exact target over the
 planned epochs. ``kind="mse"`` sets w = 0 (the paper's "_nr" baseline). Pose is in degrees / 90
 so that its term is on the scale of the landmark terms; faces without a pose label are masked.
+A grid head's cell term (cross-entropy of the cell that holds each ground-truth point) makes each
+landmark's scores peak at its cell, so that the points come from local offsets, as in PIPNet.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..shape_model import ShapeModel
@@ -32,6 +36,15 @@ def wing(diff: torch.Tensor, width: float = WING_WIDTH, curvature: float = WING_
     x = diff.abs()
     joint = width - width * math.log1p(width / curvature)  # makes the two pieces meet at |x| = width
     return torch.where(x < width, width * torch.log1p(x / curvature), x - joint)
+
+
+def cell_targets(points: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Row-major index ``(B, N)`` of the grid cell holding each point (network units, crop edges
+    at -0.5 and +0.5; points outside the crop take the nearest edge cell)."""
+    xy = points.reshape(points.shape[0], -1, 2)
+    col = ((xy[..., 0] + 0.5) * width).floor().clamp(0, width - 1).long()
+    row = ((xy[..., 1] + 0.5) * height).floor().clamp(0, height - 1).long()
+    return row * width + col
 
 
 def asm_weight(epoch: int, total_epochs: int) -> float:
@@ -68,6 +81,7 @@ class ASMLoss(nn.Module):
         point_loss: str = "mse",
         pose_weight: float = 1.0,
         head_l2_weight: float = 0.0,
+        cell_weight: float = 0.0,
     ):
         super().__init__()
         if kind not in LOSS_KINDS:
@@ -75,7 +89,7 @@ class ASMLoss(nn.Module):
         if point_loss not in POINT_LOSSES:
             raise ValueError(f"point loss must be one of {POINT_LOSSES}, got {point_loss!r}")
         self.kind, self.point_loss = kind, point_loss
-        self.pose_weight, self.head_l2_weight = pose_weight, head_l2_weight
+        self.pose_weight, self.head_l2_weight, self.cell_weight = pose_weight, head_l2_weight, cell_weight
         self.asm = ASMProjector(shape_model)
 
     def distance(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -95,8 +109,10 @@ class ASMLoss(nn.Module):
         epoch: int,
         total_epochs: int,
         model: nn.Module | None = None,
+        cell_logits: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Total loss and its parts (floats, for logging)."""
+        """Total loss and its parts (floats, for logging). ``cell_logits`` ``(B, N, H, W)``: a grid
+        head's scores, for the cell term (weight ``cell_weight``)."""
         exact = self.distance(pred_points, points)
         total = exact
         parts = {"points": float(exact.detach())}
@@ -111,6 +127,11 @@ class ASMLoss(nn.Module):
             pose_term = (pred_pose[labelled] - pose[labelled]).div(POSE_SCALE).pow(2).mean()
             total = total + self.pose_weight * pose_term
             parts["pose"] = float(pose_term.detach())
+        if cell_logits is not None and self.cell_weight:
+            b, n, h, w = cell_logits.shape
+            cell = F.cross_entropy(cell_logits.reshape(b * n, h * w), cell_targets(points, h, w).reshape(-1))
+            total = total + self.cell_weight * cell
+            parts["cell"] = float(cell.detach())
         if self.head_l2_weight and model is not None:
             total = total + self.head_l2_weight * head_l2(model)
         parts["total"] = float(total.detach())

@@ -23,6 +23,8 @@ from .augment import AugmentConfig
 # what asmnet.nn.losses implements (kept here so that the config and the CLI need no torch)
 LOSS_KINDS = ("asm", "mse")
 POINT_LOSSES = ("mse", "l1", "wing")
+# the landmark heads asmnet.nn.model builds (its HEADS)
+HEADS = ("pooled", "grid")
 
 # the largest training input side: see TrainConfig.validate
 MAX_TRAIN_INPUT_SIZE = 512
@@ -46,6 +48,8 @@ class TrainConfig:
     input_size: int = setting(128, "side of the square network input in pixels")
     width: float = setting(1.0, "channel width multiplier of the network")
     arch: str = setting("asmnet", "asmnet, or the mnv2 baseline (full MobileNetV2)", choices=("asmnet", "mnv2"))
+    head: str = setting("pooled", "landmark head: pooled (linear on pooled features, the paper's) or grid "
+                        "(scores and offsets per cell of the stride-16 map; asmnet arch only)", choices=HEADS)
     dropout: float = setting(0.3, "dropout before the heads")
     # slow BN running stats: with 0.1 val NME jumped +-0.5 % between epochs
     bn_momentum: float = setting(0.01, "BatchNorm running-statistics momentum")
@@ -66,6 +70,7 @@ class TrainConfig:
     shape_passes: int = setting(5, "augmented passes over the training shapes to fit the ASM")
     pose_weight: float = setting(1.0, "weight of the pose term")
     head_l2: float = setting(0.0, "L2 on the heads (the reference used 0.01)")
+    cell_weight: float = setting(0.02, "grid head: weight of the cell term (cross-entropy of each point's cell)")
     crop_scale: float = setting(CROP_SCALE, "crop side / landmark-box side")
     # Training works in OpenCV's 0-based frame, so that a horizontal flip mirrors the true
     # positions; predictions get the origin added back (the files' convention).
@@ -129,6 +134,9 @@ class TrainConfig:
         whole("input_size", 32, MAX_TRAIN_INPUT_SIZE)
         number("width", 0.0, 4.0, low_open=True)
         one_of("arch")
+        one_of("head")
+        if self.head == "grid" and self.arch != "asmnet":
+            raise bad("head", "the grid head needs --arch asmnet")
         number("dropout", 0.0, 1.0, high_open=True)
         number("bn_momentum", 0.0, 1.0)
         whole("epochs", 1, 1_000_000)
@@ -145,6 +153,7 @@ class TrainConfig:
         whole("shape_passes", 1, 1000)
         number("pose_weight", 0.0, 1e6)
         number("head_l2", 0.0, 1e6)
+        number("cell_weight", 0.0, 1e6)
         number("crop_scale", 0.5, 4.0)
         number("label_origin", -1e6, 1e6)
         number("val_fraction", 0.0, 1.0, high_open=True)

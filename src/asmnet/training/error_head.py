@@ -1,7 +1,8 @@
 """The error head in an exported graph: one linear layer on the pooled features, output ``error``.
 
-The head reads the tensor the landmark head reads (the input of the Gemm that writes
-``landmarks``: the pooled, concatenated features, float even in the INT8 graphs) and writes
+The head reads the tensor the linear heads read (the input of the Gemm that writes ``landmarks``,
+or ``pose`` in a grid-head graph: the pooled, concatenated features, float even in the INT8
+graphs) and writes
 ``error`` (B, 1), an estimate of ln(NME %) of the crop's landmarks (:mod:`asmnet.quality`). It is
 added after export (``scripts/fit_quality.py`` fits it), so nothing that computes ``landmarks``
 or ``pose`` changes: those outputs stay bit-identical. ONNX and NumPy only (no torch).
@@ -21,13 +22,19 @@ WEIGHT, BIAS, NODE = "error_head.weight", "error_head.bias", "/error_head/Gemm"
 FEATURES_OUTPUT = "features"
 
 
+def _pooled_head(model: onnx.ModelProto) -> onnx.NodeProto:
+    """The linear head on the pooled features: the landmark head, or with a grid head the pose
+    head; ValueError when there is none (not an asmnet graph)."""
+    for output in ("landmarks", "pose"):
+        for node in model.graph.node:
+            if output in node.output and node.op_type in ("Gemm", "MatMul"):
+                return node
+    raise ValueError("no Gemm / MatMul node writes 'landmarks' or 'pose'")
+
+
 def features_tensor(model: onnx.ModelProto) -> str:
-    """The name of the tensor the landmark head reads; ValueError when no node writes ``landmarks``
-    from one input tensor (not an asmnet graph)."""
-    for node in model.graph.node:
-        if "landmarks" in node.output and node.op_type in ("Gemm", "MatMul"):
-            return node.input[0]
-    raise ValueError("no Gemm / MatMul node writes 'landmarks'")
+    """The name of the pooled features tensor (see :func:`_pooled_head`)."""
+    return _pooled_head(model).input[0]
 
 
 def has_error_head(model: onnx.ModelProto) -> bool:
@@ -91,17 +98,14 @@ def expose_features(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _feature_width(model: onnx.ModelProto, feats: str) -> int | None:
-    """Columns of the landmark head's weight (the feature width), when it is an initializer."""
-    for node in model.graph.node:
-        if "landmarks" in node.output:
-            init = {i.name: i for i in model.graph.initializer}
-            w = init.get(node.input[1])
-            if w is None:
-                return None
-            dims = list(w.dims)
-            trans_b = any(a.name == "transB" and a.i for a in node.attribute)
-            return dims[1] if (node.op_type == "Gemm" and trans_b) else dims[0]
-    return None
+    """Columns of the pooled head's weight (the feature width), when it is an initializer."""
+    node = _pooled_head(model)
+    w = {i.name: i for i in model.graph.initializer}.get(node.input[1])
+    if w is None:
+        return None
+    dims = list(w.dims)
+    trans_b = any(a.name == "transB" and a.i for a in node.attribute)
+    return dims[1] if (node.op_type == "Gemm" and trans_b) else dims[0]
 
 
 def fit_ridge(features: np.ndarray, target: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,11 +61,15 @@ def onnx_bytes(model: torch.nn.Module, input_size: int) -> bytes:
     """The model as an ONNX graph with a dynamic batch axis."""
     buf = io.BytesIO()
     dummy = torch.zeros(1, 3, input_size, input_size)
-    torch.onnx.export(
-        model, (dummy,), buf, input_names=["image"], output_names=["landmarks", "pose"],
-        dynamic_axes={"image": {0: "batch"}, "landmarks": {0: "batch"}, "pose": {0: "batch"}},
-        opset_version=OPSET, dynamo=False,
-    )
+    with warnings.catch_warnings():
+        # the grid head reads its map's side as a Python int on purpose: its cell centres become
+        # constants of the graph (the input side is fixed per package)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(
+            model, (dummy,), buf, input_names=["image"], output_names=["landmarks", "pose"],
+            dynamic_axes={"image": {0: "batch"}, "landmarks": {0: "batch"}, "pose": {0: "batch"}},
+            opset_version=OPSET, dynamo=False,
+        )
     return buf.getvalue()
 
 

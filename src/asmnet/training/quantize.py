@@ -27,7 +27,16 @@ from ..runtime import load_model, read_model_json
 
 #: ONNX op types left in float: global pooling of the tapped features, flatten, concat, the heads.
 FLOAT_OPS = ("GlobalAveragePool", "Flatten", "Concat", "Gemm")
+#: Nodes of a grid head left in float (all but its fuse convs): 8-bit offsets would move points
+#: in steps of ~1 % of the eye distance, and the softmax decode needs float scores.
+GRID_FLOAT_PREFIX, GRID_INT8_PREFIX = "/grid_head/", "/grid_head/fuse/"
 PRECISION = "int8 (ONNX Runtime static QDQ, per-channel weights; pooling and heads in float)"
+
+
+def float_node_names(graph) -> list[str]:
+    """Names of the nodes of an exported float graph that the INT8 graph keeps in float."""
+    return [n.name for n in graph.node if n.op_type in FLOAT_OPS
+            or (n.name.startswith(GRID_FLOAT_PREFIX) and not n.name.startswith(GRID_INT8_PREFIX))]
 
 
 @dataclass
@@ -140,7 +149,7 @@ def quantize_package(
         def get_next(self):
             return next(self.batches, None)
 
-    float_nodes = [n.name for n in onnx.load(str(package / "model.onnx")).graph.node if n.op_type in FLOAT_OPS]
+    float_nodes = float_node_names(onnx.load(str(package / "model.onnx")).graph)
 
     def write_int8(tmp: Path) -> None:
         # min-max calibration: every activation range covers the calibration faces entirely

@@ -319,14 +319,19 @@ class Run:
         self._log(f"shape model: {self.shape_model.n_components} components keep "
                   f"{self.shape_model.explained:.1%} of the variance (asked {self.shape_model.variance_share:.1%})")
         self.model = build_model({"num_points": cfg.points, "width": cfg.width, "arch": cfg.arch,
-                                  "dropout": cfg.dropout})
+                                  "dropout": cfg.dropout, "head": cfg.head})
         self.model.set_landmark_bias(torch.as_tensor(self.shape_model.mean, dtype=torch.float32))
         for m in self.model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.momentum = cfg.bn_momentum
-        if init is not None:  # load_init checked that its network is this run's
-            self.model.load_state_dict(model_from_checkpoint(init, cfg.init).state_dict())
-            self._log(f"initialised from {cfg.init}")
+        if init is not None:  # load_init checked that its trunk is this run's
+            theirs = model_from_checkpoint(init, cfg.init).state_dict()
+            # another landmark head (pooled -> grid): the trunk and pose head carry over, the new
+            # head starts fresh
+            missing, unused = self.model.load_state_dict(theirs, strict=init["model_config"].get("head", "pooled") == cfg.head)
+            fresh = sorted({k.split(".")[0] for k in missing})
+            self._log(f"initialised from {cfg.init}" + (f" (new: {', '.join(fresh)}; not used: "
+                      f"{', '.join(sorted({k.split('.')[0] for k in unused}))})" if missing or unused else ""))
         self.model.to(self.device)
         # the averaged weights are what validation sees and best.pt ships, when enabled
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False) if cfg.ema > 0 else None
@@ -335,7 +340,8 @@ class Run:
         self.net: torch.nn.Module = self.model
         if self.dist.enabled:
             self._wrap_ddp()
-        self.loss_fn = ASMLoss(self.shape_model, cfg.loss, cfg.point_loss, cfg.pose_weight, cfg.head_l2).to(self.device)
+        self.loss_fn = ASMLoss(self.shape_model, cfg.loss, cfg.point_loss, cfg.pose_weight, cfg.head_l2,
+                               cfg.cell_weight).to(self.device)
         self.dataset = FaceDataset(self.train_regions, cfg.input_size, self.markup,
                                    AugmentConfig(**cfg.augment), cfg.seed, cfg.crop_scale, self.train_repeats)
         if self.dist.enabled:  # whole global batches, each rank its share of every one
@@ -464,8 +470,9 @@ class Run:
         for crops, targets, poses in bar:
             crops = crops.to(self.device, non_blocking=True).float()
             targets, poses = targets.to(self.device), poses.to(self.device)
-            pred_pts, pred_pose = self.net(crops)
-            loss, parts = self.loss_fn(pred_pts, pred_pose, targets, poses, epoch, self.cfg.epochs, self.model)
+            pred_pts, pred_pose, *cell_logits = self.net(crops)  # a grid head also returns its cell scores
+            loss, parts = self.loss_fn(pred_pts, pred_pose, targets, poses, epoch, self.cfg.epochs, self.model,
+                                       cell_logits[0] if cell_logits else None)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
