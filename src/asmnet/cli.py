@@ -129,6 +129,10 @@ def _missing(module: str) -> bool:
 TORCH_EXTRA = "PyTorch is not installed: pip install 'asmnet[train]' (in a clone: pip install '.[train]')"
 
 
+#: the train flags that describe a network for ``asmnet info``
+INFO_CONFIG = ("points", "input_size", "width", "arch", "head")
+
+
 def add_info(sub: argparse._SubParsersAction) -> None:
     from .training.config import TrainConfig
 
@@ -140,7 +144,7 @@ def add_info(sub: argparse._SubParsersAction) -> None:
     # the defaults and help of the train flags: one source for both commands
     defaults = {f.name: f for f in dataclasses.fields(TrainConfig)}
     types = {"input_size": whole(32, 1024), "width": number(0, 4, low_open=True)}  # a checkpoint's range
-    for name in ("points", "input_size", "width", "arch"):
+    for name in INFO_CONFIG:
         f = defaults[name]
         p.add_argument(f"--{name.replace('_', '-')}", type=types.get(name, type(f.default)), default=f.default,
                        choices=f.metadata.get("choices"), help=f.metadata["help"] + " (default: %(default)s)")
@@ -155,23 +159,25 @@ def _print_counts(params: int, macs: int, what: str) -> None:
 def cmd_info(args: argparse.Namespace) -> int:
     from .runtime import DEFAULT_MODEL, resolve_model
 
-    cfg = {k: getattr(args, k) for k in ("points", "input_size", "width", "arch")}
+    cfg = {k: getattr(args, k) for k in INFO_CONFIG}
     model = args.model
     if model is not None and any(v != args._info_defaults[k] for k, v in cfg.items()):
-        return _fail("--points, --input-size, --width and --arch describe a configuration; "
+        return _fail("--points, --input-size, --width, --arch and --head describe a configuration; "
                      "--model counts that model as it is")
     # a configuration is counted on the network itself (PyTorch) unless a model was named, or it
     # is the shipped model's own configuration and PyTorch is absent (its ONNX graph then counts)
     if model is None and _missing("torch"):
-        shipped = {"points": 68, "width": 1.0, "arch": "asmnet"}
+        shipped = {"points": 68, "width": 1.0, "arch": "asmnet", "head": "pooled"}
         if any(cfg[k] != v for k, v in shipped.items()):
             return _fail(f"counting a network configuration needs PyTorch; {TORCH_EXTRA} (or pass --model)")
         model = DEFAULT_MODEL
     if model is None:
         from .nn import build_model, count_macs, count_parameters
 
-        net = build_model({"num_points": cfg["points"], "width": cfg["width"], "arch": cfg["arch"]})
-        print(f"arch {cfg['arch']}, width {cfg['width']}, {cfg['points']} points, "
+        if cfg["head"] == "grid" and cfg["arch"] != "asmnet":
+            return _fail("--head grid needs --arch asmnet")
+        net = build_model({"num_points": cfg["points"], "width": cfg["width"], "arch": cfg["arch"], "head": cfg["head"]})
+        print(f"arch {cfg['arch']}, {cfg['head']} head, width {cfg['width']}, {cfg['points']} points, "
               f"input {cfg['input_size']}x{cfg['input_size']}")
         _print_counts(count_parameters(net), count_macs(net, cfg["input_size"]), "")
         return EXIT_OK
