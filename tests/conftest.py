@@ -70,6 +70,18 @@ def make_synthetic_set(folder: Path, n: int, seed: int = 0, size: int = 96) -> P
     return folder
 
 
+def tiny_train_config(data: Path, out: Path, **overrides):
+    """A TrainConfig that trains a tiny network (64 px, width 0.5, no augmentation) on ``data`` in
+    seconds; ``overrides`` replace any setting."""
+    from asmnet.training.augment import AugmentConfig
+    from asmnet.training.config import TrainConfig
+
+    base = dict(augment=AugmentConfig.none().to_dict(), data=[str(data)], out=str(out), input_size=64, width=0.5,
+                epochs=2, batch_size=4, lr=1e-3, warmup_epochs=0, workers=0, val_fraction=0.2, shape_passes=2,
+                device="cpu")
+    return TrainConfig(**(base | overrides))
+
+
 @pytest.fixture(scope="session")
 def synthetic_set(tmp_path_factory) -> Path:
     return make_synthetic_set(tmp_path_factory.mktemp("synthetic") / "synth", 64)

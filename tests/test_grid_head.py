@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_train_config
 from torch import nn
 
 from asmnet.cli import main
@@ -17,7 +18,6 @@ from asmnet.nn.checkpoint import load_checkpoint, validate_checkpoint
 from asmnet.nn.losses import ASMLoss, cell_targets
 from asmnet.nn.model import GridHead, cell_centres
 from asmnet.shape_model import ShapeModel
-from asmnet.training.augment import AugmentConfig
 from asmnet.training.config import HEADS, TrainConfig
 from asmnet.training.trainer import train
 
@@ -122,10 +122,7 @@ def test_config_lists_the_heads_the_model_builds() -> None:
 
 
 def _config(data, out, **kw) -> TrainConfig:
-    base = dict(augment=AugmentConfig.none().to_dict(), data=[str(data)], out=str(out), input_size=64, width=0.5,
-                epochs=2, batch_size=8, lr=2e-3, warmup_epochs=0, workers=0, val_fraction=0.2, shape_passes=2,
-                device="cpu", head="grid")
-    return TrainConfig(**(base | kw))
+    return tiny_train_config(data, out, **({"batch_size": 8, "lr": 2e-3, "head": "grid"} | kw))
 
 
 @pytest.fixture(scope="module")

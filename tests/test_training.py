@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_train_config
 
 from asmnet.cli import main
 from asmnet.errors import ModelError
@@ -19,10 +20,7 @@ from asmnet.training.trainer import Run, train
 
 
 def config(data, out, epochs=2, **kw) -> TrainConfig:
-    no_jitter = AugmentConfig.none().to_dict() | {"flip_prob": 0.5}
-    base = dict(augment=no_jitter, data=[str(data)], out=str(out), input_size=64, width=0.5, epochs=epochs, batch_size=4,
-                lr=1e-3, warmup_epochs=0, workers=0, val_fraction=0.2, shape_passes=2, device="cpu")
-    return TrainConfig(**(base | kw))
+    return tiny_train_config(data, out, augment=AugmentConfig.none().to_dict() | {"flip_prob": 0.5}, epochs=epochs, **kw)
 
 
 @pytest.fixture(scope="module")
