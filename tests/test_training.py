@@ -122,6 +122,24 @@ def test_int8_export_is_close_to_float(trained, synthetic_set, tmp_path, capsys)
     assert abs(results["pkg-int8"] - results["pkg"]) < 0.1 * results["pkg"]  # within 10 % of float
 
 
+def test_int8_export_calibrates_on_the_runs_own_training_faces(trained, tmp_path, capsys):
+    from asmnet.nn.checkpoint import save_checkpoint
+
+    rc = main(["export", "--model", str(trained / "best.pt"), "--out", str(tmp_path / "pkg"), "--int8",
+               "--calib-count", "8"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "INT8 calibration: the run's training faces" in out and "calibrated on 8 faces" in out
+    assert (tmp_path / "pkg-int8" / "model.onnx").exists()
+    # a checkpoint whose training folders are gone asks for --calib-data, before exporting anything
+    ckpt = load_checkpoint(trained / "best.pt")
+    ckpt["train_config"]["data"] = [str(tmp_path / "gone")]
+    save_checkpoint(tmp_path / "moved.pt", {k: v for k, v in ckpt.items() if k not in ("format", "version")})
+    assert main(["export", "--model", str(tmp_path / "moved.pt"), "--out", str(tmp_path / "pkg2"), "--int8"]) == 2
+    err = capsys.readouterr().err
+    assert "moved.pt names no training data" in err and "--calib-data" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "pkg2").exists()
+
+
 def test_int8_outputs_are_float_and_close_to_the_float_model(trained, synthetic_set, tmp_path):
     """Calibrated on 4 faces, run on 64 faces, their negatives, noise and shifted crops: the outputs
     are float (8-bit outputs clamped every value outside the calibrated range and rounded the rest

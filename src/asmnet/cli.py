@@ -662,8 +662,8 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--int8", action="store_true",
                    help="also write OUT-int8/: ONNX Runtime static INT8 quantisation calibrated on --calib-data faces")
     p.add_argument("--calib-data", action="append", default=[], metavar="DIR",
-                   help="training faces for --int8 and for fitting detector box calibrations (default for the "
-                   "latter: the run's own --data folders, less its validation faces); repeatable")
+                   help="training faces for --int8 and for fitting detector box calibrations (default: the "
+                   "run's own --data folders, less its validation faces); repeatable")
     p.add_argument("--calib-count", type=whole(1, 1_000_000), default=300, metavar="N",
                    help="use N faces drawn from the calibration data (default: %(default)s)")
     p.add_argument("--exclude-keys", default=None, metavar="FILE",
@@ -685,8 +685,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if args.int8 and Path(args.out).suffix == ".onnx":  # before the export, not after it
         return _fail("--int8 needs a package folder as --out")
-    if args.int8 and not args.calib_data:
-        return _fail("--int8 needs annotated faces to calibrate on (--calib-data DIR)")
     skip = read_keys(args.exclude_keys) if args.exclude_keys else set()
     records = None
     if args.calib_data:
@@ -694,6 +692,16 @@ def cmd_export(args: argparse.Namespace) -> int:
         for err in errors:
             print(f"asmnet: skipped: {err}", file=sys.stderr)
         records = [r for r in loaded if r.key not in skip]
+    elif args.int8:  # the run's own training faces, as for the box calibrations
+        from .nn.checkpoint import load_checkpoint
+        from .training.export import training_faces
+
+        loaded, data = training_faces(load_checkpoint(args.model), args.model)
+        records = [r for r in loaded if r.key not in skip]
+        if not records:
+            return _fail(f"--int8 needs annotated faces to calibrate on: {args.model} names no training data "
+                         "that is still there (--calib-data DIR)")
+        print(f"INT8 calibration: the run's training faces ({', '.join(data)}, less its validation faces)")
     rep = export_model(args.model, args.out, args.name, calib_faces=records, fit_calibrations=args.fit_calibrations,
                        calib_count=args.calib_count)
     print(f"wrote {rep.onnx} ({rep.onnx_bytes / 1e6:.1f} MB) and {rep.json}"
