@@ -121,6 +121,17 @@ def test_config_lists_the_heads_the_model_builds() -> None:
         TrainConfig(data=["d"], out="o", head="grid", arch="mnv2")
 
 
+def test_info_counts_the_grid_head(capsys) -> None:
+    assert main(["info", "--head", "grid"]) == 0
+    out = capsys.readouterr().out
+    net = build_model({"head": "grid"})
+    assert "asmnet, grid head" in out and f"{sum(p.numel() for p in net.parameters()):,}" in out
+    assert main(["info", "--head", "grid", "--arch", "mnv2"]) == 2
+    assert capsys.readouterr().err.strip() == "asmnet: error: --head grid needs --arch asmnet"
+    assert main(["info", "--model", "default", "--head", "grid"]) == 2
+    assert "--head describe a configuration" in capsys.readouterr().err
+
+
 def _config(data, out, **kw) -> TrainConfig:
     return tiny_train_config(data, out, **({"batch_size": 8, "lr": 2e-3, "head": "grid"} | kw))
 

@@ -686,7 +686,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.int8 and Path(args.out).suffix == ".onnx":  # before the export, not after it
         return _fail("--int8 needs a package folder as --out")
     skip = read_keys(args.exclude_keys) if args.exclude_keys else set()
-    records = None
+    records, data = None, None
     if args.calib_data:
         loaded, errors = load_many(args.calib_data)
         for err in errors:
@@ -703,7 +703,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                          "that is still there (--calib-data DIR)")
         print(f"INT8 calibration: the run's training faces ({', '.join(data)}, less its validation faces)")
     rep = export_model(args.model, args.out, args.name, calib_faces=records, fit_calibrations=args.fit_calibrations,
-                       calib_count=args.calib_count)
+                       calib_count=args.calib_count, calib_data=data)
     print(f"wrote {rep.onnx} ({rep.onnx_bytes / 1e6:.1f} MB) and {rep.json}"
           + (f" and {rep.weights}" if rep.weights else ""))
     print(f"denormal weights flushed to zero: {rep.denormals_flushed}; "

@@ -183,14 +183,15 @@ def package_calibrations(
 def export_model(
     checkpoint: str | Path, out: str | Path, name: str | None = None, extra: dict | None = None,
     calib_faces: list[FaceRecord] | None = None, fit_calibrations: bool = False,
-    calib_count: int = CALIBRATION_FACES,
+    calib_count: int = CALIBRATION_FACES, calib_data: list[str] | None = None,
 ) -> ExportResult:
     """Write ``out/`` (model.onnx, model.json, weights.pt) or ``out.onnx`` + ``out.json``.
 
     ``extra`` is merged into model.json (calibrations, quality threshold, card). Unless ``extra``
     gives them, the package gets detector box calibrations (:func:`package_calibrations`): the
     shipped ones, or fitted on ``calib_faces`` (default: the run's training faces, when its data
-    is still there). Returns an :class:`ExportResult`. Raises :class:`ModelError` when the
+    is still there; ``calib_data`` names the folders given faces came from, for the card).
+    Returns an :class:`ExportResult`. Raises :class:`ModelError` when the
     checkpoint cannot be used, when calibrations must be fitted and cannot be, or when the ONNX
     graph's outputs differ from PyTorch's by more than ``MAX_ABS_DIFF``.
     """
@@ -208,7 +209,7 @@ def export_model(
         info.label_origin, info.annotation_origin = package.label_origin, package.annotation_origin
     calib_source = None
     if "calibrations" not in (extra or {}):  # decided before anything is written
-        used = None
+        used = calib_data
         if calib_faces is None:
             calib_faces, used = training_faces(ckpt, checkpoint)
         info.calibrations, calib_source = package_calibrations(info, calib_faces, fit_calibrations, calib_count, used)
