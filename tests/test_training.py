@@ -126,10 +126,13 @@ def test_int8_export_calibrates_on_the_runs_own_training_faces(trained, tmp_path
     from asmnet.nn.checkpoint import save_checkpoint
 
     rc = main(["export", "--model", str(trained / "best.pt"), "--out", str(tmp_path / "pkg"), "--int8",
-               "--calib-count", "8"])
+               "--calib-count", "8", "--name", "mine"])
     out = capsys.readouterr().out
     assert rc == 0 and "INT8 calibration: the run's training faces" in out and "calibrated on 8 faces" in out
     assert (tmp_path / "pkg-int8" / "model.onnx").exists()
+    # --name names both packages (the folders keep OUT's name)
+    names = [json.loads((tmp_path / d / "model.json").read_text())["name"] for d in ("pkg", "pkg-int8")]
+    assert names == ["mine", "mine-int8"]
     # a checkpoint whose training folders are gone asks for --calib-data, before exporting anything
     ckpt = load_checkpoint(trained / "best.pt")
     ckpt["train_config"]["data"] = [str(tmp_path / "gone")]

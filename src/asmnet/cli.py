@@ -660,7 +660,8 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default=None,
                    help="the model's name in model.json and in every JSON record (default: OUT's name)")
     p.add_argument("--int8", action="store_true",
-                   help="also write OUT-int8/: ONNX Runtime static INT8 quantisation calibrated on --calib-data faces")
+                   help="also write OUT-int8/ (named NAME-int8): ONNX Runtime static INT8 quantisation calibrated on "
+                   "--calib-data faces")
     p.add_argument("--calib-data", action="append", default=[], metavar="DIR",
                    help="training faces for --int8 and for fitting detector box calibrations (default: the "
                    "run's own --data folders, less its validation faces); repeatable")
@@ -718,7 +719,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         from .training.quantize import quantize_package
 
         package = rep.json.parent
-        q = quantize_package(package, package.with_name(package.name + "-int8"), records or [], args.calib_count)
+        q = quantize_package(package, package.with_name(package.name + "-int8"), records or [], args.calib_count,
+                             name=f"{args.name}-int8" if args.name else None)
         print(f"wrote {q.out}: INT8 model {q.bytes_int8 / 1e6:.1f} MB (float {q.bytes_float / 1e6:.1f} MB), "
               f"calibrated on {q.calibration_faces} faces")
     return EXIT_OK

@@ -126,9 +126,10 @@ def float_head(model):
 
 
 def quantize_package(
-    package: str | Path, out: str | Path, records: list[FaceRecord], count: int = 300
+    package: str | Path, out: str | Path, records: list[FaceRecord], count: int = 300, name: str | None = None
 ) -> QuantizeResult:
-    """Copy a float package to ``out`` with an INT8 model.onnx calibrated on ``count`` of ``records``.
+    """Copy a float package to ``out`` with an INT8 model.onnx calibrated on ``count`` of ``records``;
+    its model.json names it ``name`` (default: ``out``'s folder name).
 
     Returns a :class:`QuantizeResult`. Raises :class:`ModelError` when there are no faces to
     calibrate on, the result has 8-bit outputs or does not load, :class:`DataError` when a
@@ -162,7 +163,7 @@ def quantize_package(
 
     write_atomic(out / "model.onnx", write_int8)
     meta = read_model_json(package / "model.json").to_json()
-    meta["name"] = out.name
+    meta["name"] = name or out.name
     meta["card"] = {**meta.get("card", {}), "precision": PRECISION,
                     "int8_calibration_faces": len(crops), "float_model": str(package)}
     write_json_atomic(out / "model.json", meta)
