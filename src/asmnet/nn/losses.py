@@ -2,6 +2,7 @@
 
     L = D(y_hat, y) + w(e) * D(y_hat, ASM(y)) + MSE(p_hat / 90, p / 90) + c * L2(heads)
         [+ k * CE(cell scores, cell of y)   with a grid head]
+        [+ t * D(y_hat, y_teacher)          with teachers: self-distillation]
 
 D is the point distance (MSE as in the paper; L1 or Wing as options). ASM(y) projects the ground truth
 onto the shape model, a smoothed target; w(e) moves weight from it to the exact target over the
@@ -9,6 +10,8 @@ planned epochs. ``kind="mse"`` sets w = 0 (the paper's "_nr" baseline). Pose is 
 so that its term is on the scale of the landmark terms; faces without a pose label are masked.
 A grid head's cell term (cross-entropy of the cell that holds each ground-truth point) makes each
 landmark's scores peak at its cell, so that the points come from local offsets, as in PIPNet.
+The teacher term pulls toward an ensemble of our own models' points on the same crop
+(:mod:`asmnet.training.distill`).
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ class ASMLoss(nn.Module):
         pose_weight: float = 1.0,
         head_l2_weight: float = 0.0,
         cell_weight: float = 0.0,
+        teacher_weight: float = 0.0,
     ):
         super().__init__()
         if kind not in LOSS_KINDS:
@@ -90,6 +94,7 @@ class ASMLoss(nn.Module):
             raise ValueError(f"point loss must be one of {POINT_LOSSES}, got {point_loss!r}")
         self.kind, self.point_loss = kind, point_loss
         self.pose_weight, self.head_l2_weight, self.cell_weight = pose_weight, head_l2_weight, cell_weight
+        self.teacher_weight = teacher_weight
         self.asm = ASMProjector(shape_model)
 
     def distance(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -110,9 +115,11 @@ class ASMLoss(nn.Module):
         total_epochs: int,
         model: nn.Module | None = None,
         cell_logits: torch.Tensor | None = None,
+        teacher_points: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Total loss and its parts (floats, for logging). ``cell_logits`` ``(B, N, H, W)``: a grid
-        head's scores, for the cell term (weight ``cell_weight``)."""
+        head's scores, for the cell term (weight ``cell_weight``); ``teacher_points`` ``(B, 2N)``:
+        the teachers' points on the same crops, for the teacher term (weight ``teacher_weight``)."""
         exact = self.distance(pred_points, points)
         total = exact
         parts = {"points": float(exact.detach())}
@@ -132,6 +139,10 @@ class ASMLoss(nn.Module):
             cell = F.cross_entropy(cell_logits.reshape(b * n, h * w), cell_targets(points, h, w).reshape(-1))
             total = total + self.cell_weight * cell
             parts["cell"] = float(cell.detach())
+        if teacher_points is not None and self.teacher_weight:
+            taught = self.distance(pred_points, teacher_points)
+            total = total + self.teacher_weight * taught
+            parts["teacher"] = float(taught.detach())
         if self.head_l2_weight and model is not None:
             total = total + self.head_l2_weight * head_l2(model)
         parts["total"] = float(total.detach())

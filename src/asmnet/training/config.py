@@ -71,6 +71,11 @@ class TrainConfig:
     pose_weight: float = setting(1.0, "weight of the pose term")
     head_l2: float = setting(0.0, "L2 on the heads (the reference used 0.01)")
     cell_weight: float = setting(0.02, "grid head: weight of the cell term (cross-entropy of each point's cell)")
+    teacher: list[str] = field(default_factory=list, metadata={
+        "help": "self-distillation: these models (checkpoints, packages or shipped names, trained on this run's "
+        "validation split), each with flip TTA and averaged, label every augmented crop and the student also "
+        "learns their points; repeatable", "metavar": "MODEL"})
+    teacher_weight: float = setting(1.0, "weight of the teacher term (with --teacher)")
     crop_scale: float = setting(CROP_SCALE, "crop side / landmark-box side")
     # Training works in OpenCV's 0-based frame, so that a horizontal flip mirrors the true
     # positions; predictions get the origin added back (the files' convention).
@@ -154,6 +159,9 @@ class TrainConfig:
         number("pose_weight", 0.0, 1e6)
         number("head_l2", 0.0, 1e6)
         number("cell_weight", 0.0, 1e6)
+        if not isinstance(self.teacher, list) or not all(isinstance(t, str) and t for t in self.teacher):
+            raise bad("teacher", "expected a list of model paths or names")
+        number("teacher_weight", 0.0, 1e6)
         number("crop_scale", 0.5, 4.0)
         number("label_origin", -1e6, 1e6)
         number("val_fraction", 0.0, 1.0, high_open=True)

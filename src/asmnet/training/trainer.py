@@ -48,6 +48,7 @@ from . import distributed
 from .augment import AugmentConfig, augmented_shapes, make_sample
 from .config import TrainConfig
 from .data import EpochSampler, FaceDataset, FaceRegion, load_regions
+from .distill import Teacher
 from .distributed import DistContext
 from .split import split_keys
 
@@ -341,7 +342,7 @@ class Run:
         if self.dist.enabled:
             self._wrap_ddp()
         self.loss_fn = ASMLoss(self.shape_model, cfg.loss, cfg.point_loss, cfg.pose_weight, cfg.head_l2,
-                               cfg.cell_weight).to(self.device)
+                               cfg.cell_weight, cfg.teacher_weight if cfg.teacher else 0.0).to(self.device)
         self.dataset = FaceDataset(self.train_regions, cfg.input_size, self.markup,
                                    AugmentConfig(**cfg.augment), cfg.seed, cfg.crop_scale, self.train_repeats)
         if self.dist.enabled:  # whole global batches, each rank its share of every one
@@ -363,9 +364,24 @@ class Run:
         total, warmup = cfg.epochs * self.steps_per_epoch, cfg.warmup_epochs * self.steps_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, warmup, total))
         self.val_data = validation_tensors(self.val_regions, cfg) if self.val_regions else None
+        self.teacher = self._load_teacher() if cfg.teacher else None
         self.start_epoch, self.history, self.best_nme, self.wall_time = 0, [], float("inf"), 0.0
         if self.ckpt is not None:
             self._restore(self.ckpt)
+
+    def _load_teacher(self) -> Teacher:
+        """The run's teachers (--teacher), checked; their validation NME is logged, as a sanity check
+        of what the student is taught."""
+        teacher, notes = Teacher.load(self.cfg)
+        for note in notes:
+            self._log(note)
+        if self.val_data is not None:
+            crops, targets, _ = self.val_data
+            taught = torch.cat([teacher(crops[i : i + 256]) for i in range(0, len(crops), 256)])
+            n = self.cfg.points
+            nmes = nme_percent(taught.numpy().reshape(-1, n, 2), targets.numpy().reshape(-1, n, 2), self.markup)
+            self._log(f"teacher: {len(teacher.models)} model(s) with flip TTA, validation NME {nmes.mean():.3f} %")
+        return teacher
 
     def _wrap_ddp(self) -> None:
         """Synchronised BatchNorm (cfg.sync_bn), DistributedDataParallel, per-rank dropout masks."""
@@ -468,11 +484,13 @@ class Run:
                    disable=None if self.dist.is_main else True, file=sys.stderr, dynamic_ncols=True)
         world = self.dist.world_size
         for crops, targets, poses in bar:
+            # the teachers read the uint8 crops on the CPU, before they move
+            taught = None if self.teacher is None else self.teacher(crops).to(self.device)
             crops = crops.to(self.device, non_blocking=True).float()
             targets, poses = targets.to(self.device), poses.to(self.device)
             pred_pts, pred_pose, *cell_logits = self.net(crops)  # a grid head also returns its cell scores
             loss, parts = self.loss_fn(pred_pts, pred_pose, targets, poses, epoch, self.cfg.epochs, self.model,
-                                       cell_logits[0] if cell_logits else None)
+                                       cell_logits[0] if cell_logits else None, taught)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
