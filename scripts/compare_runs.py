@@ -26,7 +26,8 @@ def summarise(run: Path) -> dict:
     return {
         "run": run.name,
         "config": {k: cfg.get(k) for k in ("init", "head", "cell_weight", "epochs", "lr", "warmup_epochs", "ema", "loss", "point_loss",
-                                            "oversample", "seed", "input_size", "batch_size")},
+                                            "oversample", "seed", "input_size", "batch_size",
+                                            "teacher", "teacher_weight", "augment")},
         "epochs_done": len(history),
         "wall_time_s": round(last["wall_time"]),
         "best_epoch": best["epoch"] + 1,
