@@ -231,9 +231,10 @@ def add_config_flags(p: argparse.ArgumentParser, config_cls: type) -> None:
     """One flag per field of a config dataclass, from its type, default and ``metadata["help"]``.
 
     ``batch_size: int = 64`` gives ``--batch-size N`` (default 64); ``str | None`` gives a string
-    flag; ``list[str]`` and ``dict[str, int]`` give repeatable flags (``--data DIR``,
-    ``--oversample FOLDER=N``); a ``bool`` defaulting to True gives ``--no-NAME``. A field without
-    a default is a required flag; ``metadata["flag"] = False`` leaves a field out.
+    flag; ``list[str]``, ``dict[str, int]`` and ``dict[str, float]`` give repeatable flags
+    (``--data DIR``, ``--oversample FOLDER=N``, ``--augment KEY=X``, merged onto its defaults); a
+    ``bool`` defaulting to True gives ``--no-NAME``. A field without a default is a required flag;
+    ``metadata["flag"] = False`` leaves a field out.
     """
     hints = typing.get_type_hints(config_cls)
     for f in dataclasses.fields(config_cls):
@@ -270,7 +271,9 @@ def config_from_args(config_cls: type, args: argparse.Namespace) -> Any:
         if not f.metadata.get("flag", True) or getattr(args, f.name, None) is None:
             continue  # not a flag, or a repeatable flag not given: the field's default
         value = getattr(args, f.name)
-        if typing.get_origin(hints[f.name]) is dict:
+        if typing.get_origin(hints[f.name]) is dict and typing.get_args(hints[f.name])[1] is float:
+            value = f.default_factory() | _key_values(f.name.replace("_", "-"), value)  # onto the defaults
+        elif typing.get_origin(hints[f.name]) is dict:
             value = _key_counts(f.name.replace("_", "-"), value)
         values[f.name] = value
     return config_cls(**values)
@@ -284,6 +287,20 @@ def _key_counts(flag: str, items: list[str]) -> dict[str, int]:
         if not key or not times.isdigit() or int(times) < 1:
             raise AsmnetError(f"--{flag} {item!r}: expected FOLDER=N with a whole number N >= 1")
         out[key] = int(times)
+    return out
+
+
+def _key_values(flag: str, items: list[str]) -> dict[str, float]:
+    """``["scale=0.06"]`` -> ``{"scale": 0.06}``; a malformed item is a usage error."""
+    out: dict[str, float] = {}
+    for item in items:
+        key, _, text = item.partition("=")
+        try:
+            out[key] = float(text)
+        except ValueError:
+            key = ""
+        if not key:
+            raise AsmnetError(f"--{flag} {item!r}: expected KEY=X with a number X")
     return out
 
 

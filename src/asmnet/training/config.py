@@ -96,8 +96,13 @@ class TrainConfig:
     workers: int = setting(2, "DataLoader worker processes")
     device: str = setting("auto", "auto, cpu, cuda, cuda:1 ... (under DDP: cpu, or cuda:LOCAL_RANK)")
     sync_bn: bool = setting(True, "DDP: BatchNorm statistics over the global batch (--no-sync-bn: per process, faster)")
-    # not a flag: the augmentation ranges are changed in Python (TrainConfig(augment=...))
-    augment: dict = field(default_factory=lambda: AugmentConfig().to_dict(), metadata={"flag": False})
+    # a partial --augment merges onto the defaults (cli.config_from_args); the tight crop jitter of the
+    # accuracy issue's runs is --augment scale=0.06 --augment shift=0.04
+    augment: dict[str, float] = field(default_factory=lambda: AugmentConfig().to_dict(), metadata={
+        "help": "an augmentation setting KEY=X, repeatable; the rest keep their defaults (scale 0.12: crop side "
+        "x U(1-s, 1+s); shift 0.08: centre + U(-s, s) x side; rotation 30 (degrees); rotation_prob 0.6; flip_prob "
+        "0.5; color_prob 0.8; blur_prob 0.15; gray_prob 0.1; lowres_prob 0.1; occlusion_prob 0.15)",
+        "metavar": "KEY=X"})
 
     def __post_init__(self) -> None:
         self.validate()
@@ -182,6 +187,10 @@ class TrainConfig:
             raise bad("device", "expected auto, cpu, cuda, cuda:N, mps or xpu")
         if not isinstance(self.augment, dict) or set(self.augment) - set(AugmentConfig.__dataclass_fields__):
             raise bad("augment", f"expected keys of AugmentConfig ({', '.join(AugmentConfig.__dataclass_fields__)})")
+        for key, value in self.augment.items():
+            high = 180.0 if key == "rotation" else 1.0
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= high):
+                raise bad("augment", f"{key} must be a number in [0, {high:g}]")
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
