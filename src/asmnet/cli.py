@@ -296,11 +296,12 @@ def _key_values(flag: str, items: list[str]) -> dict[str, float]:
     for item in items:
         key, _, text = item.partition("=")
         try:
-            out[key] = float(text)
+            value = float(text)
         except ValueError:
-            key = ""
-        if not key:
+            value = None
+        if not key or value is None:
             raise AsmnetError(f"--{flag} {item!r}: expected KEY=X with a number X")
+        out[key] = value
     return out
 
 

@@ -53,8 +53,8 @@ class Teacher:
     """An ensemble of landmark models with flip TTA; calling it on a batch of training crops
     returns their mean points in network units."""
 
-    def __init__(self, models: list[LandmarkModel], names: list[str]):
-        self.models, self.names = models, names
+    def __init__(self, models: list[LandmarkModel]):
+        self.models = models
 
     @classmethod
     def load(cls, cfg: TrainConfig) -> tuple[Teacher, list[str]]:
@@ -82,11 +82,10 @@ class Teacher:
                 raise AsmnetError(f"--teacher {name}: it was trained with another validation split ({differ}), "
                                   "so it may have learned this run's validation faces")
             models.append(model)
-        return cls(models, list(cfg.teacher)), notes
+        return cls(models), notes
 
     def __call__(self, crops: torch.Tensor) -> torch.Tensor:
         """Mean flip-averaged points ``(B, 2N)`` (float32, CPU) of uint8 NCHW RGB crops."""
         rgb = np.ascontiguousarray(crops.permute(0, 2, 3, 1).cpu().numpy())
         units = np.mean([predict_crops(m, rgb, batch_size=len(rgb), flip_tta=True)[0] for m in self.models], axis=0)
         return torch.from_numpy(units.reshape(len(rgb), -1).astype(np.float32))
-
