@@ -28,7 +28,7 @@ TRAIN_BAD = [
     ("--seed", "-1"), ("--split-seed", "-5"), ("--stop-after", "0"), ("--nproc", "0"), ("--dist-timeout", "nan"),
     ("--oversample", "x=0"), ("--oversample", "x"), ("--points", "5"), ("--input-size", "abc"),
     ("--augment", "scale"), ("--augment", "scale=abc"), ("--augment", "sharpness=0.1"), ("--augment", "blur_prob=2"),
-    ("--augment", "rotation=-5"), ("--augment", "shift=nan"), ("--teacher-weight", "-1"),
+    ("--augment", "rotation=-5"), ("--augment", "scale=1"), ("--augment", "shift=nan"), ("--teacher-weight", "-1"),
 ]
 
 

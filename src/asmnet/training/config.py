@@ -189,8 +189,10 @@ class TrainConfig:
             raise bad("augment", f"expected keys of AugmentConfig ({', '.join(AugmentConfig.__dataclass_fields__)})")
         for key, value in self.augment.items():
             high = 180.0 if key == "rotation" else 1.0
-            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= high):
-                raise bad("augment", f"{key} must be a number in [0, {high:g}]")
+            open_end = key in ("scale", "shift")  # 1 could shrink a crop to nothing
+            is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not (is_number and 0.0 <= value and (value < high if open_end else value <= high)):
+                raise bad("augment", f"{key} must be a number in [0, {high:g}{')' if open_end else ']'}")
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
