@@ -67,7 +67,7 @@ class Teacher:
             try:
                 model = load_model(name)
             except ModelError as exc:
-                raise AsmnetError(f"--teacher {name}: {exc}") from None
+                raise AsmnetError(f"--teacher {name}: {exc.problem}") from None
             info = model.info
             if info.input_size != cfg.input_size or info.markup.n_points != cfg.points:
                 raise AsmnetError(f"--teacher {name}: it takes {info.input_size} px crops with "

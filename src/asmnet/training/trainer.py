@@ -244,6 +244,8 @@ class Run:
         self.markup = markup_for(cfg.points)
         # the weights to fine-tune from, before the (slow) data loading: a bad file fails at once
         self.init_ckpt = load_init(cfg) if cfg.init and self.ckpt is None else None
+        # the teachers too (--teacher): a missing or mismatched one fails before the data loads
+        self.teacher, self.teacher_notes = Teacher.load(cfg) if cfg.teacher else (None, [])
         if self.dist.is_main:
             check_writable_folder(self.out)  # a read-only or full run folder fails now, not after an epoch
             for stale in self.out.glob(".*.tmp"):  # half-written files of a killed run (never renamed)
@@ -364,24 +366,23 @@ class Run:
         total, warmup = cfg.epochs * self.steps_per_epoch, cfg.warmup_epochs * self.steps_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, warmup, total))
         self.val_data = validation_tensors(self.val_regions, cfg) if self.val_regions else None
-        self.teacher = self._load_teacher() if cfg.teacher else None
+        if self.teacher is not None:
+            self._log_teacher()
         self.start_epoch, self.history, self.best_nme, self.wall_time = 0, [], float("inf"), 0.0
         if self.ckpt is not None:
             self._restore(self.ckpt)
 
-    def _load_teacher(self) -> Teacher:
-        """The run's teachers (--teacher), checked; their validation NME is logged, as a sanity check
-        of what the student is taught."""
-        teacher, notes = Teacher.load(self.cfg)
-        for note in notes:
+    def _log_teacher(self) -> None:
+        """What Teacher.load had to say, and the teachers' validation NME: a sanity check of what the
+        student is taught."""
+        for note in self.teacher_notes:
             self._log(note)
         if self.val_data is not None:
             crops, targets, _ = self.val_data
-            taught = torch.cat([teacher(crops[i : i + 256]) for i in range(0, len(crops), 256)])
+            taught = torch.cat([self.teacher(crops[i : i + 256]) for i in range(0, len(crops), 256)])
             n = self.cfg.points
             nmes = nme_percent(taught.numpy().reshape(-1, n, 2), targets.numpy().reshape(-1, n, 2), self.markup)
-            self._log(f"teacher: {len(teacher.models)} model(s) with flip TTA, validation NME {nmes.mean():.3f} %")
-        return teacher
+            self._log(f"teacher: {len(self.teacher.models)} model(s) with flip TTA, validation NME {nmes.mean():.3f} %")
 
     def _wrap_ddp(self) -> None:
         """Synchronised BatchNorm (cfg.sync_bn), DistributedDataParallel, per-rank dropout masks."""
