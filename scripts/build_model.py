@@ -92,6 +92,9 @@ def main() -> None:
     ap.add_argument("--no-weights", action="store_true", help="ship no weights.pt (ONNX only)")
     ap.add_argument("--train-commit", default=None, help="commit of the code that trained it, if the run lacks it")
     ap.add_argument("--history", action="append", default=[], help="earlier run folders (pre-training) for the card")
+    ap.add_argument("--history-package", default=None, metavar="DIR",
+                    help="the package this run was initialised from (--init): its earlier stages and its own "
+                         "training become this card's earlier stages (before any --history folders)")
     ap.add_argument("--ablation", default=None, help="JSON of the ASM-LOSS vs plain runs (benchmarks/results/ablation.json)")
     ap.add_argument("--ced", default=None, help="CED plot of this model and the --baseline peers (PNG)")
     args = ap.parse_args()
@@ -110,6 +113,8 @@ def main() -> None:
     quality_report, blends, speeds = m["quality"], m["asm_blend"], m["speeds"]
     train_card = json.loads((run / "model_card.json").read_text())
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    # read before the build: the package may be the one this build replaces
+    inherited = package_stages(Path(args.history_package)) if args.history_package else []
     calibrations = json.loads(Path(args.calibration).read_text()) if Path(args.calibration).exists() else {}
     card = {
         "name": args.name,
@@ -124,9 +129,8 @@ def main() -> None:
             "torch": train_card["torch"],
             "git_commit": args.train_commit if train_card["git_commit"] == "unknown" and args.train_commit
             else train_card["git_commit"],
-            "earlier_stages": [
-                {k: json.loads((Path(h) / "model_card.json").read_text()).get(k)
-                 for k in ("config", "epochs_done", "wall_time_s", "device", "torch", "git_commit", "best", "best_epoch")}
+            "earlier_stages": inherited + [
+                {k: json.loads((Path(h) / "model_card.json").read_text()).get(k) for k in STAGE_KEYS}
                 for h in args.history],
         },
         "validation": {k: res[k] for k in ("n", "nme_mean", "nme_median", "fr_0.08", "fr_0.10",
@@ -150,6 +154,24 @@ def main() -> None:
     if args.ced:
         plot_comparison(res, args.baseline, Path(args.ced), args.name)
     print(json.dumps({k: card[k] for k in ("validation", "quality", "asm_blend", "speed")}, indent=1))
+
+
+STAGE_KEYS = ("config", "epochs_done", "wall_time_s", "device", "torch", "git_commit", "best", "best_epoch")
+
+
+def package_stages(package: Path) -> list[dict]:
+    """The training stages behind a built package: its card's earlier stages, then its own run
+    (best = its validation NME at the selected epoch, float32, as a run folder's card records it)."""
+    meta_file = package / "model.json"
+    if not meta_file.exists():
+        raise SystemExit(f"{package}: no model.json (not a model package)")
+    card = json.loads(meta_file.read_text()).get("card") or {}
+    t = card.get("training")
+    if not t or "config" not in t:
+        raise SystemExit(f"{meta_file}: its card has no training record to carry")
+    own = {k: t.get(k) for k in STAGE_KEYS if k != "best"}
+    own["best"] = {"val_nme": card["epochs_val_nme"][t["best_epoch"] - 1]}
+    return [*t.get("earlier_stages", []), own]
 
 
 def build_packages(checkpoint, out: Path, all_records: list, val_keys: set[str], int8: bool,
@@ -368,6 +390,17 @@ def error_head_text(card: dict) -> str:
             f"{fit.get('failures_caught_at_5pct')} of {fit.get('failures')} failures caught at 5 % flagged.\n")
 
 
+def augment_text(augment: dict | None) -> str:
+    """The card's line on the training augmentation (AugmentConfig fields), empty if not recorded."""
+    if not augment:
+        return ""
+    a = augment
+    return (f"- Augmentation: crop scale ±{a['scale']:.0%}, shift ±{a['shift']:.0%} of the crop side, rotation "
+            f"±{a['rotation']:g}° on {a['rotation_prob']:.0%} of crops; flip {a['flip_prob']:.0%}, colour "
+            f"{a['color_prob']:.0%}, blur {a['blur_prob']:.0%}, grey {a['gray_prob']:.0%}, low resolution "
+            f"{a['lowres_prob']:.0%}, occlusion {a['occlusion_prob']:.0%}.\n")
+
+
 def render_card(card: dict) -> str:
     v, t = card["validation"], card["training"]
     # cards written before variance_share was recorded have the asked share in the config only
@@ -409,7 +442,7 @@ ASMNet ({card['architecture']}, {card['parameters']:,} parameters), {card['input
   {card['shape_model']['components']} components ({card['shape_model']['explained']:.1%} of variance{asked}),
   AdamW lr {t['config']['lr']}, batch {t['config']['batch_size']}, planned {t['config']['epochs']} epochs,
   seed {t['config']['seed']}{''.join('; ' + x for x in extras)}.
-- Ran {t['epochs_done']} epochs ({t['wall_time_s']:.0f} s on {t['device']}, torch {t['torch']}); best
+{augment_text(t['config'].get('augment'))}- Ran {t['epochs_done']} epochs ({t['wall_time_s']:.0f} s on {t['device']}, torch {t['torch']}); best
   validation epoch {t['best_epoch']} (selected on validation NME); commit {t['git_commit']}.
 {earlier}
 ## Validation (ground-truth box protocol, inter-ocular NME)
