@@ -22,6 +22,10 @@ it; its float32 validation stays the one measured when it was built.
 A package with an error head (model.json ``quality_model``, scripts/fit_quality.py) gets the same
 head on its rebuilt graphs (the features may move a little: rerun fit_quality.py and
 benchmarks/second_look.py --write-thresholds after a rebuild that changes them).
+
+Those two scripts change model.json's card; MODEL_CARD.md follows it with
+
+    python scripts/build_model.py --card-only src/asmnet/models/default [--measure-speed]
 """
 
 from __future__ import annotations
@@ -83,7 +87,11 @@ def main() -> None:
                     help="with --from-package: time the landmark stage again (default: keep the card's timing, "
                          "measured on an idle machine; timings on a shared one mislead)")
     ap.add_argument("--keys", default=None, help="validation keys for --from-package (default: DIR/val_keys.txt)")
-    ap.add_argument("--data", action="append", required=True)
+    ap.add_argument("--card-only", default=None, metavar="DIR",
+                    help="only re-render DIR/MODEL_CARD.md from DIR/model.json's card (after scripts/fit_quality.py "
+                         "or benchmarks/second_look.py --write-thresholds changed it); with --measure-speed, time "
+                         "the landmark stage again first")
+    ap.add_argument("--data", action="append", default=[])
     ap.add_argument("--out", default=None)
     ap.add_argument("--name", default="default")
     ap.add_argument("--calibration", default="src/asmnet/models/detector_calibration.json")
@@ -98,6 +106,11 @@ def main() -> None:
     ap.add_argument("--ablation", default=None, help="JSON of the ASM-LOSS vs plain runs (benchmarks/results/ablation.json)")
     ap.add_argument("--ced", default=None, help="CED plot of this model and the --baseline peers (PNG)")
     args = ap.parse_args()
+    if args.card_only:
+        rerender_card(Path(args.card_only), args.measure_speed)
+        return
+    if not args.data:
+        ap.error("--data is needed unless --card-only is given")
     if args.from_package:
         rebuild(args)
         return
@@ -239,6 +252,22 @@ def write_packages(out: Path, float_dir: Path, int8: bool, calibrations: dict, t
     write_json_atomic(out / "validation.json", res)
     write_text_atomic(out / "val_keys.txt", "".join(k + "\n" for k in sorted(keys)))
     write_text_atomic(out / "MODEL_CARD.md", render_card(card))
+
+
+def rerender_card(package: Path, measure_speed: bool) -> None:
+    """Write ``package``/MODEL_CARD.md from its model.json card; with ``measure_speed`` the card's
+    landmark-stage timing is measured again first (and model.json gets it)."""
+    meta_file = package / "model.json"
+    if not meta_file.exists():
+        raise SystemExit(f"{package}: no model.json (not a model package)")
+    meta = json.loads(meta_file.read_text())
+    if "card" not in meta:
+        raise SystemExit(f"{meta_file}: no card to render (packages built by this script have one)")
+    if measure_speed:
+        speeds = [time_landmark_stage(package, t, b) for t in (1, 2) for b in (1, 8)]
+        meta["card"]["speed"] = {"cpu": cpu_name(), "backend": "onnxruntime", "landmark_stage": speeds}
+        write_json_atomic(meta_file, meta)
+    write_text_atomic(package / "MODEL_CARD.md", render_card(meta["card"]))
 
 
 def carry_error_head(head: tuple[np.ndarray, float] | None, old_meta: dict, folders: list[Path]) -> None:

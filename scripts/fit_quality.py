@@ -292,6 +292,16 @@ def write_package(package: Path, weight: np.ndarray, bias: float, quality_model:
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     meta["outputs"]["error"] = ERROR_OUTPUT_DESCRIPTION
     meta["quality_model"] = quality_model.to_json()
+    # thresholds measured on the scores of an earlier head (or on none) would flag the wrong share:
+    # drop them until benchmarks/second_look.py --write-thresholds measures this head's
+    stale = [k for k in meta.get("quality_thresholds") or {} if k in LEARNED_KINDS]
+    for kind in stale:
+        del meta["quality_thresholds"][kind]
+    if meta.get("quality_threshold") is not None:
+        meta["quality_threshold"] = None
+    if stale or "quality_thresholds" not in meta:
+        print(f"{package}: no learned-score thresholds now; run benchmarks/second_look.py --model {package} "
+              "--write-thresholds", file=sys.stderr)
     meta.setdefault("card", {})["error_head"] = {
         "weights": int(weight.size), "multiply_adds_per_crop": int(weight.size), "output": ERROR_OUTPUT_DESCRIPTION,
         "fitted": quality_model.fitted, "landmarks_pose_bit_identical": True,

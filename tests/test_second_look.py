@@ -302,6 +302,8 @@ def test_early_stop_on_a_photo_with_an_upright_and_a_turned_face(astronaut):
     assert out.passes.tolist() == [2, 3]
     for face in faces:
         assert np.isfinite(face.landmarks).all() and np.isfinite(face.pose).all() and np.isfinite(face.quality)
-    assert inter_ocular_nme(faces[0].landmarks, upright) < 1.0
+    # the reference points are the model's own answer from another start (conftest.astronaut);
+    # the narrow-jitter default (2026-12-03) lands 1.3 % from them from this crop (the previous, < 1)
+    assert inter_ocular_nme(faces[0].landmarks, upright) < 1.6
     assert inter_ocular_nme(faces[1].landmarks, shifted) < 2.0
     assert not faces[0].flagged and not faces[1].flagged
