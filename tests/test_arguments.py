@@ -29,6 +29,7 @@ TRAIN_BAD = [
     ("--oversample", "x=0"), ("--oversample", "x"), ("--points", "5"), ("--input-size", "abc"),
     ("--augment", "scale"), ("--augment", "scale=abc"), ("--augment", "sharpness=0.1"), ("--augment", "blur_prob=2"),
     ("--augment", "rotation=-5"), ("--augment", "scale=1"), ("--augment", "shift=nan"), ("--teacher-weight", "-1"),
+    ("--augment", "wide_prob=1.5"), ("--augment", "wide_shift=1"), ("--augment", "wide_scale=-0.1"),
 ]
 
 

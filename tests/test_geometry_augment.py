@@ -149,3 +149,41 @@ def test_sample_crop_without_jitter_is_the_evaluation_crop():
     t = sample_crop(pts, 112, np.random.default_rng(0), AugmentConfig.none())
     assert np.allclose(t.matrix, face_crop_matrix(tight_box(pts), 112))
     assert np.allclose(crop_pose(np.array([5.0, 1.0, 2.0]), t), [5.0, 1.0, 2.0])
+
+
+def crop_jitter(cfg: AugmentConfig, n: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """Relative side change and centre shift (in crop sides) of ``n`` sampled crops of one face."""
+    pts = template_face() * 70 + 10
+    base = face_crop_matrix(tight_box(pts), 112)
+    rng = np.random.default_rng(0)
+    sides, shifts = [], []
+    for _ in range(n):
+        m = sample_crop(pts, 112, rng, cfg).matrix
+        sides.append(np.linalg.norm(base[:, 0]) / np.linalg.norm(m[:, 0]) - 1)  # pixels per crop pixel
+        centre_in = np.linalg.solve(m[:, :2], [56 - m[0, 2], 56 - m[1, 2]])
+        centre_base = np.linalg.solve(base[:, :2], [56 - base[0, 2], 56 - base[1, 2]])
+        shifts.append(np.abs(centre_in - centre_base).max() * np.linalg.norm(m[:, 0]) / 112)
+    return np.array(sides), np.array(shifts)
+
+
+def test_wide_draws_jitter_their_share_of_crops_by_the_wide_ranges():
+    narrow = AugmentConfig(scale=0.02, shift=0.01, rotation=0, flip_prob=0)
+    side, shift = crop_jitter(narrow)
+    assert np.abs(side).max() <= 0.0201 and shift.max() <= 0.0101  # (+ the half-pixel centre convention)
+    mixed = AugmentConfig(scale=0.02, shift=0.01, rotation=0, flip_prob=0, wide_prob=0.3, wide_scale=0.2, wide_shift=0.1)
+    side, shift = crop_jitter(mixed)
+    outside = (np.abs(side) > 0.02) | (shift > 0.01)
+    # a wide draw lands inside the narrow box only by chance (~1 % here)
+    assert 0.25 < outside.mean() < 0.33
+    assert np.abs(side).max() > 0.18 and shift.max() > 0.09 and np.abs(side).max() <= 0.2001
+
+
+def test_no_wide_draws_keep_the_random_stream():
+    """wide_prob 0 draws nothing extra: runs recorded before the option replay exactly (the
+    matrix and the next draw below came from sample_crop as it was before wide_prob)."""
+    pts = template_face() * 70 + 10
+    rng = np.random.default_rng(3)
+    t = sample_crop(pts, 112, rng, AugmentConfig())
+    before = [[-1.383422806, 0.6261596786, 78.8899610975], [0.6261596786, 1.383422806, -47.1046935712]]
+    assert np.allclose(t.matrix, before, atol=1e-8) and t.flip
+    assert rng.random() == pytest.approx(0.479051298140834, abs=1e-15)

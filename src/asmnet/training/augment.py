@@ -40,10 +40,15 @@ class AugmentConfig:
     gray_prob: float = 0.1
     lowres_prob: float = 0.1  # down- then up-sample (small faces, video frames)
     occlusion_prob: float = 0.15  # one random grey/noise patch
+    # a share of crops jittered as widely as a detector's box is off, the rest by scale / shift:
+    # narrow jitter fits re-crops from predicted points, the wide draws keep poor boxes usable
+    wide_prob: float = 0.0
+    wide_scale: float = 0.12
+    wide_shift: float = 0.08
 
     @classmethod
     def none(cls) -> AugmentConfig:
-        return cls(0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        return cls(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,8 +72,11 @@ def sample_crop(
 ) -> CropTransform:
     """Jittered crop around the tight box of the points."""
     center, size = box_center_size(tight_box(points))
-    side = crop_scale * size * rng.uniform(1 - cfg.scale, 1 + cfg.scale)
-    center = center + rng.uniform(-cfg.shift, cfg.shift, size=2) * side
+    # drawn only when asked for, so configs without wide draws keep their random streams
+    wide = cfg.wide_prob > 0 and rng.random() < cfg.wide_prob
+    scale, shift = (cfg.wide_scale, cfg.wide_shift) if wide else (cfg.scale, cfg.shift)
+    side = crop_scale * size * rng.uniform(1 - scale, 1 + scale)
+    center = center + rng.uniform(-shift, shift, size=2) * side
     angle = rng.uniform(-cfg.rotation, cfg.rotation) if rng.random() < cfg.rotation_prob else 0.0
     flip = bool(rng.random() < cfg.flip_prob)
     return CropTransform(crop_matrix(center, side, out_size, angle, flip), flip, float(angle))

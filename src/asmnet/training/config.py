@@ -101,7 +101,8 @@ class TrainConfig:
     augment: dict[str, float] = field(default_factory=lambda: AugmentConfig().to_dict(), metadata={
         "help": "an augmentation setting KEY=X, repeatable; the rest keep their defaults (scale 0.12: crop side "
         "x U(1-s, 1+s); shift 0.08: centre + U(-s, s) x side; rotation 30 (degrees); rotation_prob 0.6; flip_prob "
-        "0.5; color_prob 0.8; blur_prob 0.15; gray_prob 0.1; lowres_prob 0.1; occlusion_prob 0.15)",
+        "0.5; color_prob 0.8; blur_prob 0.15; gray_prob 0.1; lowres_prob 0.1; occlusion_prob 0.15; wide_prob 0: "
+        "the share of crops jittered by wide_scale 0.12 / wide_shift 0.08 instead of scale / shift)",
         "metavar": "KEY=X"})
 
     def __post_init__(self) -> None:
@@ -189,7 +190,7 @@ class TrainConfig:
             raise bad("augment", f"expected keys of AugmentConfig ({', '.join(AugmentConfig.__dataclass_fields__)})")
         for key, value in self.augment.items():
             high = 180.0 if key == "rotation" else 1.0
-            open_end = key in ("scale", "shift")  # 1 could shrink a crop to nothing
+            open_end = key in ("scale", "shift", "wide_scale", "wide_shift")  # 1 could shrink a crop to nothing
             is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
             if not (is_number and 0.0 <= value and (value < high if open_end else value <= high)):
                 raise bad("augment", f"{key} must be a number in [0, {high:g}{')' if open_end else ']'}")
