@@ -172,16 +172,21 @@ def main() -> None:
 STAGE_KEYS = ("config", "epochs_done", "wall_time_s", "device", "torch", "git_commit", "best", "best_epoch")
 
 
-def package_stages(package: Path) -> list[dict]:
-    """The training stages behind a built package: its card's earlier stages, then its own run
-    (best = its validation NME at the selected epoch, float32, as a run folder's card records it)."""
+def package_meta(package: Path) -> dict:
+    """``package``/model.json; a folder without one ends the script with a one-line message."""
     meta_file = package / "model.json"
     if not meta_file.exists():
         raise SystemExit(f"{package}: no model.json (not a model package)")
-    card = json.loads(meta_file.read_text()).get("card") or {}
+    return json.loads(meta_file.read_text())
+
+
+def package_stages(package: Path) -> list[dict]:
+    """The training stages behind a built package: its card's earlier stages, then its own run
+    (best = its validation NME at the selected epoch, float32, as a run folder's card records it)."""
+    card = package_meta(package).get("card") or {}
     t = card.get("training")
     if not t or "config" not in t:
-        raise SystemExit(f"{meta_file}: its card has no training record to carry")
+        raise SystemExit(f"{package / 'model.json'}: its card has no training record to carry")
     own = {k: t.get(k) for k in STAGE_KEYS if k != "best"}
     own["best"] = {"val_nme": card["epochs_val_nme"][t["best_epoch"] - 1]}
     return [*t.get("earlier_stages", []), own]
@@ -257,16 +262,13 @@ def write_packages(out: Path, float_dir: Path, int8: bool, calibrations: dict, t
 def rerender_card(package: Path, measure_speed: bool) -> None:
     """Write ``package``/MODEL_CARD.md from its model.json card; with ``measure_speed`` the card's
     landmark-stage timing is measured again first (and model.json gets it)."""
-    meta_file = package / "model.json"
-    if not meta_file.exists():
-        raise SystemExit(f"{package}: no model.json (not a model package)")
-    meta = json.loads(meta_file.read_text())
+    meta = package_meta(package)
     if "card" not in meta:
-        raise SystemExit(f"{meta_file}: no card to render (packages built by this script have one)")
+        raise SystemExit(f"{package / 'model.json'}: no card to render (packages built by this script have one)")
     if measure_speed:
         speeds = [time_landmark_stage(package, t, b) for t in (1, 2) for b in (1, 8)]
         meta["card"]["speed"] = {"cpu": cpu_name(), "backend": "onnxruntime", "landmark_stage": speeds}
-        write_json_atomic(meta_file, meta)
+        write_json_atomic(package / "model.json", meta)
     write_text_atomic(package / "MODEL_CARD.md", render_card(meta["card"]))
 
 
