@@ -23,7 +23,7 @@ def summarise(run: Path) -> dict:
     def folders(h: dict) -> dict:
         return {k: round(v, 3) for k, v in h.get("val_nme_per_folder", {}).items()}
 
-    return {
+    out = {
         "run": run.name,
         "config": {k: cfg.get(k) for k in ("init", "head", "cell_weight", "epochs", "lr", "warmup_epochs", "ema", "loss", "point_loss",
                                             "oversample", "seed", "input_size", "batch_size",
@@ -37,6 +37,10 @@ def summarise(run: Path) -> dict:
         "last_val_nme": round(last["val_nme"], 3),
         "last_val_nme_per_folder": folders(last),
     }
+    if "val_nme_recrop" in last:  # runs since 2026-12-03: NME on crops from the network's own points
+        out["best_val_nme_recrop"] = round(best["val_nme_recrop"], 3)
+        out["last_val_nme_recrop"] = round(last["val_nme_recrop"], 3)
+    return out
 
 
 def main() -> None:

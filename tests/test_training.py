@@ -38,6 +38,9 @@ def test_training_learns_and_writes_its_run_folder(trained):
         assert (trained / name).stat().st_size > 0, name
     card = json.loads((trained / "model_card.json").read_text())
     assert card["seed"] == 0 and card["split"]["n_val"] > 0 and "val_nme" in card["best"]
+    # every epoch also measures crops taken from the network's own points
+    assert all(h["val_nme_recrop"] > 0 and set(h["val_nme_recrop_per_folder"]) == set(h["val_nme_per_folder"])
+               for h in history)
     ckpt = load_checkpoint(trained / "last.pt")
     assert ckpt["epoch"] == 1 and ckpt["shape_model"]["components"]
 

@@ -136,9 +136,13 @@ def make_sample(
     rng: np.random.Generator,
     cfg: AugmentConfig,
     crop_scale: float = CROP_SCALE,
+    box_points: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One training sample: RGB uint8 crop (S, S, 3), targets (N, 2) in network units, pose (3,)."""
-    t = sample_crop(points, out_size, rng, cfg, crop_scale)
+    """One training sample: RGB uint8 crop (S, S, 3), targets (N, 2) in network units, pose (3,).
+
+    The crop is drawn around the tight box of ``box_points`` when given (e.g. a prediction),
+    else of ``points``; the targets are always ``points``."""
+    t = sample_crop(points if box_points is None else box_points, out_size, rng, cfg, crop_scale)
     crop = photometric(warp(image_bgr, t.matrix, out_size), rng, cfg)
     targets = to_normalised(crop_points(points, t, markup), out_size)
     label = np.full(3, np.nan) if pose is None else crop_pose(np.asarray(pose, dtype=np.float64), t)

@@ -36,6 +36,7 @@ from .. import __version__
 from ..errors import AsmnetError, DataNote, ModelError, first_line
 from ..fileio import check_writable_folder, write_json_atomic, write_text_atomic
 from ..formats import key_folder, load_many
+from ..geometry import from_normalised, transform_points
 from ..markup import markup_for
 from ..metrics import failure_rate, pose_mae
 from ..metrics import nme as nme_percent
@@ -45,7 +46,7 @@ from ..nn.losses import ASMLoss
 from ..runtime import resolve_model
 from ..shape_model import ShapeModel
 from . import distributed
-from .augment import AugmentConfig, augmented_shapes, make_sample
+from .augment import AugmentConfig, augmented_shapes, make_sample, sample_crop
 from .config import TrainConfig
 from .data import EpochSampler, FaceDataset, FaceRegion, load_regions
 from .distill import Teacher
@@ -124,6 +125,26 @@ def validation_tensors(val: list[FaceRegion], cfg: TrainConfig) -> tuple[torch.T
             torch.from_numpy(np.stack(poses).astype(np.float32)))
 
 
+def recrop_tensors(val: list[FaceRegion], pred: np.ndarray, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crops (F, 3, S, S) from the tight box of each face's own predicted points ``pred`` (F, 2N;
+    network units of its ground-truth-box crop), as the second look crops, and their targets (F, 2N).
+
+    The ground-truth box tells the network where the face's extreme points are; users never have
+    it. NME on these crops (``val_nme_recrop``) is what a crop from the network's own answer
+    gives (benchmarks/box_leak.py measures the same on packages)."""
+    markup, none, size = markup_for(cfg.points), AugmentConfig.none(), cfg.input_size
+    crops, targets = [], []
+    for r, units in zip(val, pred.reshape(len(val), cfg.points, 2)):
+        rng = np.random.default_rng(0)  # no jitter is drawn; the generator is only a formality
+        first = sample_crop(r.points, size, rng, none, cfg.crop_scale)
+        own = transform_points(from_normalised(units, size), cv2.invertAffineTransform(first.matrix))
+        crop, target, _ = make_sample(r.image, r.points, None, size, markup, rng, none, cfg.crop_scale,
+                                      box_points=own)
+        crops.append(crop.transpose(2, 0, 1))
+        targets.append(target.reshape(-1))
+    return torch.from_numpy(np.stack(crops)), torch.from_numpy(np.stack(targets).astype(np.float32))
+
+
 @torch.no_grad()
 def predict_tensors(model: torch.nn.Module, crops: torch.Tensor, device: torch.device, batch: int = 256):
     model.eval()
@@ -135,32 +156,44 @@ def predict_tensors(model: torch.nn.Module, crops: torch.Tensor, device: torch.d
     return torch.cat(pts).numpy(), torch.cat(poses).numpy()
 
 
-def validate(model, val_data, val_keys: list[str], cfg: TrainConfig, device) -> dict:
-    """Validation NME (percent, inter-ocular) overall and per data folder, and pose MAE."""
+def validate(model, val_data, val_keys: list[str], cfg: TrainConfig, device,
+             val_regions: list[FaceRegion] | None = None) -> dict:
+    """Validation NME (percent, inter-ocular) overall and per data folder, and pose MAE; with
+    ``val_regions`` (the faces of ``val_data``) also ``val_nme_recrop`` (:func:`recrop_tensors`)."""
     pred, pred_pose = predict_tensors(model, val_data[0], device)
-    return validation_metrics(pred, pred_pose, val_data, val_keys, cfg)
+    out = validation_metrics(pred, pred_pose, val_data, val_keys, cfg)
+    if val_regions is not None:
+        crops, targets = recrop_tensors(val_regions, pred, cfg)
+        out.update(recrop_metrics(predict_tensors(model, crops, device)[0], targets, val_keys, cfg))
+    return out
 
 
-def validate_sharded(model, val_data, val_keys: list[str], cfg: TrainConfig, ctx: DistContext) -> dict:
+def validate_sharded(model, val_data, val_keys: list[str], cfg: TrainConfig, ctx: DistContext,
+                     val_regions: list[FaceRegion] | None = None) -> dict:
     """:func:`validate` with each rank predicting its own slice of the faces; the predictions are
     gathered in order, so every rank gets the numbers of a single-process validation."""
-    crops = val_data[0]
-    lo, hi = distributed.shard_range(len(crops), ctx)
-    n2 = 2 * cfg.points
-    if hi > lo:
-        pred, pred_pose = (torch.from_numpy(a) for a in predict_tensors(model, crops[lo:hi], ctx.device))
-    else:  # more ranks than faces
-        pred, pred_pose = torch.zeros((0, n2)), torch.zeros((0, 3))
-    pred = distributed.gather_rows(ctx, pred, len(crops)).numpy()
-    pred_pose = distributed.gather_rows(ctx, pred_pose, len(crops)).numpy()
-    return validation_metrics(pred, pred_pose, val_data, val_keys, cfg)
+    lo, hi = distributed.shard_range(len(val_data[0]), ctx)
+
+    def predict(crops: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        if hi > lo:
+            pred, pose = (torch.from_numpy(a) for a in predict_tensors(model, crops[lo:hi], ctx.device))
+        else:  # more ranks than faces
+            pred, pose = torch.zeros((0, 2 * cfg.points)), torch.zeros((0, 3))
+        return (distributed.gather_rows(ctx, pred, len(crops)).numpy(),
+                distributed.gather_rows(ctx, pose, len(crops)).numpy())
+
+    pred, pred_pose = predict(val_data[0])
+    out = validation_metrics(pred, pred_pose, val_data, val_keys, cfg)
+    if val_regions is not None:
+        crops, targets = recrop_tensors(val_regions, pred, cfg)
+        out.update(recrop_metrics(predict(crops)[0], targets, val_keys, cfg))
+    return out
 
 
 def validation_metrics(pred: np.ndarray, pred_pose: np.ndarray, val_data, val_keys: list[str], cfg: TrainConfig) -> dict:
     """The numbers of :func:`validate` from predictions ``(F, 2N)`` and poses ``(F, 3)``."""
     _, targets, poses = val_data
-    n = cfg.points
-    nmes = nme_percent(pred.reshape(-1, n, 2), targets.numpy().reshape(-1, n, 2), markup_for(n))
+    nmes = _nmes(pred, targets, cfg)
     out = {
         "val_nme": float(nmes.mean()),
         "val_nme_median": float(np.median(nmes)),
@@ -168,9 +201,24 @@ def validation_metrics(pred: np.ndarray, pred_pose: np.ndarray, val_data, val_ke
         "val_fr_0.10": failure_rate(nmes, 10.0),
         "val_pose_mae": pose_mae(pred_pose, poses.numpy()),
     }
-    folders = np.array([key_folder(k) for k in val_keys])
-    out["val_nme_per_folder"] = {str(f): float(nmes[folders == f].mean()) for f in sorted(set(folders))}
+    out["val_nme_per_folder"] = _per_folder(nmes, val_keys)
     return out
+
+
+def recrop_metrics(pred: np.ndarray, targets: torch.Tensor, val_keys: list[str], cfg: TrainConfig) -> dict:
+    """``val_nme_recrop`` (mean NME %) and ``val_nme_recrop_per_folder`` on :func:`recrop_tensors`' crops."""
+    nmes = _nmes(pred, targets, cfg)
+    return {"val_nme_recrop": float(nmes.mean()), "val_nme_recrop_per_folder": _per_folder(nmes, val_keys)}
+
+
+def _nmes(pred: np.ndarray, targets: torch.Tensor, cfg: TrainConfig) -> np.ndarray:
+    n = cfg.points
+    return nme_percent(pred.reshape(-1, n, 2), targets.numpy().reshape(-1, n, 2), markup_for(n))
+
+
+def _per_folder(nmes: np.ndarray, val_keys: list[str]) -> dict[str, float]:
+    folders = np.array([key_folder(k) for k in val_keys])
+    return {str(f): float(nmes[folders == f].mean()) for f in sorted(set(folders))}
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
@@ -193,6 +241,8 @@ def plot_curves(history: list[dict], path: Path) -> None:
     ax2.plot(ep, [h["val_nme"] for h in history], label="all")
     for folder in history[-1]["val_nme_per_folder"]:
         ax2.plot(ep, [h["val_nme_per_folder"].get(folder, float("nan")) for h in history], label=folder)
+    if "val_nme_recrop" in history[-1]:  # crops from the network's own points (recrop_tensors)
+        ax2.plot(ep, [h.get("val_nme_recrop", float("nan")) for h in history], "k--", label="all, re-crop")
     ax2.set_xlabel("epoch")
     ax2.set_title("validation NME (%)")
     ax2.legend()
@@ -550,7 +600,9 @@ class Run:
                 self._write_reports()
             # no rank starts the next epoch (or returns) before this one's files are written
             distributed.barrier(self.dist)
-            val = f", val NME {record['val_nme']:.3f} %" if self.val_data is not None else ""
+            val = ""
+            if self.val_data is not None:
+                val = f", val NME {record['val_nme']:.3f} % (re-crop {record['val_nme_recrop']:.3f})"
             self._log(f"epoch {epoch + 1}/{cfg.epochs}: loss {train_stats['total']:.5f}{val}, "
                       f"{train_stats['images_per_s']:.0f} img/s, {time.time() - t0:.1f} s")
         return self.history[-1] if self.history else {}
@@ -558,9 +610,9 @@ class Run:
     def _validate(self) -> dict:
         """:func:`validate`; under DDP every rank takes a slice of the faces, with rank 0's weights."""
         if not self.dist.enabled:
-            return validate(self.eval_model, self.val_data, self.val_keys, self.cfg, self.device)
+            return validate(self.eval_model, self.val_data, self.val_keys, self.cfg, self.device, self.val_regions)
         distributed.broadcast_state(self.dist, self.eval_model)  # per-rank BatchNorm buffers may differ
-        return validate_sharded(self.eval_model, self.val_data, self.val_keys, self.cfg, self.dist)
+        return validate_sharded(self.eval_model, self.val_data, self.val_keys, self.cfg, self.dist, self.val_regions)
 
     def _write_reports(self) -> None:
         write_text_atomic(self.out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in self.history))
