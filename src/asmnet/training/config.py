@@ -76,6 +76,10 @@ class TrainConfig:
         "validation split), each with flip TTA and averaged, label every augmented crop and the student also "
         "learns their points; repeatable", "metavar": "MODEL"})
     teacher_weight: float = setting(1.0, "weight of the teacher term (with --teacher)")
+    recrop: float = setting(0.0, "share of each batch cropped again around the network's own prediction (the "
+                            "averaged weights' with --ema), as the second look crops a face: the border of a "
+                            "ground-truth crop gives the face's extent away, a re-crop repeats the prediction's "
+                            "mistakes; 0 = off", metavar="SHARE")
     crop_scale: float = setting(CROP_SCALE, "crop side / landmark-box side")
     # Training works in OpenCV's 0-based frame, so that a horizontal flip mirrors the true
     # positions; predictions get the origin added back (the files' convention).
@@ -168,6 +172,9 @@ class TrainConfig:
         if not isinstance(self.teacher, list) or not all(isinstance(t, str) and t for t in self.teacher):
             raise bad("teacher", "expected a list of model paths or names")
         number("teacher_weight", 0.0, 1e6)
+        number("recrop", 0.0, 1.0)
+        if self.recrop and self.teacher:
+            raise bad("recrop", "cannot be combined with --teacher (the teachers read the crops before they are re-cut)")
         number("crop_scale", 0.5, 4.0)
         number("label_origin", -1e6, 1e6)
         number("val_fraction", 0.0, 1.0, high_open=True)

@@ -36,7 +36,6 @@ from .. import __version__
 from ..errors import AsmnetError, DataNote, ModelError, first_line
 from ..fileio import check_writable_folder, write_json_atomic, write_text_atomic
 from ..formats import key_folder, load_many
-from ..geometry import from_normalised, transform_points
 from ..markup import markup_for
 from ..metrics import failure_rate, pose_mae
 from ..metrics import nme as nme_percent
@@ -46,11 +45,12 @@ from ..nn.losses import ASMLoss
 from ..runtime import resolve_model
 from ..shape_model import ShapeModel
 from . import distributed
-from .augment import AugmentConfig, augmented_shapes, make_sample, sample_crop
+from .augment import AugmentConfig, augmented_shapes, make_sample
 from .config import TrainConfig
 from .data import EpochSampler, FaceDataset, FaceRegion, load_regions
 from .distill import Teacher
 from .distributed import DistContext
+from .recrop import recrop_batch, recrop_tensors
 from .split import split_keys
 
 
@@ -123,26 +123,6 @@ def validation_tensors(val: list[FaceRegion], cfg: TrainConfig) -> tuple[torch.T
         poses.append(p)
     return (torch.from_numpy(np.stack(crops)), torch.from_numpy(np.stack(targets).astype(np.float32)),
             torch.from_numpy(np.stack(poses).astype(np.float32)))
-
-
-def recrop_tensors(val: list[FaceRegion], pred: np.ndarray, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Crops (F, 3, S, S) from the tight box of each face's own predicted points ``pred`` (F, 2N;
-    network units of its ground-truth-box crop), as the second look crops, and their targets (F, 2N).
-
-    The ground-truth box tells the network where the face's extreme points are; users never have
-    it. NME on these crops (``val_nme_recrop``) is what a crop from the network's own answer
-    gives (benchmarks/box_leak.py measures the same on packages)."""
-    markup, none, size = markup_for(cfg.points), AugmentConfig.none(), cfg.input_size
-    crops, targets = [], []
-    for r, units in zip(val, pred.reshape(len(val), cfg.points, 2)):
-        rng = np.random.default_rng(0)  # no jitter is drawn; the generator is only a formality
-        first = sample_crop(r.points, size, rng, none, cfg.crop_scale)
-        own = transform_points(from_normalised(units, size), cv2.invertAffineTransform(first.matrix))
-        crop, target, _ = make_sample(r.image, r.points, None, size, markup, rng, none, cfg.crop_scale,
-                                      box_points=own)
-        crops.append(crop.transpose(2, 0, 1))
-        targets.append(target.reshape(-1))
-    return torch.from_numpy(np.stack(crops)), torch.from_numpy(np.stack(targets).astype(np.float32))
 
 
 @torch.no_grad()
@@ -539,6 +519,8 @@ class Run:
             taught = None if self.teacher is None else self.teacher(crops).to(self.device)
             crops = crops.to(self.device, non_blocking=True).float()
             targets, poses = targets.to(self.device), poses.to(self.device)
+            if self.cfg.recrop:
+                crops, targets = self._recrop_share(crops, targets)
             pred_pts, pred_pose, *cell_logits = self.net(crops)  # a grid head also returns its cell scores
             loss, parts = self.loss_fn(pred_pts, pred_pose, targets, poses, epoch, self.cfg.epochs, self.model,
                                        cell_logits[0] if cell_logits else None, taught)
@@ -564,6 +546,20 @@ class Run:
         out = {k: v / max(1, n_batches) for k, v in sums.items()}
         out["images_per_s"] = seen * world / max(1e-9, elapsed)
         return out
+
+    def _recrop_share(self, crops: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``recrop`` share of a batch cut again around the prediction of :attr:`eval_model`
+        (:func:`recrop_batch`); the batch is shuffled already, so no random draw is needed."""
+        k = round(self.cfg.recrop * len(crops))
+        if not k:
+            return crops, targets
+        guide = self.eval_model
+        guide.eval()
+        with torch.no_grad():
+            pred = guide(crops[:k])[0]
+        self.net.train()  # the guide may be the trained model itself (no EMA)
+        again, moved = recrop_batch(crops[:k], targets[:k], pred, self.cfg.crop_scale)
+        return torch.cat([again, crops[k:]]), torch.cat([moved, targets[k:]])
 
     def fit(self, stop_after: int | None = None) -> dict:
         """Train to the planned epoch count, or only up to epoch ``stop_after`` (the rest resumes
