@@ -65,7 +65,7 @@ def box_error(boxes: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 
 def measure(model_name: str, records: list, images: list[np.ndarray], detector) -> dict:
     """The rows of one model (see the module docstring)."""
-    model = load_model(model_name, backend="onnx", threads=1)
+    model = load_model(model_name, threads=1)  # ONNX for packages, PyTorch for a .pt checkpoint
     gt = np.stack([r.points for r in records])
     folders = np.array([r.key.split("/")[0] for r in records])
     owner = np.arange(len(images))
@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", action="append", required=True)
     ap.add_argument("--keys", required=True)
-    ap.add_argument("--model", action="append", default=[], help="model name or folder; repeatable (default: default)")
+    ap.add_argument("--model", action="append", default=[],
+                    help="model name, package folder or .pt checkpoint; repeatable (default: default)")
     ap.add_argument("--detector", default=None, help="also run from this detector's boxes (e.g. mtcnn)")
     ap.add_argument("--out", default="benchmarks/results/box_leak.json")
     args = ap.parse_args(argv)
