@@ -306,9 +306,9 @@ def rebuild(args: argparse.Namespace) -> None:
     """Rebuild the package ``args.from_package`` from its weights (see the module docstring)."""
     package = Path(args.from_package)
     out = Path(args.out) if args.out else package
-    old = json.loads((package / "model.json").read_text())
+    old = package_meta(package)
     float_package = package.with_name(package.name + "-fp32")
-    old_float = json.loads((float_package / "model.json").read_text()) if args.int8 and float_package.exists() else None
+    old_float = package_meta(float_package) if args.int8 and float_package.exists() else None
     keys = read_keys(args.keys or package / "val_keys.txt")
     all_records = load_many(args.data)[0]
     repair = args.checkpoint is None and not (package / "weights.pt").exists()
