@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from asmnet.detection import make_detector
+from asmnet.errors import ModelError, first_line
 from asmnet.evaluation import read_keys, reference_box
 from asmnet.fileio import write_json_atomic
 from asmnet.formats import load_many, read_image
@@ -88,7 +89,13 @@ def measure(model_name: str, records: list, images: list[np.ndarray], detector) 
     rows["gt_moved"] = nme(one_pass(square_boxes(c0 + offset * s0[:, None], s0 * ratio)), gt)
     second_look = {"refine": DEFAULT_REFINE, "straighten": True, "early_stop": EARLY_STOP}
     rows["gt_second_look"] = nme(align_faces(model, images, owner, gt_boxes, **second_look).landmarks, gt)
-    misses = 0
+    misses, skipped = 0, None
+    if detector is not None:
+        try:
+            model.info.calibrations.for_detector(detector, model.info.name)
+        except ModelError as exc:  # e.g. a bare checkpoint: no detector rows for it
+            skipped, detector = first_line(exc), None
+            print(f"note: {model_name}: {skipped}; its detector rows are left out", file=sys.stderr)
     if detector is not None:
         boxes = [reference_box(r, im, model, detector) for r, im in zip(records, images)]
         found = np.array([b is not None for b in boxes])
@@ -101,6 +108,7 @@ def measure(model_name: str, records: list, images: list[np.ndarray], detector) 
         rows[f"{detector.name}_second_look"] = nme(
             align_faces(model, imgs, own, det_boxes, **second_look).landmarks, gt[found])
     out = {"model": str(resolve_model(model_name)), "faces": len(images), "detector_misses": misses,
+           "detector_skipped": skipped,
            "recrop_box_error": box_error(recrop_boxes, gt_boxes), "nme": {}, "nme_per_folder": {}}
     for name, values in rows.items():
         out["nme"][name] = round(float(values.mean()), 4)
