@@ -27,7 +27,7 @@ def summarise(run: Path) -> dict:
         "run": run.name,
         "config": {k: cfg.get(k) for k in ("init", "head", "cell_weight", "epochs", "lr", "warmup_epochs", "ema", "loss", "point_loss",
                                             "oversample", "seed", "input_size", "batch_size",
-                                            "teacher", "teacher_weight", "augment")},
+                                            "teacher", "teacher_weight", "recrop", "augment")},
         "epochs_done": len(history),
         "wall_time_s": round(last["wall_time"]),
         "best_epoch": best["epoch"] + 1,
