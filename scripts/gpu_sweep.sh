@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Train several configurations side by side on one GPU machine (device tool), then collect each
-# run's best.pt and a tarball of the reports into $OUT. Usage:
+# run's best.pt (best val_nme, the GT-box protocol) and last.pt's weights (compare val_nme_recrop in
+# metrics.jsonl: the best epoch by the protocol is not always the best for users) and a tarball of
+# the reports into $OUT. Usage:
 #   scripts/gpu_sweep.sh DATA_ROOT SECONDS "name1 args..." "name2 args..." ...
 # Each run: asmnet train --data DATA_ROOT/lfpw_train --data DATA_ROOT/udacity_train <args>.
 set -u
@@ -21,6 +23,11 @@ for spec in "$@"; do
   name=${spec%% *}
   echo "== $name"; grep -E "^(data|shape model|training|epoch [0-9]+/)" "$runs/$name.log" | tail -4
   [ -n "${OUT:-}" ] && [ -f "$runs/$name/best.pt" ] && cp "$runs/$name/best.pt" "$OUT/$name.pt"
+  [ -n "${OUT:-}" ] && [ -f "$runs/$name/last.pt" ] && python3 - "$runs/$name/last.pt" "$OUT/$name.last.pt" <<'PY'
+import sys, torch  # the last epoch's weights without the optimiser state: a third of the size
+ckpt = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
+torch.save({**ckpt, "optimizer": {}, "scheduler": {}, "train_state_dict": None}, sys.argv[2])
+PY
 done
 [ -n "${OUT:-}" ] && tar czf "$OUT/reports.tgz" -C "$runs" --exclude='*.pt' .
 exit 0
