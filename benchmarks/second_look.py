@@ -38,14 +38,15 @@ from asmnet.inference import DEFAULT_REFINE, EARLY_STOP, QUALITY_DEFINITION, ali
 from asmnet.metrics import flag_report, nme, roc_auc
 from asmnet.runtime import load_model, resolve_model
 
-SETTINGS = {  # name -> (refine, straighten, flip_tta, early_stop)
-    "one_pass": (0, False, False, False),
-    "one_pass_flip": (0, False, True, False),  # for the flip-gap quality score (angles 0, 90, 180 only)
-    "refine1": (1, False, False, False),
-    "refine1_straight": (1, True, False, False),
-    "refine2": (2, False, False, False),
-    "refine2_straight": (2, True, False, False),
-    "refine2_early": (2, True, False, True),  # the default: stops after one re-crop that moved the face little
+SETTINGS = {  # name -> (refine, straighten, flip_tta, early_stop, mirror_recrop)
+    "one_pass": (0, False, False, False, False),
+    "one_pass_flip": (0, False, True, False, False),  # for the flip-gap quality score (angles 0, 90, 180 only)
+    "refine1": (1, False, False, False, False),
+    "refine1_straight": (1, True, False, False, False),
+    "refine2": (2, False, False, False, False),
+    "refine2_straight": (2, True, False, False, False),
+    "refine2_early": (2, True, False, True, False),  # the default: stops after one re-crop that moved the face little
+    "refine2_early_mirror": (2, True, False, True, True),  # the default with its first re-crop mirrored (not the default)
 }
 FLIP_ANGLES = (0.0, 90.0, 180.0)
 # the setting whose quality score each kind of model.json's quality_thresholds is calibrated on
@@ -98,7 +99,8 @@ def non_face_boxes(count: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarr
     return out
 
 
-def run_setting(model, images, boxes, refine, straighten, flip_tta=False, early_stop=False) -> dict[str, np.ndarray]:
+def run_setting(model, images, boxes, refine, straighten, flip_tta=False, early_stop=False, mirror=False
+                ) -> dict[str, np.ndarray]:
     """Per-face landmarks, angles and every kind of quality score these settings give
     (``score/KIND``) for faces with a box (the others get NaN)."""
     n = len(images)
@@ -109,7 +111,7 @@ def run_setting(model, images, boxes, refine, straighten, flip_tta=False, early_
         part = idx[start:start + 64]
         out = align_faces(model, [images[i] for i in part], np.arange(len(part)), np.stack([boxes[i] for i in part]),
                           refine=refine, straighten=straighten, flip_tta=flip_tta,
-                          early_stop=EARLY_STOP if early_stop else None)
+                          early_stop=EARLY_STOP if early_stop else None, mirror_recrop=mirror)
         res["landmarks"][part] = out.landmarks
         res.setdefault("passes", np.full(n, np.nan))[part] = out.passes
         res["angle"][part] = out.angles
@@ -291,10 +293,10 @@ def main(argv: list[str] | None = None) -> int:
             for det in detectors:
                 protocols[det.name] = detector_boxes(det, model, images, gts)
         for proto, boxes in protocols.items():
-            for name, (refine, straighten, flip, early) in settings.items():
+            for name, (refine, straighten, flip, early, mirror) in settings.items():
                 if flip and angle not in FLIP_ANGLES:
                     continue
-                res = run_setting(model, images, boxes, refine, straighten, flip, early)
+                res = run_setting(model, images, boxes, refine, straighten, flip, early, mirror)
                 have = np.isfinite(res["landmarks"][:, 0, 0])
                 nmes = np.full(len(records), np.nan)
                 if have.any():
@@ -309,8 +311,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{key}: {results['protocols'][proto][f'{angle:g}'][name]}  "
                       f"[{time.process_time() - t0:.0f} s CPU]", file=sys.stderr, flush=True)
     nonface = non_face_boxes(int(args.nonface_boxes))
-    for name, (refine, straighten, flip, early) in settings.items():
-        res = run_setting(model, [im for im, _ in nonface], [b for _, b in nonface], refine, straighten, flip, early)
+    for name, (refine, straighten, flip, early, mirror) in settings.items():
+        res = run_setting(model, [im for im, _ in nonface], [b for _, b in nonface], refine, straighten, flip, early,
+                          mirror)
         cache.update({f"nonface/{name}/{k}": v for k, v in res.items() if k.startswith("score/")})
     results["cpu_seconds"] = round(time.process_time() - t0, 1)
     results["keys"] = [r.key for r in records]

@@ -13,7 +13,15 @@ from conftest import template_face
 from asmnet.api import FaceAligner, rot90_matrix, turn_boxes
 from asmnet.errors import ModelError
 from asmnet.geometry import crop_matrix, tight_box, transform_points
-from asmnet.inference import EARLY_STOP, FIRST_PASS_JOINS, align_boxes, point_frames, shape_roll
+from asmnet.inference import (
+    EARLY_STOP,
+    FIRST_PASS_JOINS,
+    _network,
+    align_boxes,
+    align_faces,
+    point_frames,
+    shape_roll,
+)
 from asmnet.markup import IBUG_68
 from asmnet.runtime import DEFAULT_MODEL_DIR, LandmarkModel, ModelInfo
 from asmnet.shape_model import ShapeModel
@@ -251,6 +259,69 @@ def test_early_stop_ends_the_second_look_of_a_face_that_did_not_move():
     assert stub.calls == 3 and full.passes.tolist() == [3, 3]
     # early stop needs a pass to stop after: with refine 1 it changes nothing
     assert align_boxes(ShapeStub(units), image, boxes, refine=1, early_stop=(3.0, 10.0)).passes.tolist() == [2, 2]
+
+
+class DotStub(ShapeStub):
+    """A network that finds the brightest pixel of its crop and answers a mirror-symmetric shape
+    centred there (so the mirrored crop's answer, mirrored back, must be the same image points)
+    with a pose that turns with the dot; it keeps its crops."""
+
+    def __init__(self, units: np.ndarray):
+        super().__init__(units)
+        flip = IBUG_68.flip_array()
+        shape = units.reshape(-1, 2) - units.reshape(-1, 2).mean(0)
+        self.shape = (shape + shape[flip] * [-1.0, 1.0]) / 2.0  # its own mirror image
+        self.crops = []
+
+    def _forward(self, batch):
+        self.calls += 1
+        self.crops.append(batch.copy())
+        size = batch.shape[-1]  # the network's input: (B, 3, S, S)
+        flat = batch.sum(1).reshape(len(batch), -1).argmax(1)
+        ys, xs = np.divmod(flat, size)
+        dots = (np.stack([xs, ys], 1) + 0.5) / size - 0.5
+        points = (dots[:, None, :] + self.shape).reshape(len(batch), -1)
+        # a mirrored crop reads (-yaw, pitch, -roll)
+        return points, np.stack([100 * dots[:, 0], np.full(len(batch), 5.0), 50 * dots[:, 0]], 1)
+
+
+def test_a_mirrored_first_re_crop_is_mapped_back_to_the_image():
+    """``mirror_recrop`` (off by default) runs the first re-crop on the mirrored crop; its answer,
+    mirrored back, is in the image's frame like every other pass (points and pose), and the other
+    passes are not mirrored."""
+    yy, xx = np.mgrid[:300, :400]
+    blob = 250 * np.exp(-((xx - 121.0) ** 2 + (yy - 97.0) ** 2) / (2 * 6.0**2))  # the dot the stub finds
+    image = np.repeat(blob[:, :, None], 3, 2).astype(np.uint8)
+    boxes = np.array([[60.0, 50.0, 180.0, 170.0]])
+    runs = {}
+    for mirror in (False, True):
+        stub = DotStub(fixed_point_units())
+        trace = []
+        out = align_faces(stub, [image], np.zeros(1, int), boxes, refine=2, trace=trace, mirror_recrop=mirror)
+        runs[mirror] = (stub, trace, out)
+    (plain, _, plain_out), (mirrored, mirrored_trace, mirrored_out) = runs[False], runs[True]
+    # pass 2 saw the mirror image of the crop the plain run saw; passes 1 and 3 the same crops
+    assert np.array_equal(mirrored.crops[1], plain.crops[1][..., ::-1])
+    assert np.array_equal(mirrored.crops[0], plain.crops[0]) and np.array_equal(mirrored.crops[2], plain.crops[2])
+    # every pass centres the shape on the dot (within a crop pixel: 2.4 image pixels), mirrored or not
+    for t in mirrored_trace:
+        assert np.abs(t["points"][0].mean(0) - [121.0, 97.0]).max() < 2.5
+    # the stub's shape is its own mirror image: mapped back, the mirrored pass is the plain pass exactly
+    assert np.allclose(mirrored_out.landmarks, plain_out.landmarks, atol=1e-9)
+    assert np.allclose(mirrored_out.pose, plain_out.pose, atol=1e-9)
+    # a crop with the dot well off its centre: the mirrored view's yaw and roll come back turned
+    crop = image[67:131, 101:165][None]  # 64 x 64, the dot at x 20 of 64
+    plain_units, plain_pose, _, _ = _network(DotStub(fixed_point_units()), crop, 8, False)
+    back_units, back_pose, _, _ = _network(DotStub(fixed_point_units()), crop, 8, False, mirror=True)
+    assert abs(plain_pose[0, 0]) > 10 and np.allclose(back_pose, plain_pose, atol=1e-9)
+    assert np.allclose(back_units, plain_units, atol=1e-9)
+    # off by default; and under flip TTA every pass sees both views, none is mirrored on its own
+    stub = DotStub(fixed_point_units())
+    align_boxes(stub, image, boxes, refine=1)
+    assert np.array_equal(stub.crops[1], plain.crops[1])
+    stub = DotStub(fixed_point_units())
+    align_boxes(stub, image, boxes, refine=1, flip_tta=True, mirror_recrop=True)
+    assert np.array_equal(stub.crops[1][1], stub.crops[1][0][..., ::-1])  # each batch: the crops, then their mirrors
 
 
 @pytest.mark.parametrize("refine, early_stop, with_first", [(2, EARLY_STOP, 2 / 3), (2, None, 2 / 3), (1, None, 1 / 2)])

@@ -40,6 +40,15 @@ EARLY_STOP = (3.0, 10.0)
 # off. MTCNN on the validation split, default (early stop): 4.211 -> 4.201 % NME at 0 degrees,
 # 4.223 -> 4.217 at 15, 4.265 -> 4.263 at 30, unchanged at 45 (benchmarks/README.md "Second look")
 FIRST_PASS_JOINS = (6.0, 20.0)
+# Off by default: the first re-crop can run on the mirrored crop (its points mirrored back), so
+# that the second look's mean averages two views whose mistakes differ, as flip TTA does, at no
+# extra pass. MTCNN on the validation split, default second look: 4.132 -> 4.100 % NME at 0 degrees,
+# 4.142 -> 4.118 at 15, 4.227 -> 4.230 at 30, 4.566 -> 4.578 at 45 (ground-truth box 3.971 ->
+# 3.951). But the move between a plain and a mirrored pass carries the flip disagreement too, and
+# the quality score ranks failures worse: learned2 ROC AUC 0.948 -> 0.917 and 11 -> 8 failures
+# caught, even with the score refitted (benchmarks/README.md "Second look", setting
+# refine2_early_mirror). Under flip TTA every pass sees both views already.
+MIRROR_FIRST_RECROP = False
 # what Face.quality means at the default settings with the default model (model cards say it)
 QUALITY_DEFINITION = ("estimated NME % (learned2; learned1 for a face whose second look stopped after one re-crop): "
                       "exp(a + b e + c ln(m + 0.05)), e = the error head's ln-NME estimate averaged over the "
@@ -193,22 +202,31 @@ def run_batches(model: LandmarkModel, crops: np.ndarray, batch_size: int
     return np.concatenate(units), np.concatenate(poses), error
 
 
-def _network(model: LandmarkModel, crops: np.ndarray, batch_size: int, flip_tta: bool
+def _network(model: LandmarkModel, crops: np.ndarray, batch_size: int, flip_tta: bool, mirror: bool = False
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Units (K, N, 2), crop-frame pose (K, 3), the flip gap (K,) (None without ``flip_tta``) and
-    the error head's output (K,) (None without one; under ``flip_tta`` the mean of both crops')."""
+    the error head's output (K,) (None without one; under ``flip_tta`` the mean of both crops').
+    ``mirror`` (without ``flip_tta``): run the mirrored crops instead, results mirrored back."""
     if not flip_tta:
-        units, pose, error = run_batches(model, crops, batch_size)
+        if not mirror:
+            units, pose, error = run_batches(model, crops, batch_size)
+            return units, pose, None, error
+        units, pose, error = run_batches(model, np.ascontiguousarray(crops[:, :, ::-1]), batch_size)
+        units, pose = _unmirror(model, units, pose)
         return units, pose, None, error
     # the crops and their mirrors in the same batches
     units, pose, error = run_batches(model, np.concatenate([crops, crops[:, :, ::-1]]), 2 * batch_size)
     (units, units_f), (pose, pose_f) = np.split(units, 2), np.split(pose, 2)
-    # the mirror of crop units is x -> -x (edges at +-0.5), points re-ordered by the flip table
-    units_f = units_f[:, model.info.markup.flip_array()] * [-1.0, 1.0]
+    units_f, pose_f = _unmirror(model, units_f, pose_f)
     gap = np.linalg.norm(units - units_f, axis=-1).mean(-1)
-    pose = (pose + pose_f * [-1.0, 1.0, -1.0]) / 2.0  # mirrored face: (-yaw, pitch, -roll)
     error = None if error is None else np.mean(np.split(error, 2), axis=0)
-    return (units + units_f) / 2.0, pose, gap, error
+    return (units + units_f) / 2.0, (pose + pose_f) / 2.0, gap, error
+
+
+def _unmirror(model: LandmarkModel, units: np.ndarray, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Units and pose of mirrored crops, in the frame of the crops they mirror: x -> -x (edges at
+    +-0.5), points re-ordered by the flip table; a mirrored face's pose is (-yaw, pitch, -roll)."""
+    return units[:, model.info.markup.flip_array()] * [-1.0, 1.0], pose * [-1.0, 1.0, -1.0]
 
 
 def predict_crops(
@@ -269,6 +287,7 @@ def align_faces(
     channel_order: str = "bgr",
     trace: list | None = None,
     early_stop: tuple[float, float] | None = None,
+    mirror_recrop: bool = MIRROR_FIRST_RECROP,
 ) -> Alignment:
     """Landmarks and pose of faces in several images: face k is ``boxes[k]`` in ``images[owner[k]]``.
 
@@ -289,6 +308,9 @@ def align_faces(
     early stop, a face whose first re-crop stayed within :data:`FIRST_PASS_JOINS` averages its
     first pass into its points and pose too (its quality still uses the second-look passes'
     error estimate). ``Alignment.passes`` says how many network passes each face took.
+
+    ``mirror_recrop`` (see :data:`MIRROR_FIRST_RECROP`; ignored under ``flip_tta``): the first
+    re-crop runs on the mirrored crop, its points and pose mirrored back.
 
     ``trace``, when given, receives one dict per pass (``points`` (K, N, 2) in 0-based image
     pixels, NaN for faces that had stopped; ``error``: the error head's output or None; for
@@ -329,7 +351,8 @@ def align_faces(
                                                           angles[active] if straighten else None)
         mats = np.stack([crop_matrix(centers[i], sides[i], size, angles[i]) for i in active])
         crops = warp_crops(images, owner[active], mats, size, channel_order)
-        units, crop_pose, part_gap, part_error = _network(model, crops, batch_size, flip_tta)
+        mirror = mirror_recrop and step == 1 and not flip_tta
+        units, crop_pose, part_gap, part_error = _network(model, crops, batch_size, flip_tta, mirror)
         units, distance[active] = _asm(info, units, asm_blend)
         new_points = _units_to_pixels(units, mats, size)
         if step:  # how far this pass moved the points, in units of its crop side
@@ -413,8 +436,10 @@ def align_boxes(
     straighten: bool = False,
     angles: np.ndarray | None = None,
     early_stop: tuple[float, float] | None = None,
+    mirror_recrop: bool = MIRROR_FIRST_RECROP,
 ) -> Alignment:
     """:func:`align_faces` for reference boxes (K, 4) in one image (annotation files' convention)."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     return align_faces(model, [image_bgr], np.zeros(len(boxes), int), boxes, angles, refine, straighten,
-                       batch_size, asm_blend, flip_tta, channel_order, early_stop=early_stop)
+                       batch_size, asm_blend, flip_tta, channel_order, early_stop=early_stop,
+                       mirror_recrop=mirror_recrop)
