@@ -37,9 +37,9 @@ def summarise(run: Path) -> dict:
         "last_val_nme": round(last["val_nme"], 3),
         "last_val_nme_per_folder": folders(last),
     }
-    if "val_nme_recrop" in last:  # runs since 2026-12-03: NME on crops from the network's own points
-        out["best_val_nme_recrop"] = round(best["val_nme_recrop"], 3)
-        out["last_val_nme_recrop"] = round(last["val_nme_recrop"], 3)
+    for name, h in (("best", best), ("last", last)):  # epochs since 2026-12-03: crops from the network's own points
+        if "val_nme_recrop" in h:
+            out[f"{name}_val_nme_recrop"] = round(h["val_nme_recrop"], 3)
     return out
 
 
