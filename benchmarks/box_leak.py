@@ -36,7 +36,7 @@ from asmnet.detection import make_detector
 from asmnet.errors import ModelError, first_line
 from asmnet.evaluation import read_keys, reference_box
 from asmnet.fileio import write_json_atomic
-from asmnet.formats import load_many, read_image
+from asmnet.formats import key_folder, load_many, read_image
 from asmnet.geometry import tight_box
 from asmnet.inference import DEFAULT_REFINE, EARLY_STOP, align_faces
 from asmnet.metrics import nme
@@ -68,7 +68,7 @@ def measure(model_name: str, records: list, images: list[np.ndarray], detector) 
     """The rows of one model (see the module docstring)."""
     model = load_model(model_name, threads=1)  # ONNX for packages, PyTorch for a .pt checkpoint
     gt = np.stack([r.points for r in records])
-    folders = np.array([r.key.split("/")[0] for r in records])
+    folders = np.array([key_folder(r.key) for r in records])
     owner = np.arange(len(images))
     gt_boxes = np.stack([tight_box(p) for p in gt])
 

@@ -24,9 +24,9 @@ for spec in "$@"; do
   echo "== $name"; grep -E "^(data|shape model|training|epoch [0-9]+/)" "$runs/$name.log" | tail -4
   [ -n "${OUT:-}" ] && [ -f "$runs/$name/best.pt" ] && cp "$runs/$name/best.pt" "$OUT/$name.pt"
   [ -n "${OUT:-}" ] && [ -f "$runs/$name/last.pt" ] && python3 - "$runs/$name/last.pt" "$OUT/$name.last.pt" <<'PY'
-import sys, torch  # the last epoch's weights without the optimiser state: a third of the size
-ckpt = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
-torch.save({**ckpt, "optimizer": {}, "scheduler": {}, "train_state_dict": None}, sys.argv[2])
+import sys
+from asmnet.nn.checkpoint import load_checkpoint, save_checkpoint, without_training_state
+save_checkpoint(sys.argv[2], without_training_state(load_checkpoint(sys.argv[1])))
 PY
 done
 [ -n "${OUT:-}" ] && tar czf "$OUT/reports.tgz" -C "$runs" --exclude='*.pt' .

@@ -52,6 +52,12 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
     write_atomic(path, save)
 
 
+def without_training_state(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint without what only resuming needs (optimiser, scheduler, the raw weights an
+    EMA averages): what ``best.pt`` holds, a third of ``last.pt``'s size."""
+    return {**checkpoint, "optimizer": {}, "scheduler": {}, "train_state_dict": None}
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load and validate a checkpoint file, or the ``weights.pt`` of a model package folder.
 

@@ -40,7 +40,7 @@ from ..markup import markup_for
 from ..metrics import failure_rate, pose_mae
 from ..metrics import nme as nme_percent
 from ..nn import build_model, count_parameters
-from ..nn.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from ..nn.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint, without_training_state
 from ..nn.losses import ASMLoss
 from ..runtime import resolve_model
 from ..shape_model import ShapeModel
@@ -592,7 +592,7 @@ class Run:
             if self.dist.is_main:
                 save_checkpoint(self.last_path, ckpt)
                 if improved or self.val_data is None:
-                    save_checkpoint(self.best_path, {**ckpt, "optimizer": {}, "scheduler": {}, "train_state_dict": None})
+                    save_checkpoint(self.best_path, without_training_state(ckpt))
                 self._write_reports()
             # no rank starts the next epoch (or returns) before this one's files are written
             distributed.barrier(self.dist)
