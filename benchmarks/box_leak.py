@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from asmnet.detection import make_detector
-from asmnet.errors import ModelError, first_line
+from asmnet.errors import AsmnetError, ModelError, first_line
 from asmnet.evaluation import read_keys, reference_box
 from asmnet.fileio import write_json_atomic
 from asmnet.formats import key_folder, load_many, read_image
@@ -128,6 +128,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--detector", default=None, help="also run from this detector's boxes (e.g. mtcnn)")
     ap.add_argument("--out", default="benchmarks/results/box_leak.json")
     args = ap.parse_args(argv)
+    try:
+        return run(args)
+    except AsmnetError as exc:  # a missing key list, model or detector: one line, not a traceback
+        print(f"error: {first_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def run(args: argparse.Namespace) -> int:
+    """Measure every ``--model`` and write ``--out`` (see the module docstring)."""
     keys = read_keys(args.keys)
     records = [r for r in load_many(args.data)[0] if r.key in keys]
     if not records:
