@@ -30,6 +30,12 @@ class Markup:
     right_eye: tuple[int, ...]
     # mirror pairs, image-left point first for a frontal face (flip tests rely on the order)
     lr_pairs: tuple[tuple[int, int], ...]
+    # named parts of the face (per-region error tables); together they hold every point once
+    regions: tuple[tuple[str, tuple[int, ...]], ...] = ()
+
+    def region(self, name: str) -> tuple[int, ...]:
+        """The point indices of the part ``name`` (e.g. "jaw", "eyes"); raises KeyError if unknown."""
+        return dict(self.regions)[name]
 
     def flip_array(self) -> np.ndarray:
         return np.asarray(self.flip, dtype=np.int64)
@@ -61,6 +67,8 @@ IBUG_68 = Markup(
     left_eye=tuple(range(36, 42)),
     right_eye=tuple(range(42, 48)),
     lr_pairs=tuple(_PAIRS_68),
+    regions=(("jaw", tuple(range(0, 17))), ("brows", tuple(range(17, 27))), ("nose", tuple(range(27, 36))),
+             ("eyes", tuple(range(36, 48))), ("mouth", tuple(range(48, 68)))),
 )
 
 WFLW_98 = Markup(
@@ -71,6 +79,8 @@ WFLW_98 = Markup(
     left_eye=tuple(range(60, 68)),
     right_eye=tuple(range(68, 76)),
     lr_pairs=tuple(_PAIRS_98),
+    regions=(("jaw", tuple(range(0, 33))), ("brows", tuple(range(33, 51))), ("nose", tuple(range(51, 60))),
+             ("eyes", tuple(range(60, 76)) + (96, 97)), ("mouth", tuple(range(76, 96)))),
 )
 
 # WFLW 98 -> iBUG 68 (the usual mapping: every other jaw point, brows' upper contour, eyes

@@ -1,7 +1,8 @@
 """Deterministic validation split by group, so near-duplicates never straddle train and val.
 
 A face's group is its dataset folder plus the stem, or, when ``group_pattern`` matches the stem,
-the regex's first group (e.g. a video clip id). A group goes to validation when a hash of
+the regex's first group that took part in the match (e.g. a video clip id, or a photo's id when
+one photo holds several faces). A group goes to validation when a hash of
 ``split_seed:group`` falls below the fraction: the split depends on nothing but the names.
 """
 
@@ -15,6 +16,11 @@ from ..formats.faces import key_folder
 
 # Udacity / YouTube Faces frames: "Person_Name_VF" (clip V, frame F), optionally "testcsv_"-prefixed.
 UDACITY_CLIP_PATTERN = r"^(?:testcsv_)?([A-Za-z][A-Za-z_.'-]*_\d)\d$"
+# 300W HELEN / AFW faces: "<photo>_<n>" (face n of a photo); all faces of a photo stay together.
+PHOTO_FACE_PATTERN = r"^(\d+)_\d+$"
+# both at once: LFPW stems ("image_0001") match neither, so their groups (and today's validation
+# faces of lfpw_train / udacity_train) are the same as under UDACITY_CLIP_PATTERN alone
+ALL_DATA_PATTERN = f"{UDACITY_CLIP_PATTERN}|{PHOTO_FACE_PATTERN}"
 
 
 def group_key(key: str, pattern: re.Pattern | None) -> str:
@@ -23,7 +29,8 @@ def group_key(key: str, pattern: re.Pattern | None) -> str:
     if pattern is not None:
         m = pattern.match(stem)
         if m:
-            stem = m.group(1) if m.groups() else m.group(0)
+            # with alternatives, the first group of the branch that matched
+            stem = next((g for g in m.groups() if g is not None), m.group(0))
     return f"{folder}/{stem}"
 
 
