@@ -8,6 +8,7 @@ import pytest
 
 from asmnet.detection import DetectorOptionError, available_detectors, box_iou, make_detector
 from asmnet.detection.mtcnn_detector import (
+    PNET_MIN_PX,
     Halvings,
     MtcnnDetector,
     load_mtcnn_weights,
@@ -85,12 +86,14 @@ def test_nms_keeps_the_best_of_overlapping_boxes() -> None:
 
 
 def test_pyramid_scales_cover_min_face_to_the_whole_image() -> None:
-    scales = pyramid_scales(480, 640, min_face=40, factor=0.709)
-    assert scales[0] == pytest.approx(12 / 40)
+    scales = pyramid_scales(480, 640, min_face=30, factor=0.709)
+    assert 30 * scales[0] >= PNET_MIN_PX > 30 * scales[0] * 0.709  # the coarsest level that shows 30 px at 10 px
     np.testing.assert_allclose(np.diff(np.log(scales)), np.log(0.709))
     assert 480 * scales[-1] >= 12 > 480 * scales[-1] * 0.709  # the last level still holds one window
     assert pyramid_scales(8, 8, min_face=40) == []  # too small for even one window at the first scale
     assert len(pyramid_scales(480, 640, min_face=80)) < len(scales)
+    # the default's pyramid is the one its speed and misses were measured with: 12 / 48, x 0.55
+    assert pyramid_scales(480, 640, 48, 0.55) == [0.25, 0.25 * 0.55, 0.25 * 0.55 * 0.55, 0.25 * 0.55 * 0.55 * 0.55]
     with pytest.raises(ValueError):
         pyramid_scales(100, 100, min_face=0)
 

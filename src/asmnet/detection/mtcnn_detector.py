@@ -7,8 +7,8 @@ built in memory (:func:`pnet_graph`, :func:`rnet_graph`, :func:`onet_graph`); th
 non-maximum suppression and box regression are NumPy (:func:`pyramid_scales`, :func:`nms`).
 
 Stages: P-Net runs fully convolutionally over a pyramid of the image (a 12 px window every 2 px
-at each scale; the first scale maps ``min_face`` px to 12 px, so its cost grows with image
-pixels / min_face²), proposing boxes; R-Net (24 x 24 crops) and O-Net (48 x 48 crops) rescore and
+at each scale; the first scale shows a ``min_face`` px face at 10-18 px, so its cost grows with
+image pixels / min_face²), proposing boxes; R-Net (24 x 24 crops) and O-Net (48 x 48 crops) rescore and
 refine them. The score is O-Net's face probability.
 """
 
@@ -29,6 +29,12 @@ WEIGHT_FILES = {"pnet": "pnet.lz4", "rnet": "rnet.lz4", "onet": "onet.lz4"}
 PNET_CELL, PNET_STRIDE = 12, 2
 # the reference MTCNN's P-Net threshold and pyramid step: the retry's settings (see MtcnnDetector)
 DENSE = (0.6, 0.709)
+# P-Net fires on faces down to ~10 px in its 12 px window: from the default 48 px level (48 -> 12
+# px) it found every 40 px face (10 px there) of 60 collages, but 2 of 60 from 56 px (8.6 px)
+PNET_MIN_PX = 10.0
+# the pyramids' common grid passes through the default's first level (48 px -> 12 px), which
+# keeps the default's scales as they were measured
+GRID_ANCHOR = PNET_CELL / 48
 
 
 def mtcnn_weights_dir() -> Path | None:
@@ -205,17 +211,30 @@ def onet_graph(weights: list[np.ndarray]) -> bytes:
 def pyramid_scales(height: int, width: int, min_face: float, factor: float = 0.709) -> list[float]:
     """Image scales at which P-Net's 12 px window sees faces from ``min_face`` px up to the whole image.
 
-    The first maps ``min_face`` px to 12 px; each next one is ``factor`` times the previous, while
-    the scaled image's shorter side still holds a 12 px window.
+    Every pyramid is cut from one grid, ``GRID_ANCHOR * factor**k`` (k any integer): the first
+    level is the coarsest grid scale at which a ``min_face`` px face still measures
+    ``PNET_MIN_PX``, each next one ``factor`` times smaller, while the scaled image's shorter side
+    still holds a 12 px window. So a smaller ``min_face`` only adds finer levels to a larger one's
+    and never finds fewer faces. Raises ValueError unless ``min_face > 0`` and ``0 < factor < 1``.
     """
     if min_face <= 0 or not 0 < factor < 1:
         raise ValueError(f"need min_face > 0 and 0 < factor < 1, got {min_face}, {factor}")
-    scale = PNET_CELL / float(min_face)
-    scales = []
+    finest_needed = PNET_MIN_PX / float(min_face)
+    # each grid level is computed by the same steps from the anchor for every min_face, so shared
+    # levels are bit-identical (and so are their resized images and proposals)
+    finer: list[float] = []
+    scale = GRID_ANCHOR
+    while scale < finest_needed:
+        scale /= factor
+        finer.append(scale)
+    coarser: list[float] = []
+    scale = GRID_ANCHOR
     while min(height, width) * scale >= PNET_CELL:
-        scales.append(scale)
+        coarser.append(scale)
         scale *= factor
-    return scales
+    grid = [s for s in finer[::-1] + coarser if min(height, width) * s >= PNET_CELL]
+    first = sum(1 for s in grid if s >= finest_needed) - 1  # the coarsest level that is fine enough
+    return grid[max(first, 0):]
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:
@@ -325,9 +344,11 @@ class Halvings:
 class MtcnnDetector(FaceDetector):
     """MTCNN: P-Net over an image pyramid, then R-Net and O-Net on the proposals (ONNX Runtime).
 
-    ``min_face``: the face size P-Net's first pyramid level is made for, in pixels (cost grows with
-    image pixels / min_face²); P-Net also fires on somewhat smaller faces: at 48, every 40 px face
-    (landmarks' tight box) of 60 collages was found.
+    ``min_face``: the smallest face the pyramid is made for, in pixels (cost grows with image
+    pixels / min_face²). The pyramid's levels lie on one grid for every ``min_face`` (see
+    :func:`pyramid_scales`), so ``min_face`` takes effect in steps of the pyramid's ``factor``
+    (with 0.55: 40-72 px search from the same first level as the default 48, 22-39 px from the
+    next finer one) and a smaller ``min_face`` never finds fewer faces.
     ``thresholds``: face-probability thresholds of P-Net, R-Net, O-Net; the last is the score a
     face needs (the score is O-Net's probability). ``factor``: the pyramid's step. ``retry``: when
     this finds no face, search once more with the reference MTCNN's denser settings (P-Net
