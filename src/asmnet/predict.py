@@ -1,15 +1,18 @@
 """``asmnet predict``: images, folders, videos and webcams -> annotated pictures + JSON Lines.
 
-Results stream to the JSON Lines file as they are made (one record per image or frame); with
-``resume=True`` inputs already recorded there are skipped, so an interrupted run over a huge
-folder loses nothing. ``workers > 1`` spreads decoding and inference over processes.
+Results stream to the JSON Lines file (or standard output: ``json_path="-"``) as they are made,
+one record per image or frame (:mod:`asmnet.records`); the file is made at the first record, so a
+run that writes none leaves none. With ``resume=True`` inputs already recorded there are skipped,
+so an interrupted run over a huge folder loses nothing. ``workers > 1`` spreads decoding and
+inference over processes.
 """
 
 from __future__ import annotations
 
 import errno
-import json
 import os
+import re
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -22,10 +25,19 @@ import cv2
 from tqdm import tqdm
 
 from .errors import AsmnetError, DataError, ModelError, OutputError, shown
-from .fileio import check_writable_folder, json_text
+from .fileio import check_writable_file, check_writable_folder
 from .formats import IMAGE_EXTENSIONS
 from .formats.image import max_pixels_limit, read_image_reduced
 from .inference import DEFAULT_REFINE
+from .records import (
+    RecordsFile,
+    check_same_settings,
+    count,
+    image_record,
+    read_records_file,
+    record_text,
+    summary_lines,
+)
 
 if TYPE_CHECKING:
     from .ray_engine import RayOptions
@@ -45,7 +57,7 @@ class PredictOptions:
     backend: str = "auto"
     threads: int | None = None
     out_dir: str | None = None  # annotated images / videos
-    json_path: str | None = None  # JSON Lines
+    json_path: str | None = None  # JSON Lines; "-": standard output
     workers: int = 1
     resume: bool = False
     redetect_every: int = 15  # video: the detector runs again after this many frames
@@ -63,14 +75,24 @@ class PredictOptions:
     early_stop: bool = True  # second look: stop after one re-crop that moved the face little (FaceAligner's)
 
 
+STDOUT = "-"  # json_path meaning standard output
+
+
 @dataclass
 class PredictReport:
-    """What :func:`predict` did: inputs done, inputs skipped (already in the ``resume`` output) and
-    one line per failed input."""
+    """What :func:`predict` did: inputs done, inputs skipped (already in the ``resume`` output),
+    one line per failed input, and the faces found and flagged in the records it wrote (a video
+    counts the faces of each frame)."""
 
     done: int = 0
     skipped: int = 0
     failures: list[str] = field(default_factory=list)
+    faces: int = 0
+    flagged: int = 0
+
+    def count_faces(self, record: dict) -> None:
+        self.faces += len(record["faces"])
+        self.flagged += sum(bool(f.get("flagged")) for f in record["faces"])
 
 
 def expand_inputs(
@@ -116,37 +138,11 @@ def _inside(real: str, folder_real: str) -> bool:
     return real == folder_real or real.startswith(folder_real.rstrip(os.sep) + os.sep)
 
 
-def image_record(path: str, frame: int | None, shape: tuple[int, ...], faces: list, model: str,
-                 pixel_origin: float = 0.0, **extra) -> dict:
-    """The JSON Lines record of one image or video frame (``extra``: more keys, e.g. track ids)."""
-    return {"file": path, "frame": frame, "image_size": [int(shape[1]), int(shape[0])], "model": model,
-            "pixel_origin": pixel_origin, "faces": [f.to_dict() for f in faces], **extra}
-
-
 def input_key(path: str | Path) -> str:
-    """The key of an input in the JSON Lines file: its resolved path, so that a folder spelled
-    differently (``p500/``, ``./p500``, an absolute path, a link) is still the same input.
-    Relative paths resolve against the working folder."""
+    """The key of an input: its resolved path, so that a folder spelled differently (``p500/``,
+    ``./p500``, an absolute path, a link) is still the same input; the same key as a record's
+    (:func:`asmnet.records.record_key`). Relative paths resolve against the working folder."""
     return os.path.realpath(path)
-
-
-def done_inputs(json_path: Path) -> set[tuple[str, int | None]]:
-    """(input key, frame) pairs already in a JSON Lines file; a half-written or garbled line (a
-    run killed, or a full disk, mid-write) is dropped from the file, so its input runs again."""
-    if not json_path.exists():
-        return set()
-    good, done = [], set()
-    for line in json_path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            rec = json.loads(line)
-            done.add((input_key(rec["file"]), rec.get("frame")))
-            good.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            continue  # interrupted write
-    from .fileio import write_text_atomic
-
-    write_text_atomic(json_path, "".join(g + "\n" for g in good))
-    return done
 
 
 # Suffixes OpenCV writes as colour images; an annotated copy of anything else (.pgm is gray only,
@@ -158,7 +154,12 @@ def output_paths(inputs: list[str], images: list[Path], videos: list[Path], out_
     """Where each input's annotated copy goes: ``out_dir`` / its path relative to the folder
     that holds all the ``inputs`` (one folder given: that folder), with its name and extension
     (videos: ``.mp4`` appended unless they are one). Raises DataError when an output would
-    overwrite an input or two inputs would share one output, before anything is written."""
+    overwrite an input or two inputs would share one output, or when ``out_dir`` is one of the
+    input folders (its copies would be read as inputs by the next run), before anything is written."""
+    out_real = os.path.realpath(out_dir)
+    if any(os.path.isdir(i) and os.path.realpath(i) == out_real for i in inputs):
+        raise DataError(out_dir, "is an input folder: the annotated copies would overwrite the inputs or be read "
+                        "as inputs by the next run; choose an --out folder outside the inputs")
     bases = [os.path.abspath(i) if os.path.isdir(i) else os.path.dirname(os.path.abspath(i))
              for i in inputs if os.path.exists(i)]
     root = Path(os.path.commonpath(bases)) if bases else Path.cwd()
@@ -185,6 +186,34 @@ def output_paths(inputs: list[str], images: list[Path], videos: list[Path], out_
     return plan
 
 
+# The temporaries a killed run leaves beside its outputs: fileio.write_atomic's
+# ".NAME.<8 characters of mkstemp>.tmp" and an annotated video's ".NAME.part.mp4".
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?:[a-z0-9_]{8}\.tmp|part\.mp4)")
+
+
+def remove_stale_temporaries(outputs: list[Path]) -> int:
+    """Delete the temporaries an interrupted run left beside these ``outputs`` (only those named
+    after one of them, so nothing of the user's goes); returns how many were deleted."""
+    by_folder: dict[Path, set[str]] = {}
+    for out in outputs:
+        by_folder.setdefault(out.parent, set()).add(out.name)
+    removed = 0
+    for folder, names in by_folder.items():
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:  # not made yet: nothing left there
+            continue
+        for entry in entries:
+            match = _TEMPORARY.fullmatch(entry.name)
+            if match and match["name"] in names and entry.is_file(follow_symlinks=False):
+                try:
+                    os.unlink(entry.path)
+                    removed += 1
+                except OSError:
+                    pass  # another run's, or already gone: it does no harm
+    return removed
+
+
 # -- per-process state for worker pools ------------------------------------------------------
 _ALIGNER = None
 _INIT_ERROR: str | None = None
@@ -203,9 +232,15 @@ def _make_aligner(opts: PredictOptions, default_threads: int | None = 1):
                        early_stop=opts.early_stop, **opts.detector_options)
 
 
-def _init_worker(opts: PredictOptions) -> None:
-    """Pool initializer. It never raises: a pool whose initializer fails starts new workers forever."""
+def _init_worker(opts: PredictOptions, parent: int | None = None) -> None:
+    """Pool initializer. It never raises: a pool whose initializer fails starts new workers forever.
+
+    The parent handles Ctrl-C (and stops the pool), so a worker ignores SIGINT instead of printing
+    a KeyboardInterrupt traceback; on Linux it also dies with its parent (``parent``: the parent's
+    pid), instead of printing a BrokenPipeError when it writes a result nobody reads."""
     global _ALIGNER, _INIT_ERROR
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent)
     cv2.setNumThreads(1)
     _ALIGNER, _INIT_ERROR = None, None
     try:
@@ -214,6 +249,21 @@ def _init_worker(opts: PredictOptions) -> None:
         _INIT_ERROR = str(exc)
     except Exception as exc:  # noqa: BLE001 - reported once by the parent instead of a hang
         _INIT_ERROR = f"cannot start a worker ({one_line(exc)})"
+
+
+def _die_with_parent(parent: int | None) -> None:
+    """Ask Linux to end this process quietly (SIGTERM) when its parent dies; elsewhere, nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if parent is not None and os.getppid() != parent:  # the parent died before the call
+        os._exit(1)
 
 
 def one_line(exc: BaseException) -> str:
@@ -266,8 +316,7 @@ def process_image(aligner, task: tuple[str, str | None]) -> tuple[dict | None, s
         from .api import at_full_size
 
         faces = [at_full_size(f, factor, aligner.pixel_origin) for f in faces]
-    return (image_record(path, None, (full_size[1], full_size[0]), faces, aligner.model.info.name, aligner.pixel_origin),
-            None, None)
+    return image_record(path, None, full_size, faces, aligner.model.info.name, aligner.pixel_origin), None, None
 
 
 def _failed(report: PredictReport, line: str) -> None:
@@ -276,21 +325,87 @@ def _failed(report: PredictReport, line: str) -> None:
     tqdm.write(f"asmnet: failed: {line}", file=sys.stderr)
 
 
-def _write(sink: TextIO | None, record: dict) -> None:
-    """Append one record and flush it; OutputError (which stops the run) when that fails. A line
-    cut short by a full disk is dropped by the next ``--resume`` (see :func:`done_inputs`)."""
-    if sink is not None:
+class RecordSink:
+    """Where a run's records go: a JSON Lines file, made (or with ``resume`` appended to) at the
+    first record, so that a run that writes none leaves no file and an existing one as it was;
+    standard output (``path == "-"``); or nowhere (``path`` None).
+
+    ``existing``: what ``--resume`` found in the file (see :meth:`repair`)."""
+
+    def __init__(self, path: str | None, resume: bool = False, existing: RecordsFile | None = None):
+        self.path, self.resume, self.existing = path, resume, existing or RecordsFile()
+        self.stream: TextIO | None = sys.stdout if path == STDOUT else None
+        self.name = "standard output" if path == STDOUT else path
+
+    def write(self, record: dict) -> None:
+        """Append one record and flush it; OutputError (which stops the run) when that fails. A
+        line cut short by a full disk is dropped by the next ``--resume``."""
+        if self.path is None:
+            return
         try:
-            sink.write(json_text(record) + "\n")
-            sink.flush()
+            if self.stream is None:
+                self.stream = self._open()
+            self.stream.write(record_text(record) + "\n")
+            self.stream.flush()
         except OSError as exc:
-            raise OutputError(sink.name, f"cannot write the JSON Lines output ({exc.strerror or exc})", exc.errno) from None
+            if isinstance(exc, BrokenPipeError) and self.path == STDOUT:
+                _stdout_to_devnull()  # the reader left (e.g. `| head`): no second error at exit
+            raise OutputError(self.name, f"cannot write the JSON Lines output ({exc.strerror or exc})",
+                              exc.errno) from None
+
+    def repair(self) -> None:
+        """Drop the record an interrupted write cut short at the end of the ``resume`` file (its
+        input runs again), and end a whole last record that lacks it with its newline; every
+        other byte stays as it was. OutputError when the file cannot be changed."""
+        try:
+            if self.existing.torn_tail:
+                os.truncate(self.path, self.existing.complete_bytes)
+            if self.existing.missing_newline:
+                with open(self.path, "a", encoding="utf-8") as stream:
+                    stream.write("\n")
+        except OSError as exc:
+            raise OutputError(self.path, f"cannot write the JSON Lines output ({exc.strerror or exc})",
+                              exc.errno) from None
+        self.existing.torn_tail = self.existing.missing_newline = False
+
+    def _open(self) -> TextIO:
+        path = Path(self.path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "a" if self.resume else "w", encoding="utf-8")
+
+    def close(self) -> None:
+        if self.stream is not None and self.stream is not sys.stdout:
+            try:
+                self.stream.close()
+            except OSError:
+                pass  # a full disk: already reported by write; --resume drops a half-written line
 
 
-def run_images(images: list[Path], plan: dict[Path, Path], opts: PredictOptions, sink, report: PredictReport,
-               done: set) -> None:
-    """Images one by one (or on ``opts.workers`` processes), each record to ``sink``; bad files go
-    to ``report.failures``. Raises :class:`ModelError` when the model or detector is unusable."""
+def _stdout_to_devnull() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def shown_input(file: str) -> str:
+    """A record's file as messages show it: relative to the working folder when inside it."""
+    if not os.path.isabs(file):
+        return shown(file)
+    relative = os.path.relpath(file)
+    return shown(file if relative.startswith(os.pardir) else relative)
+
+
+def _show(show: TextIO | None, lines: list[str]) -> None:
+    if show is not None:
+        for line in lines:
+            tqdm.write(line, file=show)
+
+
+def run_images(images: list[Path], plan: dict[Path, Path], opts: PredictOptions, sink: RecordSink,
+               report: PredictReport, done: set, show: TextIO | None = None) -> None:
+    """Images one by one (or on ``opts.workers`` processes), each record to ``sink`` and, in
+    words, to ``show``; bad files go to ``report.failures``. Raises :class:`ModelError` when the
+    model or detector is unusable."""
     global _ALIGNER, _INIT_ERROR
     tasks = []
     for p in images:
@@ -312,7 +427,7 @@ def run_images(images: list[Path], plan: dict[Path, Path], opts: PredictOptions,
             del aligner
             results = process_tasks(tasks, opts)
             try:
-                _collect(results, sink, report, bar)
+                _collect(results, sink, report, bar, show)
             finally:
                 results.close()  # stops the Ray job (and a local cluster it started) on an error too
         elif opts.workers > 1:
@@ -320,26 +435,46 @@ def run_images(images: list[Path], plan: dict[Path, Path], opts: PredictOptions,
 
             del aligner
             ctx = mp.get_context("spawn")  # a fresh interpreter per worker: no inherited thread pools
-            with ctx.Pool(opts.workers, initializer=_init_worker, initargs=(opts,)) as pool:
+            with _sigint_ignored():  # workers start ignoring Ctrl-C: the parent stops them
+                pool = ctx.Pool(opts.workers, initializer=_init_worker, initargs=(opts, os.getpid()))
+            with pool:
                 results: Iterator = pool.imap_unordered(_process_image, tasks, chunksize=8)
-                _collect(results, sink, report, bar)
+                _collect(results, sink, report, bar, show)
         else:
             cv2.setNumThreads(1)
             _ALIGNER, _INIT_ERROR = aligner, None
-            _collect(map(_process_image, tasks), sink, report, bar)
+            _collect(map(_process_image, tasks), sink, report, bar, show)
     finally:
         bar.close()
 
 
-def _collect(results, sink, report: PredictReport, bar) -> None:
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored inside (in the main thread; elsewhere nothing changes): processes started
+    here inherit that through exec, so a Ctrl-C while they import prints no traceback either."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def _collect(results, sink: RecordSink, report: PredictReport, bar, show: TextIO | None) -> None:
     for record, error, fatal in results:
         if fatal:
             raise AsmnetError(fatal)
         if error:
             _failed(report, error)
         else:
-            _write(sink, record)
+            sink.write(record)
             report.done += 1
+            report.count_faces(record)
+            _show(show, summary_lines(record, shown_input(record["file"])))
         bar.update(1)
 
 
@@ -355,16 +490,17 @@ def opencv_quiet() -> Iterator[None]:
         log.setLogLevel(before)
 
 
-def run_video(source: str | int, opts: PredictOptions, sink, report: PredictReport, done: set,
-              out_file: Path | None = None) -> None:
-    """Track faces through a video file or camera, writing one record per frame. A video that
-    cannot be read, or stops early, is listed in ``report.failures``; the frames read are kept."""
+def run_video(source: str | int, opts: PredictOptions, sink: RecordSink, report: PredictReport, done: set,
+              out_file: Path | None = None, show: TextIO | None = None) -> None:
+    """Track faces through a video file or camera, writing one record per frame to ``sink`` and a
+    line for the whole video to ``show``. A video that cannot be read, or stops early, is listed
+    in ``report.failures``; the frames read are kept."""
     # FFmpeg prints its decoder complaints ("moov atom not found", ...) straight to stderr; the
     # one-line failure below says it better. Read once, when OpenCV first uses FFmpeg.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     try:
-        _track(source, opts, sink, report, done, out_file)
-    except ModelError:
+        _track(source, opts, sink, report, done, out_file, show)
+    except (ModelError, OutputError):  # the JSON Lines output: every later record would fail too
         raise
     except AsmnetError as exc:
         _failed(report, _named(str(source), exc))
@@ -374,13 +510,13 @@ def run_video(source: str | int, opts: PredictOptions, sink, report: PredictRepo
         _failed(report, f"{shown(source)}: {exc.strerror or one_line(exc)}")
 
 
-def _track(source: str | int, opts: PredictOptions, sink, report: PredictReport, done: set,
-           out_file: Path | None) -> None:
+def _track(source: str | int, opts: PredictOptions, sink: RecordSink, report: PredictReport, done: set,
+           out_file: Path | None, show: TextIO | None) -> None:
     from .draw import draw_faces
     from .video import FaceTracker
 
-    name = shown(source)  # for messages; records keep the file name as it is
-    key = input_key(source) if isinstance(source, str) else str(source)
+    name = shown(source)  # for messages; records keep the file's absolute path
+    key = input_key(source) if isinstance(source, str) else None  # a camera's frames are never done
     with opencv_quiet():  # OpenCV's own "[ WARN ]" lines would precede the one-line failure below
         cap = cv2.VideoCapture(source)
     if not cap.isOpened():
@@ -404,6 +540,7 @@ def _track(source: str | int, opts: PredictOptions, sink, report: PredictReport,
         tmp_video = final_video.with_name("." + final_video.name + ".part.mp4")
     bar = tqdm(total=total, desc=Path(name).name, unit="frame", file=sys.stderr, disable=None)
     frame_idx, t0 = 0, time.time()
+    faces_before, flagged_before, tracks = report.faces, report.flagged, set()
     try:
         while opts.max_frames is None or frame_idx < opts.max_frames:
             ok, frame = cap.read()
@@ -412,8 +549,11 @@ def _track(source: str | int, opts: PredictOptions, sink, report: PredictReport,
             tracked = tracker.update(frame, frame_idx / fps)
             faces = [t.face for t in tracked]
             if (key, frame_idx) not in done:
-                _write(sink, image_record(str(source), frame_idx, frame.shape, faces, aligner.model.info.name,
-                                          aligner.pixel_origin, track_ids=[t.id for t in tracked]))
+                record = image_record(source, frame_idx, (frame.shape[1], frame.shape[0]), faces,
+                                      aligner.model.info.name, aligner.pixel_origin, track_ids=[t.id for t in tracked])
+                sink.write(record)
+                report.count_faces(record)
+                tracks.update(record["track_ids"])
             if tmp_video is not None:
                 if writer is None:
                     writer = cv2.VideoWriter(str(tmp_video), cv2.VideoWriter_fourcc(*"mp4v"), fps,
@@ -441,16 +581,27 @@ def _track(source: str | int, opts: PredictOptions, sink, report: PredictReport,
         if total and frame_idx < total and opts.max_frames is None:
             _failed(report, f"{name}: stopped at frame {frame_idx} of {total} (corrupt or truncated video; "
                     "the frames before are kept)")
+        faces, flagged = report.faces - faces_before, report.flagged - flagged_before
+        _show(show, [f"{shown_input(str(source)) if key else name}: {count(frame_idx, 'frame')}, "
+                     f"{count(faces, 'face')} in all ({count(len(tracks), 'track')})"
+                     + (f", {flagged} flagged" if flagged else "")])
         tqdm.write(f"{name}: {frame_idx} frames, {frame_idx / max(1e-9, time.time() - t0):.1f} frames/s, "
                    f"detector ran on {tracker.detector_runs} frames", file=sys.stderr)
 
 
-def predict(inputs: list[str], opts: PredictOptions, webcam: int | None = None) -> PredictReport:
+def predict(inputs: list[str], opts: PredictOptions, webcam: int | None = None,
+            show: TextIO | None = None) -> PredictReport:
     """Run the whole job and return a :class:`PredictReport`; a bad input is listed in its
-    ``failures``, never raised. Raises :class:`DataError` before any work when no input exists,
-    or when an output cannot be written or would overwrite an input, and :class:`ModelError`
-    when the model or detector cannot be loaded or outputs NaN."""
+    ``failures``, never raised. ``show``: where each image's faces (and each video's totals) are
+    written in words, as they come (None: nowhere).
+
+    Raises :class:`DataError` before any work when no input exists, when an output cannot be
+    written, would overwrite an input or is an input folder, or when the ``resume`` file holds
+    lines that are not records or records of another model or pixel origin; :class:`ModelError`
+    when the model or detector cannot be loaded or outputs NaN; AsmnetError for ``resume``
+    without a JSON Lines file (or with standard output)."""
     report = PredictReport()
+    check_outputs(opts)
     max_pixels_limit()  # a bad $ASMNET_MAX_PIXELS fails here once, not for every image
     out_dir = Path(opts.out_dir) if opts.out_dir else None
     images, videos, errors = expand_inputs(inputs, skip=out_dir)
@@ -468,41 +619,66 @@ def predict(inputs: list[str], opts: PredictOptions, webcam: int | None = None) 
     if out_dir is not None:
         plan = output_paths(inputs, images, videos, out_dir)
         check_writable_folder(out_dir)
-    if opts.json_path and input_key(opts.json_path) in {input_key(p) for p in (*images, *videos)}:
-        raise DataError(opts.json_path, "--json names an input file: it would be overwritten")
-    sink, done = _open_output(opts)
+        remove_stale_temporaries(list(plan.values()))
+    sink = _record_sink(opts, {input_key(p) for p in (*images, *videos)})
     try:
-        run_images(images, plan, opts, sink, report, done)
+        run_images(images, plan, opts, sink, report, sink.existing.keys, show)
         for v in videos:
-            run_video(str(v), opts, sink, report, done, plan.get(v))
+            run_video(str(v), opts, sink, report, sink.existing.keys, plan.get(v), show)
         if webcam is not None:
-            run_video(webcam, opts, sink, report, done)
+            run_video(webcam, opts, sink, report, sink.existing.keys, show=show)
     finally:
-        if sink is not None:
-            try:
-                sink.close()
-            except OSError:
-                pass  # a full disk: already reported by _write; --resume drops a half-written line
+        sink.close()
     return report
 
 
-def _open_output(opts: PredictOptions) -> tuple[TextIO | None, set]:
-    """The JSON Lines file, open for writing, and the inputs it already holds (with ``resume``)."""
-    if not opts.json_path:
-        return None, set()
-    path = Path(opts.json_path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        done = done_inputs(path) if opts.resume else set()
-        return open(path, "a" if opts.resume else "w", encoding="utf-8"), done
-    except OSError as exc:
-        raise DataError(path, f"cannot write the JSON Lines output ({exc.strerror or exc})") from None
+def check_outputs(opts: PredictOptions) -> None:
+    """AsmnetError, in one line, for output settings that cannot mean anything: an empty file or
+    folder name, ``resume`` without a JSON Lines file, or with standard output."""
+    if opts.json_path == "":
+        raise AsmnetError("--json: an empty file name (give a file, or - for standard output)")
+    if opts.out_dir == "":
+        raise AsmnetError("--out: an empty folder name")
+    if opts.resume and not opts.json_path:
+        raise AsmnetError("--resume skips the inputs already in the --json file: give that --json file")
+    if opts.resume and opts.json_path == STDOUT:
+        raise AsmnetError("--resume reads the --json file back: it cannot resume standard output (--json -)")
+
+
+def _record_sink(opts: PredictOptions, input_keys: set[str]) -> RecordSink:
+    """The run's :class:`RecordSink`, after every check that can be made before the work: the
+    file is writable and no input, and with ``resume`` holds only records of this model and
+    pixel origin (their inputs are then skipped)."""
+    path = opts.json_path
+    if not path or path == STDOUT:
+        return RecordSink(path)
+    if input_key(path) in input_keys:
+        raise DataError(path, "--json names an input file: it would be overwritten")
+    check_writable_file(path)
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise OutputError(path, "cannot write the JSON Lines output (Permission denied)", errno.EACCES)
+    if not opts.resume:
+        return RecordSink(path)
+    existing = read_records_file(path)
+    if existing.settings:
+        check_same_settings(path, existing, _model_name(opts), opts.pixel_origin)
+    sink = RecordSink(path, resume=True, existing=existing)
+    sink.repair()
+    return sink
+
+
+def _model_name(opts: PredictOptions) -> str:
+    """The name the records of ``opts.model`` carry (the model is loaded, not the detector)."""
+    from .runtime import load_model
+
+    return load_model(opts.model, backend=opts.backend, threads=1).info.name
 
 
 def summary_line(report: PredictReport) -> str:
-    """One line for the end of a run: done, already there, failed."""
+    """One line for the end of a run: inputs done, already there and failed, faces found and flagged."""
     return (f"asmnet: {report.done} done, {report.skipped} already in the output, "
-            f"{len(report.failures)} failed")
+            f"{len(report.failures)} failed; {count(report.faces, 'face')} found, {report.flagged} flagged")
 
 
-__all__ = ["PredictOptions", "PredictReport", "expand_inputs", "predict"]
+__all__ = ["PredictOptions", "PredictReport", "RecordSink", "check_outputs", "expand_inputs", "predict",
+           "remove_stale_temporaries", "summary_line"]
