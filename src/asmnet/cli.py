@@ -464,13 +464,16 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     from .inference import DEFAULT_REFINE
 
     p = sub.add_parser("predict", help="landmarks + pose for images, folders, videos or a webcam",
-                       description="Writes annotated images/videos (--out) and one JSON record per image or "
-                       "frame (--json, JSON Lines, streamed). Exit 0: all inputs done; 1: some failed; 2: none.")
+                       description="Prints each image's faces (box, pose, quality, flagged) and writes annotated "
+                       "images/videos (--out) and one JSON record per image or frame (--json, JSON Lines, "
+                       "streamed). Exit 0: all inputs done; 1: some failed; 2: none.")
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders (recursive) or video files")
     p.add_argument("--webcam", nargs="?", const=0, type=whole(0, 1024), default=None, metavar="INDEX",
                    help="track faces live from camera INDEX (default 0) until Ctrl-C or --max-frames")
     p.add_argument("--out", default=None, metavar="DIR", help="write annotated images / videos here")
-    p.add_argument("--json", default=None, metavar="FILE", help="JSON Lines output, one record per image/frame")
+    p.add_argument("--json", default=None, metavar="FILE",
+                   help="JSON Lines output, one record per image/frame; - writes them to standard output "
+                   "(the faces in words then go to standard error)")
     add_model_flags(p, threads_help="inference threads per process (default: 1 for images, one process per "
                     "--workers; ONNX Runtime's choice for videos)")
     p.add_argument("--min-score", type=number(), default=None, help="drop detections scoring below this")
@@ -482,7 +485,9 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rotation-search", action="store_true",
                    help="when no face is found upright, search the image turned by 90, 180 and 270 degrees")
     p.add_argument("--workers", type=whole(1, 256), default=1, help="processes for image folders")
-    p.add_argument("--resume", action="store_true", help="skip inputs already in the --json file")
+    p.add_argument("--resume", action="store_true",
+                   help="skip inputs already in the --json file and append to it (refused when it holds other "
+                   "lines, or records of another --model or --pixel-origin)")
     add_engine_flags(p, local="processes of this machine (--workers)", ray="images only")
     p.add_argument("--redetect-every", type=whole(1, 1_000_000), default=15, metavar="K",
                    help="video: re-run the detector every K frames")
@@ -517,7 +522,7 @@ def ray_options(args: argparse.Namespace) -> RayOptions | None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import PredictOptions, predict, summary_line
+    from .predict import STDOUT, PredictOptions, predict, summary_line
 
     if not args.inputs and args.webcam is None:
         return _fail("give images, folders, videos or --webcam")
@@ -528,7 +533,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
                           pixel_origin=args.pixel_origin, detector_options=detector_options(args),
                           refine=args.refine, straighten=not args.no_straighten, rotation_search=args.rotation_search,
                           early_stop=not args.no_early_stop, ray=ray_options(args))
-    report = predict(args.inputs, opts, webcam=args.webcam)
+    # the faces in words go to standard output, unless the records do (--json -)
+    show = sys.stderr if args.json == STDOUT else sys.stdout
+    report = predict(args.inputs, opts, webcam=args.webcam, show=show)
     print(summary_line(report), file=sys.stderr)
     return _batch_status(report.failures, bool(report.done or report.skipped))
 
