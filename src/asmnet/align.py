@@ -20,7 +20,6 @@ Matrices map OpenCV pixel positions of the image (first pixel's centre at 0) to 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -182,26 +181,30 @@ def protected_inputs(images: list[Path], fmt: str) -> frozenset[str]:
 def align_file(aligner: Any, path: str | Path, base: Path, template: str, size: int, fmt: str = "png",
                protected: frozenset[str] = frozenset()) -> dict:
     """Align the faces of one image file and write each crop as ``BASE.faceK.FMT`` (atomically);
-    returns the JSON record (the faces' records with ``crop``, ``matrix`` and ``crop_landmarks``).
+    returns its record (:func:`asmnet.records.with_crops`: ``predict``'s record with the ``template``,
+    ``size``, and each face's ``crop``, ``matrix`` and ``crop_landmarks``).
     Raises DataError for an unreadable image or a crop path that is one of the ``protected``
     (input) files, OSError when a crop cannot be written. :func:`align_task` wraps it for the
     engines of ``asmnet align``."""
     from .draw import write_image
     from .errors import DataError
     from .formats import read_image
+    from .records import image_record, record_file, with_crops
 
     image = read_image(path)
     aligned = aligner.align(image, size=size, template=template, channel_order="bgr")
-    faces = []
+    crops = []
     for k, item in enumerate(aligned):
         crop_file = base.with_name(f"{base.name}.face{k}.{fmt}")
         if _crop_target(crop_file) in protected:
             raise DataError(crop_file, "a crop would overwrite an input: choose an --out folder outside the inputs")
         write_image(crop_file, item.image)
-        faces.append({**item.to_dict(), "crop": str(crop_file)})
-    return {"file": str(path), "image_size": [int(image.shape[1]), int(image.shape[0])],
-            "model": aligner.model.info.name, "pixel_origin": aligner.pixel_origin, "template": template,
-            "size": size, "faces": faces}
+        placed = item.to_dict()
+        crops.append({"crop": record_file(crop_file), "matrix": placed["matrix"],
+                      "crop_landmarks": placed["crop_landmarks"]})
+    record = image_record(path, None, (image.shape[1], image.shape[0]), [item.face for item in aligned],
+                          aligner.model.info.name, aligner.pixel_origin)
+    return with_crops(record, template, size, crops)  # predict's record, plus the crops
 
 
 def align_task(aligner: Any, path: str, base: str | Path, crops: CropSettings) -> tuple[dict | None, str | None, str | None]:
@@ -250,6 +253,7 @@ def align_inputs(inputs: list[str], out_dir: str | Path, aligner: Any = None, te
     from .errors import AsmnetError, DataError, ModelError
     from .fileio import write_text_atomic
     from .predict import PredictOptions, _make_aligner, expand_inputs
+    from .records import record_text
 
     options = options if options is not None else PredictOptions()
     ray = options.engine != "local"
@@ -304,5 +308,5 @@ def align_inputs(inputs: list[str], out_dir: str | Path, aligner: Any = None, te
         else:
             records.append(record)
     index_file = Path(json_path) if json_path else out_dir / "aligned.jsonl"
-    write_text_atomic(index_file, "".join(json.dumps(r) + "\n" for r in records))
+    write_text_atomic(index_file, "".join(record_text(r) + "\n" for r in records))
     return records, failures
