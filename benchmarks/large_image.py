@@ -47,7 +47,7 @@ def main() -> None:
     box = [(width / 2 - 200, height / 2 - 200, width / 2 + 200, height / 2 + 200)]
     aligner = FaceAligner(threads=1)
     results = {
-        "rgb_ms": cpu_ms(lambda: aligner(rgb, boxes=box), args.repeats),
+        "rgb_ms": cpu_ms(lambda: aligner(rgb, boxes=box, channel_order="rgb"), args.repeats),
         "bgr_ms": cpu_ms(lambda: aligner(bgr, boxes=box, channel_order="bgr"), args.repeats),
         "network_ms": cpu_ms(lambda: aligner.model.run(np.zeros((1, 128, 128, 3), np.uint8)), args.repeats),
     }

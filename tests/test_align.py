@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from asmnet import FaceAligner
+from asmnet import DataError, FaceAligner
 from asmnet.align import ARCFACE_112, DEFAULT_SIZES, five_points, template_matrix
 from asmnet.cli import main
 from asmnet.geometry import similarity_transform, transform_points
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "model.json").exists(),
 @pytest.fixture(scope="module")
 def astronaut() -> np.ndarray:
     skdata = pytest.importorskip("skimage.data", reason="the test photo comes from scikit-image")
-    return skdata.astronaut()  # RGB
+    return np.ascontiguousarray(skdata.astronaut()[:, :, ::-1])  # BGR: what an array means by default
 
 
 @pytest.fixture(scope="module")
@@ -51,16 +51,16 @@ def test_arcface_crop_puts_the_five_points_on_the_template(astronaut, aligner):
 
 def test_every_template_upright_and_centred(astronaut, aligner):
     for template, size in DEFAULT_SIZES.items():
-        (item,) = aligner.align(astronaut, template=template, channel_order="bgr")
+        (item,) = aligner.align(astronaut, template=template)
         assert item.image.shape == (size, size, 3)
         eyes = five_points(item.landmarks)[:2]
         assert abs(eyes[0, 1] - eyes[1, 1]) < 0.03 * size  # eyes level: the roll is taken out
         centre = item.landmarks.mean(0)
         assert np.all(np.abs(centre - size / 2) < 0.2 * size), (template, centre)
-    rgb = aligner.align(astronaut, template="ffhq", size=64)[0]
-    bgr = aligner.align(np.ascontiguousarray(astronaut[:, :, ::-1]), template="ffhq", size=64, channel_order="bgr")[0]
+    bgr = aligner.align(astronaut, template="ffhq", size=64)[0]
+    rgb = aligner.align(np.ascontiguousarray(astronaut[:, :, ::-1]), template="ffhq", size=64, channel_order="rgb")[0]
     np.testing.assert_array_equal(rgb.image, bgr.image[:, :, ::-1])  # crops come in the input's channel order
-    with pytest.raises(ValueError, match="unknown template"):
+    with pytest.raises(DataError, match="unknown template"):
         aligner.align(astronaut, template="mtcnn")
 
 
@@ -81,8 +81,8 @@ def test_batch_and_directory_calls(astronaut, aligner, tmp_path):
     assert [len(f) for f in batch] == [1, 1]
     np.testing.assert_allclose(batch[0][0].landmarks, aligner(astronaut)[0].landmarks)
     (tmp_path / "sub").mkdir()
-    cv2.imwrite(str(tmp_path / "a.png"), astronaut[:, :, ::-1])
-    cv2.imwrite(str(tmp_path / "sub" / "b.jpg"), flipped[:, :, ::-1])
+    cv2.imwrite(str(tmp_path / "a.png"), astronaut)
+    cv2.imwrite(str(tmp_path / "sub" / "b.jpg"), flipped)
     (tmp_path / "bad.jpg").write_text("not a picture")
     found = aligner.predict_directory(tmp_path, skip_errors=True)
     assert sorted(found) == [str(tmp_path / "a.png"), str(tmp_path / "sub" / "b.jpg")]
@@ -97,9 +97,9 @@ def test_align_command_writes_crops_and_json_and_never_overwrites_inputs(astrona
     src = tmp_path / "in"
     (src / "r1").mkdir(parents=True)
     (src / "r2").mkdir()
-    cv2.imwrite(str(src / "r1" / "x.jpg"), astronaut[:, :, ::-1])
-    cv2.imwrite(str(src / "r2" / "x.jpg"), astronaut[:, :, ::-1])
-    cv2.imwrite(str(src / "r1" / "x.png"), astronaut[:, :, ::-1])
+    cv2.imwrite(str(src / "r1" / "x.jpg"), astronaut)
+    cv2.imwrite(str(src / "r2" / "x.jpg"), astronaut)
+    cv2.imwrite(str(src / "r1" / "x.png"), astronaut)
     out = tmp_path / "aligned"
     rc = main(["align", str(src), "--out", str(out), "--template", "ffhq", "--size", "96", "--min-score", "0.3"])
     assert rc == 0, capsys.readouterr().err
@@ -122,7 +122,7 @@ def test_align_command_writes_crops_and_json_and_never_overwrites_inputs(astrona
 def test_align_command_passes_the_detector_options(astronaut, tmp_path, capsys):
     # --detector-model / --min-face / --upsample reach the detector, as in predict
     photo = tmp_path / "a.png"
-    cv2.imwrite(str(photo), astronaut[:, :, ::-1])
+    cv2.imwrite(str(photo), astronaut)
     out = tmp_path / "aligned"
     assert main(["align", str(photo), "--out", str(out), "--detector-model", str(tmp_path / "missing.onnx")]) == 2
     err = capsys.readouterr().err

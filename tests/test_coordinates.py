@@ -35,7 +35,7 @@ def picture() -> np.ndarray:
 def test_default_is_opencv_pixels_and_origin_one_is_the_annotation_convention(picture):
     zero, one = FaceAligner(), FaceAligner(pixel_origin=1)
     assert zero.pixel_origin == 0.0 and one.pixel_origin == 1.0
-    a, b = zero(picture, boxes=BOX)[0], one(picture, boxes=BOX + 1)[0]
+    a, b = zero(picture, boxes=BOX, channel_order="rgb")[0], one(picture, boxes=BOX + 1, channel_order="rgb")[0]
     np.testing.assert_allclose(a.landmarks + 1, b.landmarks, atol=1e-9)
     np.testing.assert_allclose(a.box + 1, b.box)
     # the network side: boxes and predictions in the iBUG files' convention (what evaluate compares)
@@ -48,7 +48,7 @@ def test_a_model_without_the_origin_fix_is_shifted_too(picture):
     model = load_model("paper224")
     assert model.info.label_origin == 0.0 and model.info.annotation_origin == 1.0
     aligner = FaceAligner(model="paper224")
-    face = aligner(picture, boxes=BOX)[0]
+    face = aligner(picture, boxes=BOX, channel_order="rgb")[0]
     raw = align_boxes(model, np.ascontiguousarray(picture[:, :, ::-1]), BOX + 1, refine=aligner.refine,
                       straighten=aligner.straighten).landmarks
     np.testing.assert_allclose(face.landmarks, raw[0] - 1, atol=1e-9)
@@ -57,7 +57,7 @@ def test_a_model_without_the_origin_fix_is_shifted_too(picture):
 def test_evaluate_compares_in_the_annotations_convention(picture, tmp_path):
     path = tmp_path / "face.png"
     cv2.imwrite(str(path), picture[:, :, ::-1])
-    face = FaceAligner(pixel_origin=1)(picture, boxes=BOX + 1)[0]
+    face = FaceAligner(pixel_origin=1)(picture, boxes=BOX + 1, channel_order="rgb")[0]
     points = face.landmarks + np.random.default_rng(1).normal(0, 2, face.landmarks.shape)
     model = load_model(None)
     one_based = evaluate(model, [FaceRecord(path, points, key="x/face")], progress=False)
@@ -69,7 +69,8 @@ def test_evaluate_compares_in_the_annotations_convention(picture, tmp_path):
 
 
 def test_drawing_puts_points_on_the_same_pixels_in_either_convention(picture):
-    zero, one = FaceAligner()(picture, boxes=BOX), FaceAligner(pixel_origin=1)(picture, boxes=BOX + 1)
+    zero = FaceAligner()(picture, boxes=BOX, channel_order="rgb")
+    one = FaceAligner(pixel_origin=1)(picture, boxes=BOX + 1, channel_order="rgb")
     canvas = np.zeros((200, 220, 3), np.uint8)
     np.testing.assert_array_equal(draw_faces(canvas, zero), draw_faces(canvas, one, pixel_origin=1))
 
@@ -87,10 +88,10 @@ def test_only_the_crop_is_converted_and_every_layout_gives_the_same_points(pictu
     pixels, order = as_pixels(picture, "rgb")
     assert order == "rgb" and np.shares_memory(pixels, picture)  # no copy of the picture
     aligner = FaceAligner()
-    ref = aligner(picture, boxes=BOX)[0].landmarks
+    ref = aligner(picture, boxes=BOX, channel_order="rgb")[0].landmarks
     bgr = np.ascontiguousarray(picture[:, :, ::-1])
     rgba = np.dstack([picture, np.full(picture.shape[:2], 255, np.uint8)])
-    for image, kw in ((bgr, {"channel_order": "bgr"}), (rgba, {}), (picture[:, :, ::-1], {"channel_order": "bgr"})):
+    for image, kw in ((bgr, {}), (rgba, {"channel_order": "rgb"}), (picture[:, :, ::-1], {"channel_order": "bgr"})):
         np.testing.assert_allclose(aligner(image, boxes=BOX, **kw)[0].landmarks, ref, atol=1e-9)
     gray = cv2.cvtColor(picture, cv2.COLOR_RGB2GRAY)
     gray_ref = aligner(np.dstack([gray] * 3), boxes=BOX)[0].landmarks

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 TEMPLATES = ("arcface", "ffhq", "dlib")
 DEFAULT_SIZES = {"arcface": 112, "ffhq": 256, "dlib": 150}
+CROP_SIZES = (16, 4096)  # the crop sides (pixels) FaceAligner.align and asmnet align --size take
 DLIB_PADDING = 0.2
 # InsightFace's ArcFace template for 112 x 112 crops (pixel positions): the eye on the image's
 # left, the other eye, the nose tip, the mouth corner on the image's left, the other corner.
@@ -62,6 +63,11 @@ class AlignedFace:
     face: Any
     template: str
 
+    def __repr__(self) -> str:
+        """One short line (the crop's pixels are in ``image``)."""
+        side = self.image.shape[0] if getattr(self.image, "ndim", 0) >= 2 else "?"
+        return f"AlignedFace({self.template!r}, {side}x{side} crop, face={self.face!r})"
+
     def to_dict(self, decimals: int = 2) -> dict[str, Any]:
         """JSON-ready: the face's record plus the matrix and the crop's landmarks."""
         return {**self.face.to_dict(decimals), "template": self.template, "size": int(self.image.shape[0]),
@@ -69,15 +75,21 @@ class AlignedFace:
                 "crop_landmarks": np.round(self.landmarks, decimals).tolist()}
 
 
-def check_template(template: str, size: int | None) -> int:
-    """The crop side for ``template`` (``size`` or the template's default); ValueError for an
-    unknown template or a size below 16."""
-    if template not in TEMPLATES:
-        raise ValueError(f"unknown template {template!r} (choose from: {', '.join(TEMPLATES)})")
-    size = DEFAULT_SIZES[template] if size is None else int(size)
-    if size < 16:
-        raise ValueError(f"crop size must be at least 16 pixels, got {size}")
-    return size
+def check_template(template: Any, size: Any) -> int:
+    """The crop side for ``template`` (``size`` or the template's default); SettingError (a
+    DataError and a ValueError) for an unknown template or a size that is not a whole number in
+    :data:`CROP_SIZES`."""
+    from .errors import SettingError
+
+    if not isinstance(template, str) or template not in TEMPLATES:
+        raise SettingError(None, f"unknown template {template!r} (choose from: {', '.join(TEMPLATES)})")
+    if size is None:
+        return DEFAULT_SIZES[template]
+    whole = isinstance(size, (int, np.integer)) or (isinstance(size, (float, np.floating)) and float(size).is_integer())
+    low, high = CROP_SIZES
+    if isinstance(size, bool) or not whole or not low <= size <= high:
+        raise SettingError(None, f"crop size must be a whole number of pixels in {low}..{high}, got {size!r}")
+    return int(size)
 
 
 def five_points(landmarks: np.ndarray) -> np.ndarray:
@@ -163,6 +175,7 @@ class CropSettings:
     size: int
     fmt: str = "png"
     protected: frozenset[str] = frozenset()
+    skip_flagged: bool = False  # no crop for a face flagged as a likely failure (--skip-flagged)
 
 
 def _crop_target(crop_file: Path) -> str:
@@ -179,10 +192,11 @@ def protected_inputs(images: list[Path], fmt: str) -> frozenset[str]:
 
 
 def align_file(aligner: Any, path: str | Path, base: Path, template: str, size: int, fmt: str = "png",
-               protected: frozenset[str] = frozenset()) -> dict:
+               protected: frozenset[str] = frozenset(), skip_flagged: bool = False) -> dict:
     """Align the faces of one image file and write each crop as ``BASE.faceK.FMT`` (atomically);
     returns its record (:func:`asmnet.records.with_crops`: ``predict``'s record with the ``template``,
-    ``size``, and each face's ``crop``, ``matrix`` and ``crop_landmarks``).
+    ``size``, and each face's ``crop``, ``matrix`` and ``crop_landmarks``;
+    with ``skip_flagged`` the flagged faces have neither crop nor record).
     Raises DataError for an unreadable image or a crop path that is one of the ``protected``
     (input) files, OSError when a crop cannot be written. :func:`align_task` wraps it for the
     engines of ``asmnet align``."""
@@ -192,7 +206,7 @@ def align_file(aligner: Any, path: str | Path, base: Path, template: str, size: 
     from .records import image_record, record_file, with_crops
 
     image = read_image(path)
-    aligned = aligner.align(image, size=size, template=template, channel_order="bgr")
+    aligned = aligner.align(image, size=size, template=template, channel_order="bgr", skip_flagged=skip_flagged)
     crops = []
     for k, item in enumerate(aligned):
         crop_file = base.with_name(f"{base.name}.face{k}.{fmt}")
@@ -217,7 +231,8 @@ def align_task(aligner: Any, path: str, base: str | Path, crops: CropSettings) -
     from .predict import one_line
 
     try:
-        return align_file(aligner, path, Path(base), crops.template, crops.size, crops.fmt, crops.protected), None, None
+        return (align_file(aligner, path, Path(base), crops.template, crops.size, crops.fmt, crops.protected,
+                           crops.skip_flagged), None, None)
     except ModelError as exc:
         return None, None, str(exc)
     except AsmnetError as exc:
@@ -233,7 +248,7 @@ def align_task(aligner: Any, path: str, base: str | Path, crops: CropSettings) -
 
 def align_inputs(inputs: list[str], out_dir: str | Path, aligner: Any = None, template: str = "arcface",
                  size: int | None = None, fmt: str = "png", json_path: str | Path | None = None,
-                 options: PredictOptions | None = None) -> tuple[list[dict], list[str]]:
+                 options: PredictOptions | None = None, skip_flagged: bool = False) -> tuple[list[dict], list[str]]:
     """``asmnet align``: the images of ``inputs`` (files, folders searched recursively) aligned
     into ``out_dir`` (crops named after each input's path relative to the inputs' common folder,
     see :func:`crop_paths`) with a JSON Lines index at ``json_path`` (default OUT/aligned.jsonl),
@@ -244,10 +259,12 @@ def align_inputs(inputs: list[str], out_dir: str | Path, aligner: Any = None, te
     images go to the actors of a Ray cluster (``options.ray``, see :mod:`asmnet.ray_engine`):
     each actor builds the aligner of ``options`` and writes the crops, and the records, crop
     files and failures are those of the local engine (``aligner`` must then be None).
+    ``skip_flagged``: no crop (and no record) for faces flagged as likely failures.
 
     Returns (records, one line per failed input). Raises DataError when ``out_dir`` is an input
     folder or nothing can be read, ModelError for a model or detector problem (which would fail
-    every image), AsmnetError for a Ray cluster that cannot run the job."""
+    every image, or ``skip_flagged`` with a model without a quality threshold), AsmnetError for a
+    Ray cluster that cannot run the job."""
     from tqdm import tqdm
 
     from .errors import AsmnetError, DataError, ModelError
@@ -274,14 +291,15 @@ def align_inputs(inputs: list[str], out_dir: str | Path, aligner: Any = None, te
     failures += [f"{v}: a video (asmnet align takes images; asmnet predict tracks videos)" for v in videos]
     if not images:
         raise DataError(None, "no images found in the inputs" + (f" ({failures[0]})" if failures else ""))
-    crops = CropSettings(template, size, fmt, protected_inputs(images, fmt))
+    crops = CropSettings(template, size, fmt, protected_inputs(images, fmt), bool(skip_flagged))
     plan = crop_paths(images, inputs, out_dir)
     tasks = [(str(p), str(plan[p])) for p in images]
     if aligner is None:
         # the local engine's aligner; for Ray, built here once too, so that a bad model or
         # detector fails in one line before any cluster starts
         aligner = _make_aligner(options, default_threads=None)
-        aligner.detector  # noqa: B018 - builds the detector now
+    if skip_flagged and aligner.quality_threshold is None:  # every image would fail the same way
+        raise ModelError(None, f"--skip-flagged needs a quality threshold: {aligner.quality_note}")
     if ray:
         from .ray_engine import run_tasks
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,12 +12,25 @@ from typing import Any
 import numpy as np
 
 from .align import AlignedFace
-from .errors import AsmnetError, DataError, first_line
+from .errors import AsmnetError, AsmnetWarning, DataError, ModelError, SettingError, first_line
 from .formats import decode_image_array, image_pixels, read_image, to_bgr, to_rgb
 from .formats.image import read_image_reduced
 from .geometry import invert_affine, tight_box, transform_points
 from .inference import DEFAULT_REFINE, EARLY_STOP, align_boxes, model_quality_kind
 from .runtime import load_model
+
+CHANNEL_ORDERS = ("bgr", "rgb")
+# what an image array means when nothing says otherwise: OpenCV's order, as cv2.imread and
+# cv2.VideoCapture give it (paths and PIL images carry their own order); FaceAligner and
+# FaceTracker take the same default
+DEFAULT_CHANNEL_ORDER = "bgr"
+MAX_REFINE = 5  # second-look passes, as asmnet predict --refine takes them
+MAX_THREADS = 1024  # as --threads takes them
+
+
+class UnflaggedWarning(AsmnetWarning):
+    """A FaceAligner whose model has no quality threshold for its score: ``Face.flagged`` is None
+    (not judged) rather than False. The command line prints it as one ``asmnet: note:`` line."""
 
 
 @dataclass
@@ -40,15 +54,24 @@ class Face:
     a face turned far from upright or a misplaced box does), without a second look the gap to
     the mirrored crop's prediction (``flip_tta``), else the distance from the shape model. Above
     ``FaceAligner.quality_threshold`` (the model's threshold for that score, set to flag 5 % of
-    validation faces) the face is ``flagged`` as a likely failure."""
+    validation faces) the face is ``flagged`` as a likely failure; ``flagged`` is None when the
+    model has no threshold for the score (not judged, see ``FaceAligner.quality_note``)."""
 
     box: np.ndarray
     score: float
     landmarks: np.ndarray
     pose: np.ndarray
     quality: float
-    flagged: bool = False
+    flagged: bool | None = False
     detector_box: np.ndarray | None = None
+
+    def __repr__(self) -> str:
+        """One short line: the arrays are summarised (``face.landmarks`` holds the points)."""
+        box = ", ".join(f"{float(v):.1f}" for v in self.box)
+        yaw, pitch, roll = (float(v) for v in self.pose)
+        return (f"Face(box=({box}), score={float(self.score):.3g}, {len(self.landmarks)} landmarks, "
+                f"pose=(yaw {yaw:+.1f}, pitch {pitch:+.1f}, roll {roll:+.1f}), quality={float(self.quality):.3g}, "
+                f"flagged={self.flagged}{'' if self.detector_box is None else ', detected'})")
 
     @property
     def yaw(self) -> float:
@@ -72,15 +95,22 @@ class Face:
             "pose": {"yaw": round(self.yaw, decimals), "pitch": round(self.pitch, decimals),
                      "roll": round(self.roll, decimals)},
             "quality": round(float(self.quality), 5),
-            "flagged": bool(self.flagged),
+            "flagged": None if self.flagged is None else bool(self.flagged),
         }
 
 
-def as_bgr(image: Any, channel_order: str = "rgb") -> np.ndarray:
-    """A path, a NumPy array (gray, RGB/BGR per ``channel_order``, RGBA) or a PIL image -> BGR
+def check_channel_order(channel_order: Any) -> str:
+    """``channel_order`` if it is "bgr" or "rgb"; SettingError otherwise."""
+    if not isinstance(channel_order, str) or channel_order not in CHANNEL_ORDERS:
+        raise SettingError(None, f"channel_order must be 'bgr' (OpenCV) or 'rgb' (PIL, matplotlib, skimage), "
+                           f"got {channel_order!r}")
+    return channel_order
+
+
+def as_bgr(image: Any, channel_order: str = DEFAULT_CHANNEL_ORDER) -> np.ndarray:
+    """A path, a NumPy array (gray, BGR/RGB per ``channel_order``, BGRA) or a PIL image -> BGR
     uint8; DataError for anything that cannot be read (a truncated or closed PIL image too)."""
-    if channel_order not in ("rgb", "bgr"):
-        raise DataError(None, f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
+    check_channel_order(channel_order)
     if isinstance(image, (str, Path)):
         return read_image(image)
     if hasattr(image, "mode") and hasattr(image, "convert"):  # PIL image, without importing PIL
@@ -95,11 +125,10 @@ def to_channels(pixels: np.ndarray, order: str, wanted: str) -> np.ndarray:
     return to_rgb(pixels, order) if wanted == "rgb" else to_bgr(pixels, order)
 
 
-def as_pixels(image: Any, channel_order: str = "rgb") -> tuple[np.ndarray, str]:
+def as_pixels(image: Any, channel_order: str = DEFAULT_CHANNEL_ORDER) -> tuple[np.ndarray, str]:
     """Like :func:`as_bgr`, but an array is only checked, not converted: (pixels, their channel
     order). The aligner converts just the face crops, which keeps large pictures cheap."""
-    if channel_order not in ("rgb", "bgr"):
-        raise DataError(None, f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
+    check_channel_order(channel_order)
     if isinstance(image, np.ndarray):
         return image_pixels(image, channel_order), channel_order
     return as_bgr(image), "bgr"
@@ -151,30 +180,63 @@ def boxes_array(boxes: Any) -> np.ndarray:
     return array
 
 
+def _real(value: Any) -> bool:
+    """A number (not a bool)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _whole(value: Any) -> bool:
+    """A whole number (not a bool)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def _check_settings(model: Any, detector: Any, backend: Any, threads: Any, asm_blend: Any, min_score: Any,
-                    switches: dict[str, Any]) -> None:
-    """DataError for a FaceAligner setting of the wrong type or out of range (before any loading)."""
+                    pixel_origin: Any, refine: Any, switches: dict[str, Any]) -> None:
+    """SettingError for a FaceAligner setting of the wrong type or out of range (before any
+    loading); the limits are the command line's."""
     from .runtime import BACKENDS
 
-    def real(value: Any) -> bool:
-        return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-
     if model is not None and not isinstance(model, (str, Path)):
-        raise DataError(None, f"model must be a name, a path or None, got {type(model).__name__}")
-    if not isinstance(detector, str) and not (hasattr(detector, "detect") and hasattr(detector, "name")):
-        raise DataError(None, f"detector must be a name or an object with .detect(image) and .name, got {detector!r}")
+        raise SettingError(None, f"model must be a name, a path or None, got {type(model).__name__}")
+    if detector is not None and not isinstance(detector, str) and not (hasattr(detector, "detect")
+                                                                       and hasattr(detector, "name")):
+        raise SettingError(None, "detector must be a name, an object with .detect(image) and .name, or None "
+                           f"(boxes only), got {detector!r}")
     if backend not in BACKENDS:
-        raise DataError(None, f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if threads is not None and not (isinstance(threads, (int, np.integer)) and not isinstance(threads, bool)
-                                    and threads >= 1):
-        raise DataError(None, f"threads must be a whole number >= 1 or None, got {threads!r}")
-    if not (real(asm_blend) and 0.0 <= asm_blend <= 1.0):
-        raise DataError(None, f"asm_blend must be a number in [0, 1], got {asm_blend!r}")
-    if min_score is not None and not (real(min_score) and np.isfinite(min_score)):
-        raise DataError(None, f"min_score must be a finite number or None, got {min_score!r}")
+        raise SettingError(None, f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if threads is not None and not (_whole(threads) and 1 <= threads <= MAX_THREADS):
+        raise SettingError(None, f"threads must be a whole number in 1..{MAX_THREADS} or None, got {threads!r}")
+    if not (_real(asm_blend) and 0.0 <= asm_blend <= 1.0):
+        raise SettingError(None, f"asm_blend must be a number in [0, 1], got {asm_blend!r}")
+    if min_score is not None and not (_real(min_score) and np.isfinite(min_score)):
+        raise SettingError(None, f"min_score must be a finite number or None, got {min_score!r}")
+    if not (_real(pixel_origin) and np.isfinite(pixel_origin)):
+        raise SettingError(None, f"pixel_origin must be a finite number (0: OpenCV, 1: iBUG .pts), got {pixel_origin!r}")
+    if not (_whole(refine) and 0 <= refine <= MAX_REFINE):
+        raise SettingError(None, f"refine must be a whole number in 0..{MAX_REFINE}, got {refine!r}")
     for name, value in switches.items():  # on/off settings: "no" or 0.5 would silently mean on
         if not isinstance(value, (bool, np.bool_)):
-            raise DataError(None, f"{name} must be True or False, got {value!r}")
+            raise SettingError(None, f"{name} must be True or False, got {value!r}")
+
+
+def _make_detector(spec: Any, options: dict[str, Any]) -> Any:
+    """The face detector of a FaceAligner: built from a name with ``options``, the object given,
+    or None. SettingError for an unknown name or a bad option, ModelError when it cannot be built here."""
+    if spec is None or not isinstance(spec, str):
+        if options:
+            what = "no detector (detector=None)" if spec is None else "a detector object"
+            raise SettingError(None, f"detector options {sorted(options)} given with {what}")
+        return spec
+    from .detection import DetectorOptionError, UnknownDetectorError, make_detector
+
+    try:
+        return make_detector(spec, **options)
+    except (UnknownDetectorError, DetectorOptionError) as exc:
+        raise SettingError(None, exc.problem) from None
+    except AsmnetError:
+        raise
+    except (TypeError, ValueError) as exc:  # a detector option of the wrong type or range
+        raise SettingError(None, f"detector {spec!r}: bad option ({first_line(exc)})") from None
 
 
 class FaceAligner:
@@ -188,11 +250,19 @@ class FaceAligner:
         >>> faces[0].landmarks.shape, faces[0].pose      # doctest: +SKIP
         ((68, 2), array([ 3.1, -7.9,  0.4]))
 
-    ``image`` may be a path, a PIL image or a NumPy array; arrays are taken as RGB (as PIL,
-    matplotlib and skimage give them) unless ``channel_order="bgr"`` (OpenCV). Gray and RGBA work.
+    ``image`` may be a path, a PIL image or a NumPy array. **Channel order** (the same rule as
+    :meth:`asmnet.FaceTracker.update`): an array is BGR, OpenCV's order (``cv2.imread``,
+    ``cv2.VideoCapture``), unless ``channel_order="rgb"`` (PIL, matplotlib, skimage, imageio);
+    paths and PIL images are read in their own known order; arrays that come back (aligned crops)
+    are in ``channel_order`` too. Gray and BGRA/RGBA arrays work.
     ``boxes=[(x1, y1, x2, y2), ...]`` skips detection; such boxes are taken in the model's own box
     convention (the tight box of the 68 points; a face detector's box should be calibrated, which
     the built-in detectors are). All faces of an image go through the network in one batch.
+
+    Every setting is checked here, not at the first call: a setting of the wrong type or out of
+    range raises :class:`asmnet.errors.SettingError` (a DataError), a model that cannot be
+    loaded or has no box calibration for the detector :class:`asmnet.ModelError`. The detector
+    is built here too; ``detector=None`` builds none (every call then needs ``boxes=``).
 
     Coordinates (landmarks, boxes in and out) are in the convention ``pixel_origin`` names: the
     position of the first pixel's centre. 0 (the default) is OpenCV's, dlib's and
@@ -221,14 +291,9 @@ class FaceAligner:
         early_stop: bool = True,
         **detector_options: Any,
     ):
-        _check_settings(model, detector, backend, threads, asm_blend, min_score,
+        _check_settings(model, detector, backend, threads, asm_blend, min_score, pixel_origin, refine,
                         {"flip_tta": flip_tta, "straighten": straighten, "rotation_search": rotation_search,
                          "early_stop": early_stop})
-        if not (isinstance(pixel_origin, (int, float, np.integer, np.floating)) and not isinstance(pixel_origin, bool)
-                and np.isfinite(pixel_origin)):
-            raise DataError(None, f"pixel_origin must be a finite number (0: OpenCV, 1: iBUG .pts), got {pixel_origin!r}")
-        if not isinstance(refine, (int, np.integer)) or isinstance(refine, bool) or refine < 0:
-            raise DataError(None, f"refine must be a whole number >= 0, got {refine!r}")
         self.pixel_origin = float(pixel_origin)  # the first pixel's centre in every coordinate in and out
         self.model = load_model(model, backend=backend, threads=threads)
         self.asm_blend = float(asm_blend)
@@ -241,9 +306,24 @@ class FaceAligner:
         self.rotation_search = bool(rotation_search)  # no face upright: search the image turned by 90/180/270
         self.min_score = min_score  # detections scoring below this are dropped (detector's own scale)
         self._quality_threshold: float | None = None
-        self._detector_spec, self._detector_options = detector, detector_options
-        self._detector = None if isinstance(detector, str) else detector
-        self._calibration = None  # the detector's box calibration for this model (first detection)
+        self._detector = _make_detector(detector, detector_options)
+        # the detector's box calibration for this model: a model without one fails here, not at the first photo
+        self._calibration = None if self._detector is None else self._find_calibration(self._detector)
+        note = self.quality_note
+        if note:
+            warnings.warn(note, UnflaggedWarning, stacklevel=2)
+
+    def _find_calibration(self, detector: Any) -> Any:
+        """The model's box calibration for ``detector``; ModelError when it has none."""
+        try:
+            return self.model.info.calibrations.for_detector(detector, self.model.info.name)
+        except ModelError as exc:
+            raise ModelError(exc.path, exc.problem.replace(
+                "(run scripts/calibrate_detectors.py, ", "(asmnet export fits them for a checkpoint; ")
+                + "; detector=None skips detection") from None
+        except (AttributeError, TypeError) as exc:  # an object without FaceDetector's options() / box_options
+            raise SettingError(None, f"detector {getattr(detector, 'name', detector)!r} is not a FaceDetector "
+                               f"(asmnet.detection.FaceDetector: detect, name, options, box_options): {exc}") from None
 
     @property
     def quality_threshold(self) -> float | None:
@@ -253,6 +333,15 @@ class FaceAligner:
         if self._quality_threshold is not None:
             return self._quality_threshold
         return self.model.info.quality_thresholds.get(self.quality_kind)
+
+    @property
+    def quality_note(self) -> str | None:
+        """None when faces are judged (``flagged`` is True or False); otherwise one line saying
+        why ``Face.flagged`` is None: the model has no quality threshold for its score."""
+        if self.quality_threshold is not None:
+            return None
+        return (f"model {self.model.info.name!r} has no quality threshold for its {self.quality_kind!r} score: "
+                "faces are not judged (flagged: None); asmnet export fits one on the run's validation faces")
 
     @property
     def quality_kind(self) -> str:
@@ -265,26 +354,19 @@ class FaceAligner:
         self._quality_threshold = None if value is None else float(value)
 
     @property
-    def detector(self):
-        """The face detector, created on first use (so that boxes-only use needs none)."""
-        if self._detector is None:
-            from .detection import make_detector
-
-            try:
-                self._detector = make_detector(self._detector_spec, **self._detector_options)
-            except AsmnetError:
-                raise
-            except (TypeError, ValueError) as exc:  # a detector option of the wrong type or range
-                raise DataError(None, f"detector {self._detector_spec!r}: bad option ({exc})") from None
+    def detector(self) -> Any:
+        """The face detector (built with the aligner), or None (``detector=None``: boxes only)."""
         return self._detector
 
-    def __call__(self, image: Any, boxes: Any = None, channel_order: str = "rgb") -> list[Face]:
-        """The faces of one image (path, PIL image or NumPy array; arrays are RGB unless
-        ``channel_order="bgr"``), each with landmarks and pose. ``boxes`` (in ``pixel_origin``'s
-        convention) skips detection. Raises DataError for an unreadable image, ModelError when the
-        model has no box calibration for the detector. A file of more than REDUCE_ABOVE_PIXELS
-        pixels is decoded reduced; boxes and landmarks are still in its full-size pixels."""
-        if isinstance(image, (str, Path)) and channel_order in ("rgb", "bgr"):
+    def __call__(self, image: Any, boxes: Any = None, channel_order: str = DEFAULT_CHANNEL_ORDER) -> list[Face]:
+        """The faces of one image (path, PIL image or NumPy array; arrays are BGR unless
+        ``channel_order="rgb"``), each with landmarks and pose. ``boxes`` (in ``pixel_origin``'s
+        convention) skips detection. Raises DataError for an unreadable image, bad boxes or a
+        call without boxes on an aligner without a detector. A file of more than
+        REDUCE_ABOVE_PIXELS pixels is decoded reduced; boxes and landmarks are still in its
+        full-size pixels."""
+        check_channel_order(channel_order)
+        if isinstance(image, (str, Path)):
             bgr, _, factor = read_image_reduced(image)
             if factor > 1:
                 origin = self.pixel_origin
@@ -295,7 +377,7 @@ class FaceAligner:
         return self._faces(pixels, order, boxes)
 
     def predict_batch(self, images: Iterable[Any], boxes: Iterable[Any] | None = None,
-                      channel_order: str = "rgb") -> list[list[Face]]:
+                      channel_order: str = DEFAULT_CHANNEL_ORDER) -> list[list[Face]]:
         """The faces of each image (like face-alignment's ``get_landmarks_from_batch``):
         ``[aligner(image) for image in images]``, with per-image ``boxes`` when given. The faces
         of one image already share a network batch; across images a CPU gains nothing more.
@@ -329,18 +411,27 @@ class FaceAligner:
         return out
 
     def align(self, image: Any, size: int | None = None, template: str = "arcface", boxes: Any = None,
-              channel_order: str = "rgb") -> list[AlignedFace]:
+              channel_order: str = DEFAULT_CHANNEL_ORDER, skip_flagged: bool = False) -> list[AlignedFace]:
         """Aligned crops of the faces of one image (see :mod:`asmnet.align`): ``template``
         "arcface" (5-point similarity, 112 px by default), "ffhq" (256) or "dlib" (dlib's
-        get_face_chip-like, 150). Crops come in ``channel_order``: the input array's own order,
-        and RGB for paths and PIL images unless ``channel_order="bgr"``. Raises ValueError for an
-        unknown template or a size below 16, and as
-        :meth:`__call__`."""
+        get_face_chip-like, 150), ``size`` pixels a side (16..4096). Crops come in
+        ``channel_order`` (BGR unless ``channel_order="rgb"``), the order an input array is
+        taken in. ``skip_flagged``: leave out the faces flagged as likely failures (no crop).
+        Raises SettingError (a DataError) for an unknown template, a bad size or ``skip_flagged``
+        not a bool, ModelError for ``skip_flagged`` with a model that has no quality threshold
+        (see :attr:`quality_note`), and as :meth:`__call__`."""
         from .align import aligned_crops, check_template
 
         size = check_template(template, size)
+        if not isinstance(skip_flagged, (bool, np.bool_)):
+            raise SettingError(None, f"skip_flagged must be True or False, got {skip_flagged!r}")
+        if skip_flagged and self.quality_threshold is None:
+            raise ModelError(None, f"skip_flagged needs a quality threshold: {self.quality_note}")
+        check_channel_order(channel_order)
         pixels, order = as_pixels(image, channel_order)
         faces = self._faces(pixels, order, boxes)
+        if skip_flagged:
+            faces = [face for face in faces if not face.flagged]
         mean = self.model.info.shape_model.mean.reshape(-1, 2) if template == "dlib" else None
         crops = aligned_crops(pixels, faces, template, size, self.pixel_origin, mean)
         return [AlignedFace(to_channels(crop, order, channel_order), matrix, points, face, template)
@@ -359,6 +450,8 @@ class FaceAligner:
         if boxes is not None:
             given = boxes_array(boxes)
             return self._align(pixels, order, [None] * len(given), np.ones(len(given)), given + shift, None, shift)
+        if self._detector is None:
+            raise DataError(None, "this FaceAligner has no detector (detector=None): pass boxes=")
         best: list[Face] = []
         for turn in (0, 1, 2, 3) if self.rotation_search else (0,):
             found, scores, ref = self._detect(pixels, order, turn)
@@ -382,7 +475,7 @@ class FaceAligner:
         threshold = self.quality_threshold
         return [
             Face(tight_box(landmarks[i]), float(scores[i]), landmarks[i], out.pose[i], float(out.quality[i]),
-                 bool(threshold is not None and out.quality[i] > threshold), detector_box=found[i])
+                 None if threshold is None else bool(out.quality[i] > threshold), detector_box=found[i])
             for i in range(len(ref))
         ]
 
@@ -401,8 +494,6 @@ class FaceAligner:
         if not dets:
             empty = np.zeros((0, 4))
             return empty, np.zeros(0), empty
-        if self._calibration is None:  # looked up once: the detector and model do not change
-            self._calibration = self.model.info.calibrations.for_detector(self.detector, self.model.info.name)
         calib = self._calibration
         shown = np.array([d.box for d in dets]).reshape(-1, 4)  # detectors: 0-based pixels
         scores = np.array([d.score for d in dets])

@@ -8,16 +8,17 @@ print one line ``asmnet: error: <file>: <problem>``, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 import numpy as np
 
 from . import __version__
-from .errors import AsmnetError, DataNote, first_line
+from .errors import AsmnetError, AsmnetWarning, DataNote, first_line
 
 if typing.TYPE_CHECKING:
     from .ray_engine import RayOptions
@@ -398,7 +399,8 @@ def _train_status(result: dict) -> int:
 def add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="landmarks + pose on a public-domain photo (skimage's astronaut)")
     p.add_argument("--out", default="asmnet-demo", metavar="DIR",
-                   help="write NAME_annotated.jpg and NAME.json here (default: %(default)s)")
+                   help="write NAME_annotated.jpg and NAME.json (asmnet predict's record) here, and the astronaut "
+                   "as astronaut.png (default: %(default)s)")
     p.add_argument("--image", default=None, help="use this image instead of the astronaut")
     add_model_flags(p)
     p.add_argument("--min-score", type=number(), default=None,
@@ -413,6 +415,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .draw import draw_faces, write_image
     from .fileio import check_writable_folder, write_json_atomic
     from .formats import read_image
+    from .records import image_record, summary_lines
 
     out = Path(args.out)
     check_writable_folder(out)  # before the model loads and the photo is searched
@@ -424,19 +427,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
         except ImportError:
             return _fail("the demo photo comes from scikit-image: pip install 'asmnet[demo]' (or pass --image)")
         image, name = np.ascontiguousarray(data.astronaut()[:, :, ::-1]), "astronaut"
-        write_image(out / f"{name}.png", image)
+    photo = Path(args.image) if args.image else out / f"{name}.png"  # the record's file: the photo itself
+    if not args.image:
+        write_image(photo, image)
     aligner = FaceAligner(args.model, detector=args.detector, backend=args.backend, threads=args.threads,
                           min_score=args.min_score, **detector_options(args))
     faces = aligner(image, channel_order="bgr")
     write_image(out / f"{name}_annotated.jpg", draw_faces(image, faces))
-    record = {"file": args.image or f"{name}.png", "frame": None, "image_size": [image.shape[1], image.shape[0]],
-              "model": aligner.model.info.name, "pixel_origin": aligner.pixel_origin, "detector": aligner.detector.name,
-              "faces": [f.to_dict() for f in faces]}
+    record = image_record(photo, None, (image.shape[1], image.shape[0]), faces, aligner.model.info.name,
+                          aligner.pixel_origin)  # asmnet predict's record of the same photo
     write_json_atomic(out / f"{name}.json", record)
-    for i, f in enumerate(faces):
-        print(f"face {i}: box {np.round(f.box).astype(int).tolist()}, yaw {f.yaw:+.1f}, pitch {f.pitch:+.1f}, "
-              f"roll {f.roll:+.1f} deg, quality {f.quality:.4f}{' (flagged)' if f.flagged else ''}")
-    print(f"wrote {out / (name + '_annotated.jpg')} and {out / (name + '.json')}")
+    print("\n".join(summary_lines(record, str(photo))))
+    written = [] if args.image else [photo]
+    print(f"wrote {', '.join(map(str, [*written, out / (name + '_annotated.jpg')]))} and {out / (name + '.json')}")
     return EXIT_OK if faces else EXIT_SOME_FAILED
 
 
@@ -542,7 +545,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 # -- align -------------------------------------------------------------------------------------
 def add_align(sub: argparse._SubParsersAction) -> None:
-    from .align import DEFAULT_SIZES, TEMPLATES
+    from .align import CROP_SIZES, DEFAULT_SIZES, TEMPLATES
 
     p = sub.add_parser("align", help="aligned face crops (ArcFace 112, FFHQ, dlib chips) plus JSON",
                        description="Detects the faces of images, predicts their landmarks and writes each face "
@@ -556,13 +559,15 @@ def add_align(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--template", default="arcface", choices=TEMPLATES,
                    help="arcface: ArcFace/InsightFace 5-point similarity; ffhq: the FFHQ dataset's crop; "
                    "dlib: like dlib's get_face_chip (default: %(default)s)")
-    p.add_argument("--size", type=whole(8, 4096), default=None, metavar="PX",
+    p.add_argument("--size", type=whole(*CROP_SIZES), default=None, metavar="PX",
                    help="crop side in pixels (default: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_SIZES.items()) + ")")
     p.add_argument("--format", default="png", choices=("png", "jpg"), help="crop file format (default: %(default)s)")
     add_model_flags(p)
     p.add_argument("--min-score", type=number(), default=None, help="drop detections scoring below this")
     p.add_argument("--pixel-origin", type=float, default=0.0, choices=(0.0, 1.0), metavar="{0,1}",
                    help="the first pixel's centre in the JSON's landmarks: 0 (default) OpenCV / dlib, 1 iBUG .pts")
+    p.add_argument("--skip-flagged", action="store_true",
+                   help="no crop (and no record) for faces flagged as likely failures by the quality score")
     add_engine_flags(p, local="this process", ray="which write the crops (the index is written here)")
     p.set_defaults(func=cmd_align)
 
@@ -576,11 +581,8 @@ def cmd_align(args: argparse.Namespace) -> int:
     opts = PredictOptions(model=args.model, detector=args.detector, backend=args.backend, threads=args.threads,
                           min_score=args.min_score, pixel_origin=args.pixel_origin,
                           detector_options=detector_options(args), engine=args.engine, ray=ray_options(args))
-    try:
-        records, failures = align_inputs(args.inputs, args.out, None, args.template, args.size, args.format,
-                                         args.json, options=opts)
-    except ValueError as exc:  # a bad --size
-        return _fail(str(exc))
+    records, failures = align_inputs(args.inputs, args.out, None, args.template, args.size, args.format,
+                                     args.json, options=opts, skip_flagged=args.skip_flagged)
     crops = sum(len(r["faces"]) for r in records)
     print(f"asmnet: {len(records)} images aligned, {crops} crops in {args.out}, {len(failures)} failed",
           file=sys.stderr)
@@ -874,12 +876,37 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         return exc.code if isinstance(exc.code, int) else EXIT_FATAL
     try:
-        return args.func(args)
+        with _notes_as_lines():
+            return args.func(args)
     except AsmnetError as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
         print("asmnet: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+@contextlib.contextmanager
+def _notes_as_lines() -> Iterator[None]:
+    """Within it, each :class:`AsmnetWarning` (e.g. a model without a quality threshold) prints as
+    one ``asmnet: note:`` line, once per text, from this process only (not from the worker
+    processes it forks, which would repeat it)."""
+    import multiprocessing
+    import warnings
+
+    seen: set[str] = set()
+    show_others = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if not issubclass(category, AsmnetWarning):
+            show_others(message, category, filename, lineno, file, line)
+        elif multiprocessing.parent_process() is None and str(message) not in seen:
+            seen.add(str(message))
+            print(f"asmnet: note: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", AsmnetWarning)
+        warnings.showwarning = show
+        yield
 
 
 if __name__ == "__main__":

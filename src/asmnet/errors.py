@@ -40,6 +40,16 @@ class DataError(AsmnetError):
         super().__init__(f"{where}{problem}")
 
 
+class AsmnetWarning(UserWarning):
+    """A note about a setting or a model that still works (e.g. a model without a quality
+    threshold): a Python warning in the API, one ``asmnet: note:`` line in the command line."""
+
+
+class SettingError(DataError, ValueError):
+    """A setting (an argument of the Python API) of the wrong type or out of range: a DataError
+    with the command line's one-line message, and a ValueError for code that caught those before."""
+
+
 class DataNote(DataError):
     """A problem with an input that was still used (a face kept without its pose): reported in
     one line like a DataError, but not counted as a failed or skipped file."""
