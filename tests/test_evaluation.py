@@ -13,8 +13,8 @@ from asmnet.formats import load_many
 from asmnet.runtime import DEFAULT_MODEL_DIR, load_model
 
 JSON_KEYS = ["n", "nme_mean", "nme_median", "fr_0.08", "fr_0.10", "auc_0.08", "auc_0.10", "pose_mae", "pose_n",
-             "per_image", "norm", "per_folder", "detector_misses", "miss_rate", "missed", "unreadable", "model",
-             "annotation_errors", "annotation_notes", "annotation_origin"]
+             "per_image", "norm", "per_folder", "per_subfolder", "detector_misses", "miss_rate", "missed",
+             "unreadable", "model", "annotation_errors", "annotation_notes", "annotation_origin", "training_faces"]
 
 pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "model.json").exists(), reason="no shipped model")
 

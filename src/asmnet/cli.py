@@ -21,6 +21,7 @@ from . import __version__
 from .errors import AsmnetError, AsmnetWarning, DataNote, first_line
 
 if typing.TYPE_CHECKING:
+    from .evaluation import EvaluationResult
     from .ray_engine import RayOptions
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -622,11 +623,11 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate
+    from .evaluation import evaluate, recorded_training_faces, training_note
     from .fileio import check_writable_file, write_json_atomic
     from .formats import load_many
     from .inference import EARLY_STOP
-    from .runtime import load_model
+    from .runtime import load_model, resolve_model
 
     if args.ced and _missing("matplotlib"):  # say so now, not after the evaluation
         return _fail("--ced draws with matplotlib, which is not installed: pip install matplotlib "
@@ -652,10 +653,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from .detection import make_detector
 
         detector = make_detector(args.detector, **detector_options(args))
+    training = recorded_training_faces(resolve_model(args.model), model.info)  # None: the model records none
     res = evaluate(model, records, args.norm, detector, args.batch_size, args.asm_blend, flip_tta=args.flip_tta,
                    annotation_origin=args.annotation_origin, keep_off_image=args.keep_off_image,
                    refine=args.refine, straighten=not args.no_straighten,
-                   early_stop=None if args.no_early_stop else EARLY_STOP)
+                   early_stop=None if args.no_early_stop else EARLY_STOP,
+                   training=training)
     res.annotation_errors = [str(e) for e in errors]
     res.annotation_notes = [str(e) for e in notes]
     for line in res.unreadable:
@@ -663,8 +666,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"model {res.model}: {res.n} faces, NME ({args.norm}) mean {res.nme_mean:.3f} %, "
           f"median {res.nme_median:.3f} %, FR@8% {res.fr_8:.2f} %, FR@10% {res.fr_10:.2f} %, "
           f"AUC@0.08 {res.auc_8:.4f}, AUC@0.10 {res.auc_10:.4f}")
-    for folder, v in res.per_folder.items():
-        print(f"  {folder}: {v.n} faces, NME mean {v.nme_mean:.3f} %, median {v.nme_median:.3f} %")
+    _print_folders(res)
     if res.pose_mae:
         print("  pose MAE (deg): " + ", ".join(f"{k} {v:.2f}" for k, v in res.pose_mae.items()))
     if detector is not None:
@@ -675,8 +677,33 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from .metrics import plot_ced
 
         plot_ced({res.model: res.nmes}, args.ced)
+    note = training_note(res, training) if training is not None else None
+    if note:
+        print(f"asmnet: note: {note}", file=sys.stderr)
     failed = errors or res.unreadable
     return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def _print_folders(res: EvaluationResult) -> None:
+    """Each --data folder's NME, then each folder inside it that holds images (when there are
+    several levels, e.g. 300w/test/helen and 300w/test/ibug), with the faces the model trained on."""
+    from .evaluation import key_subfolder
+    from .formats import key_folder
+
+    trained: dict[str, int] = {}
+    for key in res.training_faces:
+        for name in {key_folder(key), key_subfolder(key)}:
+            trained[name] = trained.get(name, 0) + 1
+
+    def line(name: str, v: Any, indent: str) -> str:  # v: a FolderResult
+        seen = f", {trained[name]} of them training faces" if name in trained else ""
+        return f"{indent}{name}: {v.n} faces, NME mean {v.nme_mean:.3f} %, median {v.nme_median:.3f} %{seen}"
+
+    for folder, v in res.per_folder.items():
+        print(line(folder, v, "  "))
+        inside = {name: sub for name, sub in res.per_subfolder.items() if key_folder(name) == folder and name != folder}
+        for name, sub in inside.items():
+            print(line(name, sub, "    "))
 
 
 # -- export ------------------------------------------------------------------------------------

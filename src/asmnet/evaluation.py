@@ -8,6 +8,7 @@ overlapping the ground truth is calibrated to the model's box convention, and mi
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -31,12 +32,29 @@ from .runtime import LandmarkModel
 
 @dataclass
 class ImageResult:
-    """One evaluated face: its key, NME (percent) and quality score (the kind the settings give:
-    :func:`asmnet.inference.model_quality_kind`, e.g. the estimated NME of the learned score)."""
+    """One evaluated face: its key, NME (percent), quality score (the kind the settings give:
+    :func:`asmnet.inference.model_quality_kind`, e.g. the estimated NME of the learned score) and
+    the predicted points (N x [x, y], in the annotations' pixel convention)."""
 
     image: str
     nme: float
     quality: float
+    landmarks: list[list[float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TrainingFaces:
+    """What a model records of the faces it was trained on: the names of its training data
+    folders, and its held-out validation keys (None when it records none), read from ``held_out_file``."""
+
+    model: str
+    folders: tuple[str, ...]
+    held_out: frozenset[str] | None = None
+    held_out_file: str | None = None
+
+    def trained_on(self, key: str) -> bool:
+        """Whether the face ``key`` (``folder/...``) is one the model trained on, as far as it records."""
+        return key_folder(key) in self.folders and (self.held_out is None or key not in self.held_out)
 
 
 @dataclass
@@ -65,7 +83,8 @@ class EvaluationResult:
     pose_mae: dict[str, float] | None  # yaw/pitch/roll in degrees, over the faces with pose labels
     pose_n: int
     per_image: list[ImageResult]
-    per_folder: dict[str, FolderResult]
+    per_folder: dict[str, FolderResult]  # per --data folder (a key's first part)
+    per_subfolder: dict[str, FolderResult] = field(default_factory=dict)  # per folder holding the images
     per_attribute: dict[str, float] | None = None  # WFLW attribute -> mean NME
     missed: list[str] = field(default_factory=list)  # keys of faces the detector did not find
     miss_rate: float = 0.0  # percent of the readable faces
@@ -73,6 +92,7 @@ class EvaluationResult:
     annotation_errors: list[str] = field(default_factory=list)  # one line per unusable annotation file
     annotation_notes: list[str] = field(default_factory=list)  # faces kept with a note (no pose row)
     annotation_origin: float | None = None  # the pixel convention points were compared in (iBUG .pts: 1)
+    training_faces: list[str] = field(default_factory=list)  # keys of evaluated faces the model trained on
 
     @property
     def detector_misses(self) -> int:
@@ -92,13 +112,14 @@ class EvaluationResult:
             "per_image": [vars(item).copy() for item in self.per_image],
             "norm": self.norm,
             "per_folder": {name: vars(folder).copy() for name, folder in self.per_folder.items()},
+            "per_subfolder": {name: vars(folder).copy() for name, folder in self.per_subfolder.items()},
         }
         if self.per_attribute is not None:
             out["per_attribute"] = self.per_attribute
         out.update({"detector_misses": self.detector_misses, "miss_rate": self.miss_rate, "missed": self.missed,
                     "unreadable": self.unreadable, "model": self.model,
                     "annotation_errors": self.annotation_errors, "annotation_notes": self.annotation_notes,
-                    "annotation_origin": self.annotation_origin})
+                    "annotation_origin": self.annotation_origin, "training_faces": self.training_faces})
         return out
 
 
@@ -116,6 +137,54 @@ def read_keys(path: str | Path) -> set[str]:
             raise DataError(path, "not a split.json with val_keys") from None
         return set(keys)
     return {line.strip() for line in text.splitlines() if line.strip()}
+
+
+def key_subfolder(key: str) -> str:
+    """The folder holding a face's image, as its key names it (``300w/test/helen/x`` -> ``300w/test/helen``)."""
+    return key.rsplit("/", 1)[0] if "/" in key else key
+
+
+def recorded_training_faces(model_path: str | Path, info: Any) -> TrainingFaces | None:
+    """What the model at ``model_path`` (a package folder, .onnx or .pt; ``info`` its ModelInfo)
+    records of its training faces, or None when it names no training data: the data folders of
+    its card (every training stage's) and the validation keys of the package's ``val_keys.txt``,
+    or of the run's ``split.json`` (beside a checkpoint, or in the run folder its card names)."""
+    card = info.card or {}
+    training = card.get("training") or {}
+    configs = [training.get("config"), *(stage.get("config") for stage in training.get("earlier_stages") or []),
+               card.get("train_config")]
+    configs = [c for c in configs if isinstance(c, dict)]
+    folders = sorted({Path(str(d)).name for c in configs for d in c.get("data") or [] if str(d).strip()})
+    if not folders:
+        return None
+    path = Path(model_path)
+    package = path if path.is_dir() else path.parent
+    candidates = [package / "val_keys.txt", package / "split.json",
+                  *(Path(str(c["out"])) / "split.json" for c in configs if c.get("out"))]
+    for keys_file in candidates:
+        if keys_file.is_file():
+            try:
+                held_out = frozenset(read_keys(keys_file))
+            except DataError:
+                continue  # not a key list after all: look further
+            return TrainingFaces(info.name, tuple(folders), held_out, str(keys_file))
+    return TrainingFaces(info.name, tuple(folders))
+
+
+def training_note(res: EvaluationResult, training: TrainingFaces) -> str | None:
+    """One line saying how many of the evaluated faces the model trained on, and how to score
+    only its validation faces; None when it trained on none of them."""
+    if not res.training_faces:
+        return None
+    folders = sorted({key_folder(k) for k in res.training_faces})
+    text = (f"{len(res.training_faces)} of the {res.n} faces scored are faces model {training.model} was trained on "
+            f"({', '.join(folders)}")
+    if training.held_out_file is None:
+        return text + ", and it records no validation split): these numbers flatter it"
+    keys = os.path.relpath(training.held_out_file)
+    keys = training.held_out_file if keys.startswith(os.pardir) else keys
+    return (text + f", less its validation faces): these numbers flatter it; --keys {keys} scores only its "
+            "validation faces")
 
 
 def reference_box(record: FaceRecord, image: np.ndarray, model: LandmarkModel, detector=None) -> np.ndarray | None:
@@ -144,6 +213,7 @@ def evaluate(
     refine: int = 0,
     straighten: bool = False,
     early_stop: tuple[float, float] | None = None,
+    training: TrainingFaces | None = None,
 ) -> EvaluationResult:
     """Evaluate ``model`` on annotated faces; returns an :class:`EvaluationResult`.
 
@@ -158,7 +228,8 @@ def evaluate(
     box calibration for the detector or outputs NaN, and :class:`DataError` when no face at all
     could be evaluated or ``$ASMNET_MAX_PIXELS`` is malformed. ``refine`` / ``straighten`` /
     ``early_stop``: the second look (:func:`asmnet.inference.align_faces`); the published protocol
-    is one pass.
+    is one pass. ``training`` (:func:`recorded_training_faces`): the evaluated faces the model
+    trained on are listed in ``training_faces``.
     """
     # records' convention -> the model's: boxes go in shifted by -shift, predictions come back +shift
     shift = 0.0 if annotation_origin is None else float(annotation_origin) - model.info.annotation_origin
@@ -211,7 +282,13 @@ def evaluate(
     out = summarize_results(model, kept, np.stack(preds), np.stack(poses), np.array(quality), norm,
                             failures, misses, len(records))
     out.annotation_origin = model.info.annotation_origin + shift
+    if training is not None:
+        out.training_faces = [r.key for r in kept if training.trained_on(r.key)]
     return out
+
+
+def _folder_results(nmes_by_folder: dict[str, list[float]]) -> dict[str, FolderResult]:
+    return {f: FolderResult(len(v), float(np.mean(v)), float(np.median(v))) for f, v in sorted(nmes_by_folder.items())}
 
 
 def split_by_normaliser(
@@ -244,9 +321,10 @@ def summarize_results(
     gt_pose = np.stack([r.pose if r.pose is not None else np.full(3, np.nan) for r in kept])
     has_pose = not np.isnan(gt_pose).all()
     summary = summarize(nmes, [r.key for r in kept], poses if has_pose else None, gt_pose if has_pose else None)
-    folders = defaultdict(list)
+    folders, subfolders = defaultdict(list), defaultdict(list)
     for r, e in zip(kept, nmes):
         folders[key_folder(r.key)].append(e)
+        subfolders[key_subfolder(r.key)].append(e)
     per_attribute = None
     if any(r.attributes for r in kept):
         per_attribute = {
@@ -258,8 +336,9 @@ def summarize_results(
         nme_median=summary["nme_median"], fr_8=summary["fr_0.08"], fr_10=summary["fr_0.10"],
         auc_8=summary["auc_0.08"], auc_10=summary["auc_0.10"], pose_mae=summary["pose_mae"],
         pose_n=summary["pose_n"],
-        per_image=[ImageResult(item["image"], item["nme"], float(q)) for item, q in zip(summary["per_image"], quality)],
-        per_folder={f: FolderResult(len(v), float(np.mean(v)), float(np.median(v))) for f, v in sorted(folders.items())},
+        per_image=[ImageResult(item["image"], item["nme"], float(q), np.round(p, 2).tolist())
+                   for item, q, p in zip(summary["per_image"], quality, preds)],
+        per_folder=_folder_results(folders), per_subfolder=_folder_results(subfolders),
         per_attribute=per_attribute, missed=list(misses),
         miss_rate=100.0 * len(misses) / max(1, n_total - len(failures)), unreadable=list(failures),
     )
