@@ -299,7 +299,8 @@ def align_inputs(inputs: list[str], out_dir: str | Path, aligner: Any = None, te
         # detector fails in one line before any cluster starts
         aligner = _make_aligner(options, default_threads=None)
     if skip_flagged and aligner.quality_threshold is None:  # every image would fail the same way
-        raise ModelError(None, f"--skip-flagged needs a quality threshold: {aligner.quality_note}")
+        raise ModelError(None, f"--skip-flagged needs a quality threshold; model {aligner.model.info.name!r} has none "
+                         f"for its {aligner.quality_kind!r} score")
     if ray:
         from .ray_engine import run_tasks
 

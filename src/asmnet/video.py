@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -19,12 +20,38 @@ from typing import Any
 
 import numpy as np
 
-from .api import Face, FaceAligner
+from .api import DEFAULT_CHANNEL_ORDER, Face, FaceAligner, check_channel_order
 from .detection import box_iou
-from .errors import DataError
+from .errors import DataError, SettingError
 from .geometry import tight_box
 
-__all__ = ["FaceSmoother", "FaceTracker", "OneEuroFilter", "TrackedFace", "VideoFrame", "box_iou"]
+__all__ = ["FaceSmoother", "FaceTracker", "OneEuroFilter", "StreamError", "TrackedFace", "VideoFrame", "box_iou"]
+
+MAX_REDETECT_EVERY = 1_000_000  # frames, as asmnet predict --redetect-every takes them
+MAX_MIN_SIZE = 100_000.0  # pixels
+
+
+class StreamError(DataError, ValueError):
+    """Frames that cannot be one video stream: a timestamp that does not increase, a frame of
+    another size without :meth:`FaceTracker.reset`, or a second thread calling ``update`` while
+    one is in it (a tracker follows one stream: use one FaceTracker per stream)."""
+
+
+def _number(name: str, value: Any, low: float, high: float, low_open: bool = False) -> float:
+    """``value`` as a float when it is a finite number in [low, high] ((low, high] with
+    ``low_open``); SettingError naming the setting otherwise."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or not low <= value <= high or (low_open and value == low):
+        span = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        raise SettingError(None, f"{name} must be a finite number in {span}, got {value!r}")
+    return float(value)
+
+
+def _switch(name: str, value: Any) -> bool:
+    """``value`` when it is True or False; SettingError otherwise ("no" or 0.5 would mean on)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise SettingError(None, f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray:
@@ -118,8 +145,9 @@ class FaceSmoother:
     warped into moving and still clips at 30 fps; numbers in benchmarks/README.md): on moving
     clips the smoothed landmarks are as close to the truth as the unsmoothed ones (NME 4.54 vs
     4.55 %; the pixel-wise 1€ filter of asmnet <= 0.1.0 trailed: 6.44 %), on still clips the
-    frame-to-frame jitter is cut 11.7x (0.425 -> 0.036 px at 120 px faces). Raises ValueError
-    for a cut-off <= 0 or a negative beta or ``motion_noise``.
+    frame-to-frame jitter is cut 11.7x (0.425 -> 0.036 px at 120 px faces). Raises SettingError
+    (a DataError and a ValueError) for a setting that is not a finite number, a cut-off <= 0 or a
+    negative beta or ``motion_noise``.
     """
 
     def __init__(
@@ -138,11 +166,10 @@ class FaceSmoother:
         for name, value in (("min_cutoff", min_cutoff), ("d_cutoff", d_cutoff), ("motion_min_cutoff", motion_min_cutoff),
                             ("motion_d_cutoff", motion_d_cutoff), ("pose_min_cutoff", pose_min_cutoff),
                             ("pose_d_cutoff", pose_d_cutoff)):
-            if not value > 0:
-                raise ValueError(f"{name} must be positive, got {value}")
-        if beta < 0 or motion_beta < 0 or pose_beta < 0 or motion_noise < 0:
-            raise ValueError(f"beta, motion_beta, pose_beta and motion_noise must be >= 0, got {beta}, "
-                             f"{motion_beta}, {pose_beta}, {motion_noise}")
+            _number(name, value, 0.0, 1e6, low_open=True)
+        for name, value in (("beta", beta), ("motion_beta", motion_beta), ("pose_beta", pose_beta),
+                            ("motion_noise", motion_noise)):
+            _number(name, value, 0.0, 1e6)
         self.shape_filter = OneEuroFilter(min_cutoff, beta, d_cutoff)
         self.motion_min_cutoff = float(motion_min_cutoff)
         self.motion_beta = float(motion_beta)
@@ -276,6 +303,11 @@ class VideoFrame:
     image: np.ndarray
     faces: list[TrackedFace]
 
+    def __repr__(self) -> str:
+        """One line per face at most (the frame's pixels are in ``image``)."""
+        h, w = self.image.shape[:2]
+        return f"VideoFrame(index={self.index}, timestamp={self.timestamp:.3f}, {w}x{h} image, faces={self.faces!r})"
+
 
 @dataclass(eq=False)
 class _Track:
@@ -337,6 +369,15 @@ class FaceTracker:
     ``update`` returns ``TrackedFace`` objects (``id`` plus a ``Face``; see its docstring), sorted
     by id. Lost tracks are not returned. ``detector_runs`` and ``tracking_runs`` count the two
     kinds of aligner call, ``frame_index`` the frames seen.
+
+    **One tracker per stream.** A tracker holds one video's tracks and clock; frames of two
+    streams would merge into one set of tracks. So ``update`` raises :class:`StreamError` (a
+    DataError and a ValueError) when a second thread calls it while one is in it, when a
+    timestamp does not increase, and when the frame size changes without :meth:`reset`; frames
+    of one stream may still come from several threads in turn. Settings are checked here:
+    SettingError (a DataError and a ValueError) for one of the wrong type or out of range
+    (``redetect_every`` 0..1,000,000, ``iou_match`` in (0, 1], ``min_size`` in [0, 100000],
+    ``min_visible`` in [0, 1], ``smoother_options`` those of :class:`FaceSmoother`).
     """
 
     def __init__(
@@ -353,20 +394,23 @@ class FaceTracker:
         **aligner_options: Any,
     ):
         if aligner is not None and aligner_options:
-            raise ValueError(f"pass either an aligner or FaceAligner options, not both (got {sorted(aligner_options)})")
-        if redetect_every < 0:
-            raise ValueError(f"redetect_every must be >= 0, got {redetect_every}")
-        if not 0.0 < iou_match <= 1.0:
-            raise ValueError(f"iou_match must be in (0, 1], got {iou_match}")
-        self.aligner = aligner if aligner is not None else FaceAligner(**aligner_options)
+            raise SettingError(None, f"pass either an aligner or FaceAligner options, not both (got {sorted(aligner_options)})")
+        if not (isinstance(redetect_every, (int, np.integer)) and not isinstance(redetect_every, bool)
+                and 0 <= redetect_every <= MAX_REDETECT_EVERY):
+            raise SettingError(None, f"redetect_every must be a whole number in 0..{MAX_REDETECT_EVERY} "
+                               f"(0: only when a track is lost), got {redetect_every!r}")
         self.redetect_every = int(redetect_every)
-        self.smooth = bool(smooth)
-        self.smoother_options = dict(smoother_options or {})
-        FaceSmoother(**self.smoother_options)  # bad options fail here, not on the first face
-        self.iou_match = float(iou_match)
-        self.min_size = float(min_size)
-        self.min_visible = float(min_visible)
-        self.detect_when_empty = bool(detect_when_empty)
+        self.smooth = _switch("smooth", smooth)
+        self.detect_when_empty = _switch("detect_when_empty", detect_when_empty)
+        self.iou_match = _number("iou_match", iou_match, 0.0, 1.0, low_open=True)
+        self.min_size = _number("min_size", min_size, 0.0, MAX_MIN_SIZE)
+        self.min_visible = _number("min_visible", min_visible, 0.0, 1.0)
+        self.smoother_options = self._smoother_options(smoother_options)
+        self.aligner = aligner if aligner is not None else FaceAligner(**aligner_options)
+        if isinstance(self.aligner, FaceAligner) and self.aligner.detector is None:
+            raise SettingError(None, "the tracker's aligner has no detector (detector=None): tracking starts from detections")
+        self._lock = threading.Lock()  # held by the update in progress (see "One tracker per stream")
+        self._frame_size: tuple[int, int] | None = None  # this stream's (height, width)
         self.detector_runs = 0
         self.tracking_runs = 0
         self.frame_index = 0
@@ -374,6 +418,19 @@ class FaceTracker:
         self._next_id = 0
         self._since_detection: int | None = None
         self._last_t: float | None = None
+
+    @staticmethod
+    def _smoother_options(options: Any) -> dict[str, float]:
+        """``smoother_options`` checked by building a FaceSmoother with them (SettingError)."""
+        if options is None:
+            return {}
+        if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+            raise SettingError(None, f"smoother_options must be a dict of FaceSmoother settings, got {options!r}")
+        try:
+            FaceSmoother(**options)  # bad options fail here, not on the first face
+        except TypeError as exc:  # an unknown setting
+            raise SettingError(None, f"smoother_options: {exc}") from None
+        return dict(options)
 
     @property
     def track_ids(self) -> list[int]:
@@ -385,6 +442,7 @@ class FaceTracker:
         self._tracks = []
         self._since_detection = None
         self._last_t = None
+        self._frame_size = None
 
     def _usable(self, face: Face, width: int, height: int, detected: bool = False) -> bool:
         """Whether a result can carry a track (see the class docstring); the flag counts only
@@ -428,22 +486,52 @@ class FaceTracker:
         self._next_id += 1
         return track
 
-    def update(self, frame: np.ndarray, timestamp: float, channel_order: str = "bgr") -> list[TrackedFace]:
+    def update(self, frame: np.ndarray, timestamp: float, channel_order: str = DEFAULT_CHANNEL_ORDER
+               ) -> list[TrackedFace]:
         """The faces in the next frame of a video: a list of :class:`TrackedFace`, sorted by id.
 
         ``frame``: an image array, BGR by default (as OpenCV decodes video; ``channel_order="rgb"``
-        otherwise; gray and BGRA work too). ``timestamp``: when the frame was taken, in seconds;
-        it must increase from frame to frame (the smoothing works in real time, so a 60 fps
-        video is smoothed like a 30 fps one) until :meth:`reset`. Raises DataError for a frame
-        that is not an image, ValueError for a timestamp that does not increase.
+        otherwise; gray and BGRA work too): the rule of :class:`~asmnet.FaceAligner`.
+        ``timestamp``: when the frame was taken, in seconds; it must increase from frame to frame
+        (the smoothing works in real time, so a 60 fps video is smoothed like a 30 fps one) until
+        :meth:`reset`. Raises DataError for a frame that is not an image, SettingError for a bad
+        ``channel_order``, :class:`StreamError` (a DataError and a ValueError) for frames that
+        cannot be this tracker's one stream: a timestamp that does not increase, a frame of another
+        size without :meth:`reset`, a call while another thread is in ``update``.
         """
+        check_channel_order(channel_order)
         frame = np.asarray(frame)
         if frame.ndim not in (2, 3) or frame.shape[0] == 0 or frame.shape[1] == 0:
             raise DataError(None, f"a video frame must be an image array (H, W) or (H, W, C), got shape {frame.shape}")
-        t = float(timestamp)
+        if not self._lock.acquire(blocking=False):
+            raise StreamError(None, "FaceTracker.update was called while another thread is in it: a tracker follows "
+                              "one video stream (use one FaceTracker per stream)")
+        try:
+            t = self._next_time(timestamp)
+            size = (int(frame.shape[0]), int(frame.shape[1]))
+            if self._frame_size is not None and size != self._frame_size:
+                raise StreamError(None, f"frame size changed from {self._frame_size[1]}x{self._frame_size[0]} to "
+                                  f"{size[1]}x{size[0]} without reset(): another stream? (use one FaceTracker per "
+                                  "stream, or call reset() for a new video)")
+            out = self._update(frame, t, channel_order)
+            self._frame_size = size
+            return out
+        finally:
+            self._lock.release()
+
+    def _next_time(self, timestamp: Any) -> float:
+        """``timestamp`` in seconds; StreamError unless it is finite and after the previous one."""
+        try:
+            t = float(timestamp)
+        except (TypeError, ValueError):
+            raise StreamError(None, f"a timestamp must be a number of seconds, got {timestamp!r}") from None
         if not math.isfinite(t) or (self._last_t is not None and not t > self._last_t):
-            raise ValueError(f"timestamps must be finite and increase from frame to frame, got {timestamp} "
-                             f"after {self._last_t} (call reset() for a new video)")
+            raise StreamError(None, f"timestamps must be finite and increase from frame to frame, got {timestamp} "
+                              f"after {self._last_t} (one FaceTracker per stream; reset() for a new video)")
+        return t
+
+    def _update(self, frame: np.ndarray, t: float, channel_order: str) -> list[TrackedFace]:
+        """:meth:`update` of a checked frame and time, under the lock."""
         height, width = frame.shape[:2]
         due = (
             self._since_detection is None
