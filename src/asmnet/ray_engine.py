@@ -21,7 +21,7 @@ The same actor class works in your own Ray Data pipeline::
     out = ds.map_batches(AlignerActor, fn_constructor_kwargs={"model": "default"}, batch_size=16,
                          compute=ray.data.ActorPoolStrategy(size=4), num_cpus=1)
     for row in out.iter_rows():
-        row["record"]  # the JSON text of `asmnet predict`'s record ("" when the image failed)
+        row["record"]  # the JSON text of `asmnet predict`'s record (asmnet.records; "" when the image failed)
         row["error"]   # "" or the file's one-line error
 
 Needs the ``ray`` extra (``pip install "asmnet[ray]"``); nothing else in asmnet imports Ray.
@@ -42,6 +42,7 @@ import numpy as np
 from .align import CropSettings, align_task
 from .errors import AsmnetError, ModelError
 from .predict import PredictOptions, process_image
+from .records import record_text
 
 RAY_EXTRA = "pip install 'asmnet[ray]'"
 
@@ -158,7 +159,7 @@ class AlignerActor:
                 record, error, fatal = align_task(self.aligner, path, out_file, self.crops)
             else:
                 record, error, fatal = process_image(self.aligner, (path, out_file or None))
-            records.append(json.dumps(record) if record is not None else "")
+            records.append(record_text(record) if record is not None else "")
             errors.append(error or "")
             fatals.append(fatal or "")
         return {**batch, "record": np.array(records, dtype=object), "error": np.array(errors, dtype=object),
