@@ -7,7 +7,6 @@ overlapping the ground truth is calibrated to the model's box convention, and mi
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections import defaultdict
@@ -19,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .errors import DataError
+from .fileio import read_small_json, read_small_text
 from .formats import FaceRecord, key_folder, read_image
 from .formats.faces import check_on_image
 from .formats.image import max_pixels_limit
@@ -126,16 +126,13 @@ class EvaluationResult:
 def read_keys(path: str | Path) -> set[str]:
     """Face keys from a run's split.json (its validation keys) or a text file, one key per line."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(path, f"cannot read key list ({exc.__class__.__name__})") from None
     if path.suffix == ".json":
         try:
-            keys = json.loads(text)["val_keys"]
-        except (json.JSONDecodeError, KeyError, TypeError):
+            keys = read_small_json(path, "key list")["val_keys"]  # type: ignore[index]
+        except (KeyError, TypeError):
             raise DataError(path, "not a split.json with val_keys") from None
         return set(keys)
+    text = read_small_text(path, "key list")
     return {line.strip() for line in text.splitlines() if line.strip()}
 
 

@@ -11,7 +11,6 @@ landmarks (B, 2N) in normalised crop units and pose (B, 3) in degrees; a graph m
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 
 from .detection.calibration import Calibrations
 from .errors import ModelError, first_line
+from .fileio import read_small_json
 from .markup import Markup, markup_for
 from .quality import QualityModel
 from .shape_model import ShapeModel
@@ -283,10 +283,7 @@ class TorchLandmarkModel(LandmarkModel):
 
 def read_model_json(path: Path) -> ModelInfo:
     """Read and parse a ``model.json``; :class:`ModelError` when it is unreadable or malformed."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(path, f"cannot read model description ({exc})") from None
+    data = read_small_json(path, "model description", error=ModelError)
     return ModelInfo.from_json(data, path)
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError, ModelError
+from ..fileio import read_small_json
 from ..geometry import box_center_size, tight_box
 from .base import MIN_IOU, Detection, FaceDetector, box_iou
 from .user_boxes import BoxesDetector
@@ -289,10 +290,7 @@ def load_calibrations(path: str | Path | None = None) -> Calibrations:
     Raises ModelError when the file is missing or malformed.
     """
     file = Path(path) if path is not None else CALIBRATION_FILE
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(file, "no such file (expected a detector calibration JSON)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(file, f"cannot read detector calibrations: {exc}") from None
+    if not file.exists():
+        raise ModelError(file, "no such file (expected a detector calibration JSON)")
+    data = read_small_json(file, "detector calibration JSON", error=ModelError)
     return Calibrations.from_json(data, source=file)

@@ -40,7 +40,7 @@ def _parse_row(
 
 def read_pose_csv(path: str | Path) -> dict[str, np.ndarray]:
     """Map each stem to a float64 array [yaw, pitch, roll] in degrees."""
-    lines = read_text_lines(path)
+    lines = read_text_lines(path, "pose.csv file")
     reader = csv.reader(lines)
     try:
         header = next((row for row in reader if any(field.strip() for field in row)), None)

@@ -14,19 +14,16 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..fileio import write_text_atomic
+from ..fileio import read_small_bytes, write_text_atomic
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
-def read_text_lines(path: str | Path) -> list[str]:
-    """The lines of a UTF-8 text file (BOM, CRLF and CR tolerated); DataError if unreadable."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise DataError(path, "no such file") from None
-    except OSError as exc:
-        raise DataError(path, f"cannot read: {exc.strerror or exc}") from None
+def read_text_lines(path: str | Path, what: str = "text file") -> list[str]:
+    """The lines of a small UTF-8 text file (BOM, CRLF and CR tolerated); DataError naming the
+    file when it is missing, not a regular file, too large (:func:`~asmnet.fileio.read_small_bytes`),
+    not UTF-8 (naming the line) or empty."""
+    data = read_small_bytes(path, what)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -114,7 +111,7 @@ def read_pts(path: str | Path, n_points: int | None = None) -> np.ndarray:
 
     ``n_points``, when given, is the number of points the file must hold.
     """
-    lines = read_text_lines(path)
+    lines = read_text_lines(path, ".pts file")
     open_index, declared, declared_line = _parse_header(lines, path)
     rows, close_line = _parse_body(lines, open_index, path)
     where = declared_line if declared_line is not None else open_index + 1

@@ -75,7 +75,7 @@ def parse_wflw_list(
     records: list[FaceRecord] = []
     errors: list[DataError] = []
     counts: dict[str, int] = {}
-    for index, text in enumerate(read_text_lines(path)):
+    for index, text in enumerate(read_text_lines(path, "WFLW list")):
         if not text.strip():
             continue
         try:

@@ -11,12 +11,11 @@ lie: its recorded split settings must equal the run's.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import torch
 
 from ..errors import AsmnetError, ModelError
+from ..fileio import read_small_json
 from ..inference import predict_crops
 from ..runtime import LandmarkModel, load_model, resolve_model
 from .config import TrainConfig
@@ -36,8 +35,8 @@ def recorded_split(model: str) -> dict | None:
         return {k: config[k] for k in SPLIT_SETTINGS} if all(k in config for k in SPLIT_SETTINGS) else None
     meta = path / "model.json" if path.is_dir() else path.with_suffix(".json")
     try:
-        card = json.loads(meta.read_text(encoding="utf-8")).get("card", {})
-    except (OSError, ValueError):
+        card = read_small_json(meta, "model description").get("card", {})  # type: ignore[union-attr]
+    except (AsmnetError, AttributeError):
         return None
     config = card.get("train_config") or {}
     if all(k in config for k in SPLIT_SETTINGS):

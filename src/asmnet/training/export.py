@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError, ModelError
-from ..fileio import check_writable_file, check_writable_folder, write_atomic, write_json_atomic
+from ..fileio import check_writable_file, check_writable_folder, read_small_json, write_atomic, write_json_atomic
 from ..formats import FaceRecord, load_many, read_image
 from ..nn.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from ..runtime import ModelInfo, OnnxLandmarkModel, read_model_json
@@ -144,8 +144,8 @@ def training_faces(ckpt: dict, checkpoint: str | Path) -> tuple[list[FaceRecord]
     split = Path(checkpoint).parent / "split.json"
     if split.exists():
         try:
-            val = set(json.loads(split.read_text(encoding="utf-8"))["val_keys"])
-        except (OSError, ValueError, KeyError, TypeError):
+            val = set(read_small_json(split, "split.json")["val_keys"])  # type: ignore[index]
+        except (KeyError, TypeError):
             raise DataError(split, "not a split.json with val_keys") from None
         records = [r for r in records if r.key not in val]
     return records, data
