@@ -769,6 +769,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         print(f"detector box calibrations fitted on {source['faces']} training faces: {', '.join(source['detectors'])}"
               + "".join(f"; {k} not fitted ({v})" for k, v in source["not_fitted"].items()))
+    quality = rep.quality_source
+    if quality and quality["kind"] == "fitted":
+        print(f"quality thresholds (at most {quality['max_flagged']:.0%} flagged) fitted on {quality['boxes_scored']} boxes "
+              f"({quality['boxes']}) of {quality['faces']} faces, {quality['from']}: "
+              + ", ".join(f"{kind} {value:.4g}" for kind, value in quality["thresholds"].items()))
+    elif quality:
+        print(f"no quality thresholds: {quality['why']}; this model's faces are not judged (flagged: null)")
     if args.int8:
         from .training.quantize import quantize_package
 
@@ -916,7 +923,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _notes_as_lines() -> Iterator[None]:
     """Within it, each :class:`AsmnetWarning` (e.g. a model without a quality threshold) prints as
     one ``asmnet: note:`` line, once per text, from this process only (not from the worker
-    processes it forks, which would repeat it)."""
+    processes it forks, which would repeat it), and Pillow's warnings about a damaged part of an
+    image that still decodes (a corrupt EXIF block) are dropped: the library leaves them to the
+    host's warning filters, the command line is the host here."""
     import multiprocessing
     import warnings
 
@@ -932,6 +941,7 @@ def _notes_as_lines() -> Iterator[None]:
 
     with warnings.catch_warnings():
         warnings.simplefilter("always", AsmnetWarning)
+        warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
         warnings.showwarning = show
         yield
 

@@ -30,6 +30,19 @@ from .errors import ModelError
 LEARNED_KINDS = ("learned0", "learned1", "learned2")
 QUALITY_MODEL_VERSION = 1
 _MAX_EXPONENT = 50.0  # exp(50) % is already absurd; keeps the score finite for any finite input
+_MAX_TERM = 1e3  # a coefficient beyond this is no fit of ln(NME %): the file is broken
+MAX_FLAGGED = 0.05  # a model's threshold for a score flags at most this share of its validation faces
+
+
+def flag_threshold(scores: np.ndarray) -> float:
+    """The threshold that flags at most :data:`MAX_FLAGGED` of ``scores`` (quality > threshold):
+    the sorted score at the 1 - MAX_FLAGGED position itself, as the shipped models' thresholds
+    are set (benchmarks/second_look.py). Non-finite scores are left out; ValueError when none is left."""
+    finite = np.asarray(scores, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    if not finite.size:
+        raise ValueError("no finite quality score to place a threshold on")
+    return float(np.quantile(finite, 1.0 - MAX_FLAGGED, method="higher"))
 
 
 def learned_kind(refine: int) -> str:
@@ -107,8 +120,10 @@ def _terms(kind: str, terms: Any, source: str | Path) -> QualityTerms:
     values = {}
     for name, default in (("intercept", None), ("error", None), ("move", 0.0), ("move_offset", 0.05)):
         value = terms.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ModelError(source, f"quality_model.kinds.{kind}.{name} must be a finite number, got {value!r}")
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or abs(value) > _MAX_TERM):
+            raise ModelError(source, f"quality_model.kinds.{kind}.{name} must be a finite number within "
+                             f"+-{_MAX_TERM:g}, got {value!r}")
         values[name] = float(value)
     if values["error"] <= 0:
         raise ModelError(source, f"quality_model.kinds.{kind}.error must be > 0 (the score must grow with the "

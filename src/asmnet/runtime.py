@@ -33,6 +33,24 @@ DEFAULT_MODEL_DIR = MODELS_DIR / DEFAULT_MODEL
 BACKENDS = ("auto", "onnx", "torch")
 ERROR_OUTPUT = "error"  # the optional third graph output: the error head (asmnet.quality)
 ERROR_OUTPUT_DESCRIPTION = "the error head's estimate of ln(NME %) of the landmarks (B, 1)"
+# The shipped detector calibrations map a detector's box to the tight box of the 68 iBUG points
+# as written in .pts files (first pixel's centre at 1). That box does not depend on the network,
+# so they hold for any 68-point model trained on points in that convention: a checkpoint gets
+# them as its export does (asmnet.training.export.package_calibrations).
+SHIPPED_CALIBRATION_POINTS, SHIPPED_CALIBRATION_ORIGIN = 68, 1.0
+
+# What a model file may hold (ModelInfo.check): every number finite and in these ranges, so that
+# nothing is built from, or computed with, a value no real model has.
+INPUT_SIZES = (32, 1024)  # pixels
+CROP_SCALES = (0.5, 4.0)  # crop side / the reference box's larger side
+ORIGINS = (-1.0, 2.0)  # the first pixel's centre (0: OpenCV, 1: iBUG .pts)
+MAX_QUALITY_THRESHOLD = 1e4  # % of the inter-ocular distance
+MODEL_WIDTHS = (0.0, 4.0)  # the MobileNetV2 width multiplier, (low, high]
+MODEL_POINTS = (68, 98)
+# box calibrations (asmnet.detection.calibration): centre offset in detector sizes, size ratio, h / w
+MAX_CALIBRATION_OFFSET, CALIBRATION_SCALES, CALIBRATION_ASPECTS = 2.0, (0.05, 20.0), (0.2, 5.0)
+# the shape model, in normalised crop units: mean point, basis entries (orthonormal), variances
+MAX_SHAPE_MEAN, MAX_SHAPE_COMPONENT, MAX_SHAPE_VARIANCE = 4.0, 1.0 + 1e-6, 100.0
 
 
 def _whole(value: object) -> int:
@@ -128,34 +146,106 @@ class ModelInfo:
         info.check(source)
         return info
 
-    def check(self, source: str | Path) -> None:
-        """ModelError for a value no image could be processed with (checked once, at load, not
-        per image)."""
-        def finite(value: object) -> bool:
-            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    def check(self, source: str | Path | None, what: str = "model.json") -> None:
+        """ModelError (naming ``source``, ``what`` it is and the field) for any number no real
+        model holds: each must be finite and in its range (the constants above). Checked once, at
+        load, before anything is built from the values."""
 
-        if not 32 <= self.input_size <= 1024:
-            raise ModelError(source, f"model.json input_size {self.input_size} is not in 32..1024")
-        if not (finite(self.crop_scale) and 0.5 <= self.crop_scale <= 4.0):
-            raise ModelError(source, f"model.json crop_scale {self.crop_scale} is not a number in [0.5, 4]")
-        if not finite(self.label_origin):
-            raise ModelError(source, f"model.json label_origin {self.label_origin} is not a finite number")
-        if self.quality_threshold is not None and not (finite(self.quality_threshold) and self.quality_threshold >= 0):
-            raise ModelError(source, f"model.json quality_threshold {self.quality_threshold!r} is not a number >= 0")
+        def check_range(name: str, value: object, low: float, high: float, low_open: bool = False) -> None:
+            ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+            if not ok or not math.isfinite(value) or not low <= value <= high or (low_open and value == low):
+                span = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+                raise ModelError(source, f"{what} {name} {value!r} is not a finite number in {span}")
+
+        check_range("input_size", self.input_size, *INPUT_SIZES)
+        check_range("crop_scale", self.crop_scale, *CROP_SCALES)
+        check_range("label_origin", self.label_origin, *ORIGINS)
+        check_range("annotation_origin", self.annotation_origin, *ORIGINS)
+        if self.quality_threshold is not None:
+            check_range("quality_threshold", self.quality_threshold, 0.0, MAX_QUALITY_THRESHOLD)
+        for kind, value in self.quality_thresholds.items():
+            check_range(f"quality_thresholds.{kind}", value, 0.0, MAX_QUALITY_THRESHOLD, low_open=True)
+        check_model_config(self.model_config, source, what)
+        for name in self.calibrations:
+            calibration = self.calibrations[name]
+            for field_name in ("dx", "dy"):
+                check_range(f"calibrations.{name}.{field_name}", getattr(calibration, field_name),
+                            -MAX_CALIBRATION_OFFSET, MAX_CALIBRATION_OFFSET)
+            check_range(f"calibrations.{name}.scale", calibration.scale, *CALIBRATION_SCALES)
+            check_range(f"calibrations.{name}.aspect", calibration.aspect, *CALIBRATION_ASPECTS)
+        shape = self.shape_model
+        check_range("shape_model.variance_share", shape.variance_share, 0.0, 1.0, low_open=True)
+        for name, values, high in (("mean", shape.mean, MAX_SHAPE_MEAN), ("components", shape.components,
+                                   MAX_SHAPE_COMPONENT), ("eigenvalues", shape.eigenvalues, MAX_SHAPE_VARIANCE)):
+            if values.size and np.abs(values).max() > high:
+                raise ModelError(source, f"{what} shape_model.{name} holds {np.abs(values).max():g}, beyond +-{high:g} "
+                                 "(normalised crop units)")
 
     @classmethod
-    def from_checkpoint(cls, ckpt: dict, source: str | Path) -> ModelInfo:
-        """The description of a validated checkpoint (no calibrations, no quality threshold)."""
-        return cls(
-            name=Path(source).stem,
-            input_size=int(ckpt["input_size"]),
-            crop_scale=float(ckpt["crop_scale"]),
-            markup=markup_for(int(ckpt["model_config"]["num_points"])),
-            shape_model=ShapeModel.from_dict(ckpt["shape_model"], source),
-            model_config=dict(ckpt["model_config"]),
-            label_origin=float(ckpt.get("label_origin", 0.0)),
-            card={k: ckpt[k] for k in ("train_config", "epoch", "best_nme", "git_commit") if k in ckpt},
-        )
+    def from_checkpoint(cls, ckpt: dict, source: str | Path | None) -> ModelInfo:
+        """The description of a checkpoint (its numbers checked: ModelError). It has the box
+        calibrations its export would get when they need no fitting (:func:`shipped_calibrations_for`:
+        68 points in the .pts convention), and no quality threshold (``Face.flagged`` is None)."""
+        config = ckpt.get("model_config")
+        try:
+            check_model_config(config, source, "checkpoint")
+            info = cls(
+                name=Path(source).stem if source is not None else "checkpoint",
+                input_size=_whole(ckpt["input_size"]),
+                crop_scale=float(ckpt["crop_scale"]),
+                markup=markup_for(_whole(config["num_points"])),
+                shape_model=ShapeModel.from_dict(ckpt["shape_model"], source),
+                model_config=dict(config),
+                label_origin=float(ckpt.get("label_origin", 0.0)),
+                card={k: ckpt[k] for k in ("train_config", "epoch", "best_nme", "git_commit") if k in ckpt},
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(source, f"checkpoint is malformed ({exc})") from None
+        info.check(source, "checkpoint")  # before the calibrations: they are chosen by the origin checked here
+        shipped = shipped_calibrations_for(info)
+        if shipped is not None:
+            info.calibrations = shipped
+            info.card["box_calibrations"] = SHIPPED_CALIBRATION_SOURCE
+        return info
+
+
+# model.json's calibration_source (and the card's box_calibrations) for the shipped calibrations
+SHIPPED_CALIBRATION_SOURCE = {
+    "kind": "shipped", "file": "asmnet/models/detector_calibration.json",
+    "why": f"{SHIPPED_CALIBRATION_POINTS} iBUG points in the .pts convention (first pixel's centre "
+           f"{SHIPPED_CALIBRATION_ORIGIN:g}): the model's reference box is the one the shipped calibrations were fitted "
+           "to, whatever the network"}
+
+
+def shipped_calibrations_for(info: ModelInfo) -> Calibrations | None:
+    """The shipped detector box calibrations when they hold for this model (68 points whose
+    predictions are in the .pts convention: the reference box they were fitted to), else None
+    (a package must fit its own: ``asmnet export``). ModelError when the shipped file is bad."""
+    if info.markup.n_points != SHIPPED_CALIBRATION_POINTS or info.annotation_origin != SHIPPED_CALIBRATION_ORIGIN:
+        return None
+    from .detection.calibration import load_calibrations
+
+    return load_calibrations()
+
+
+def check_model_config(config: Any, source: str | Path, what: str = "model.json") -> None:
+    """ModelError unless ``config`` (a network's ``model_config``) is a mapping whose numbers
+    are in range: ``num_points`` 68 or 98, ``width`` in (0, 4], ``dropout`` in [0, 1). Checked
+    before a network is built from it, so that a bad width never allocates anything. An empty
+    mapping (a model.json that does not say) passes."""
+    if not isinstance(config, dict):
+        raise ModelError(source, f"{what} model_config is not a mapping")
+    if not config:
+        return
+    points, width, dropout = config.get("num_points"), config.get("width", 1.0), config.get("dropout", 0.0)
+    if isinstance(points, bool) or points not in MODEL_POINTS:
+        raise ModelError(source, f"{what} model_config num_points {points!r} is not one of {MODEL_POINTS}")
+    real = (int, float, np.integer, np.floating)
+    low, high = MODEL_WIDTHS
+    if isinstance(width, bool) or not isinstance(width, real) or not math.isfinite(width) or not low < width <= high:
+        raise ModelError(source, f"{what} model_config width {width!r} is not a finite number in ({low:g}, {high:g}]")
+    if isinstance(dropout, bool) or not isinstance(dropout, real) or not 0.0 <= dropout < 1.0:
+        raise ModelError(source, f"{what} model_config dropout {dropout!r} is not a number in [0, 1)")
 
 
 def _quality_thresholds(data: Any, source: str | Path) -> dict[str, float]:

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import ModelError, first_line
 from ..fileio import write_atomic
-from ..shape_model import ShapeModel
+from ..runtime import ModelInfo
 from .model import build_model
 
 CHECKPOINT_FORMAT = "asmnet-checkpoint"
@@ -44,10 +44,12 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
     def save(tmp: Path) -> None:
         try:
             torch.save(data, tmp)
-        except RuntimeError as exc:  # PyTorch's zip writer reports a full disk as "file write failed"
-            if "write" not in str(exc).lower():
-                raise
-            raise OSError(errno.EIO, "PyTorch could not write the file (is the disk full?)") from None
+        except RuntimeError as exc:
+            # The data is plain tensors and numbers, so torch.save fails only where the file does:
+            # its zip writer reports a full disk (or a file size limit) as "file write failed" or
+            # "unexpected pos N vs M", never as an OSError
+            raise OSError(errno.ENOSPC, f"PyTorch could not write the file; is the disk full? ({first_line(exc, 80)})"
+                          ) from None
 
     write_atomic(path, save)
 
@@ -86,7 +88,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def validate_checkpoint(ckpt: object, path: str | Path | None = None) -> None:
-    """Check the format, version and that model, input size and shape model agree."""
+    """ModelError unless the checkpoint is of this format and version, every number it carries
+    is finite and in range (:meth:`asmnet.runtime.ModelInfo.from_checkpoint`), and its weights
+    have exactly the names and shapes of the network its ``model_config`` describes (compared on
+    a network without memory, so a config that would need gigabytes allocates nothing) and are
+    finite."""
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ModelError(path, "not an asmnet checkpoint")
     if ckpt.get("version") != CHECKPOINT_VERSION:
@@ -97,24 +103,39 @@ def validate_checkpoint(ckpt: object, path: str | Path | None = None) -> None:
     for key in ("model_config", "state_dict", "shape_model"):
         if not isinstance(ckpt[key], dict):
             raise ModelError(path, f"checkpoint {key} is not a mapping")
-    size = ckpt["input_size"]
-    if not isinstance(size, int) or not 32 <= size <= 1024:
-        raise ModelError(path, f"checkpoint input size {size!r} is not an integer in 32..1024")
+    info = ModelInfo.from_checkpoint(ckpt, path)
     points = ckpt["model_config"].get("num_points")
-    shape_model = ShapeModel.from_dict(ckpt["shape_model"], path)
-    if shape_model.n_points != points:
-        raise ModelError(path, f"shape model has {shape_model.n_points} points, the network {points}")
+    if info.shape_model.n_points != points:
+        raise ModelError(path, f"shape model has {info.shape_model.n_points} points, the network {points}")
     if ckpt["model_config"].get("head", "pooled") == "grid":  # N scores and N (x, y) offsets per cell
         head, outputs, ndim = ckpt["state_dict"].get("grid_head.out.weight"), 3 * points, 4
     else:
         head, outputs, ndim = ckpt["state_dict"].get("landmark_head.weight"), 2 * points, 2
     if not isinstance(head, torch.Tensor) or head.ndim != ndim or head.shape[0] != outputs:
         raise ModelError(path, f"landmark head does not output {outputs} values")
+    _check_weight_shapes(ckpt, path)
     bad = [k for k, v in ckpt["state_dict"].items()
            if not isinstance(v, torch.Tensor) or (v.is_floating_point() and not bool(torch.isfinite(v).all()))]
     if bad:
         raise ModelError(path, f"weights hold NaN, infinite or non-tensor values ({len(bad)} of "
                          f"{len(ckpt['state_dict'])} tensors, the first {bad[0]!r}): a diverged or corrupt run")
+
+
+def _check_weight_shapes(ckpt: dict[str, Any], path: str | Path | None) -> None:
+    """ModelError unless the state dict has exactly the tensors (names and shapes) of the network
+    its model_config describes; that network is built on the meta device, which allocates nothing."""
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in build_model(ckpt["model_config"]).state_dict().items()}
+    state = ckpt["state_dict"]
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [k for k in expected if k in state and (not isinstance(state[k], torch.Tensor)
+                                                     or tuple(state[k].shape) != expected[k])]
+    if missing or unexpected or wrong:
+        first = (f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}" if unexpected else
+                 f"{wrong[0]!r} is {tuple(getattr(state[wrong[0]], 'shape', ()))}, the config needs {expected[wrong[0]]}")
+        raise ModelError(path, f"weights do not fit the model config {ckpt['model_config']} ({len(missing)} missing, "
+                         f"{len(unexpected)} unexpected, {len(wrong)} of another shape; {first})")
 
 
 def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path | None = None) -> torch.nn.Module:

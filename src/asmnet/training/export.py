@@ -12,19 +12,33 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..detection.calibration import Calibrations
 from ..errors import DataError, ModelError
 from ..fileio import check_writable_file, check_writable_folder, read_small_json, write_atomic, write_json_atomic
 from ..formats import FaceRecord, load_many, read_image
+from ..inference import DEFAULT_REFINE, quality_kind
 from ..nn.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from ..runtime import ModelInfo, OnnxLandmarkModel, read_model_json
+from ..quality import MAX_FLAGGED, flag_threshold
+from ..runtime import (
+    SHIPPED_CALIBRATION_ORIGIN,
+    SHIPPED_CALIBRATION_SOURCE,
+    LandmarkModel,
+    ModelInfo,
+    OnnxLandmarkModel,
+    read_model_json,
+    shipped_calibrations_for,
+)
 
 OPSET = 17
 MAX_ABS_DIFF = 1e-4
-# The shipped detector calibrations map a detector's box to the tight box of the 68 iBUG points
-# as written in .pts files (first pixel's centre at 1). That box does not depend on the network,
-# so they hold for any 68-point model trained on points in that convention.
-SHIPPED_CALIBRATION_POINTS, SHIPPED_CALIBRATION_ORIGIN = 68, 1.0
 CALIBRATION_FACES = 300  # training faces per detector when calibrations are fitted at export
+# Quality thresholds (model.json quality_thresholds) are fitted as the shipped models' are
+# (benchmarks/second_look.py --write-thresholds): each score kind a package without an error head
+# gives, measured with the settings it is used with, on the run's validation faces (training faces
+# score lower: the network has seen them), with the ground-truth box and the default detector.
+THRESHOLD_SETTINGS = {  # kind -> (refine, straighten, flip_tta)
+    "shape": (0, False, False), "flip": (0, False, True), "refine1": (1, True, False), "refine2": (2, True, False)}
+THRESHOLD_FACES = (20, 1000)  # validation faces: fewer cannot place a 5 % threshold; more only cost time
 
 
 @dataclass
@@ -38,6 +52,7 @@ class ExportResult:
     denormals_flushed: int  # subnormal weights set to zero before the export
     max_abs_diff: float  # largest ONNX Runtime vs PyTorch output difference on random pixels
     calibration_source: dict | None = None  # where the detector box calibrations came from
+    quality_source: dict | None = None  # how the quality thresholds were fitted, or why there are none
 
 
 def flush_denormals(model: torch.nn.Module) -> int:
@@ -151,6 +166,84 @@ def training_faces(ckpt: dict, checkpoint: str | Path) -> tuple[list[FaceRecord]
     return records, data
 
 
+def validation_faces(ckpt: dict, checkpoint: str | Path) -> tuple[list[FaceRecord], str]:
+    """The run's validation faces (those of its data folders whose keys its split.json, beside
+    the checkpoint, lists; at most ``THRESHOLD_FACES[1]``, the same ones every time) and where
+    they come from, or ([], why there are none)."""
+    data = [d for d in (ckpt.get("train_config") or {}).get("data", []) if Path(d).exists()]
+    split = Path(checkpoint).parent / "split.json"
+    if not data:
+        return [], "the run's data folders are not there"
+    if not split.is_file():
+        return [], f"no split.json beside {checkpoint} names the run's validation faces"
+    try:
+        val = set(read_small_json(split, "split.json")["val_keys"])  # type: ignore[index]
+    except (KeyError, TypeError):
+        raise DataError(split, "not a split.json with val_keys") from None
+    records = [r for r in load_many(data, n_points=int(ckpt["model_config"]["num_points"]))[0] if r.key in val]
+    return _lowest_hashes(records, THRESHOLD_FACES[1]), f"the validation faces of {split}"
+
+
+def fit_quality_thresholds(model: LandmarkModel, faces: list[FaceRecord], detector=None, batch: int = 32
+                           ) -> tuple[dict[str, float], int]:
+    """Each :data:`THRESHOLD_SETTINGS` kind's threshold (:func:`asmnet.quality.flag_threshold`:
+    at most 5 % flagged) over ``faces`` aligned from their ground-truth box and, with
+    ``detector``, from its calibrated detection too, as the shipped models' are. Returns
+    (kind -> threshold, the number of boxes scored). Unreadable images are left out."""
+    from ..evaluation import reference_box
+    from ..inference import align_faces
+
+    scores: dict[str, list[np.ndarray]] = {kind: [] for kind in THRESHOLD_SETTINGS}
+    scored = 0
+    for start in range(0, len(faces), batch):  # a batch of images at a time: memory stays small
+        images, owner, boxes = [], [], []
+        for face in faces[start:start + batch]:
+            try:
+                image = read_image(face.image)
+            except DataError:
+                continue
+            images.append(image)
+            for found in (reference_box(face, image, model), detector and reference_box(face, image, model, detector)):
+                if found is not None:
+                    owner.append(len(images) - 1)
+                    boxes.append(found)
+        if not boxes:
+            continue
+        scored += len(boxes)
+        for kind, (refine, straighten, flip_tta) in THRESHOLD_SETTINGS.items():
+            out = align_faces(model, images, np.array(owner), np.array(boxes), refine=refine, straighten=straighten,
+                              flip_tta=flip_tta)
+            scores[kind].append(out.scores[kind])
+    if not scored:
+        return {}, 0
+    return {kind: round(flag_threshold(np.concatenate(parts)), 5) for kind, parts in scores.items()}, scored
+
+
+def package_thresholds(model: LandmarkModel, faces: list[FaceRecord], where: str) -> tuple[dict[str, float], dict]:
+    """The quality thresholds a package carries (:func:`fit_quality_thresholds` on ``faces``,
+    with the default detector where the package has its calibration) and how they were made, or
+    ({}, why there are none): its faces' ``flagged`` is then None."""
+    low = THRESHOLD_FACES[0]
+    if len(faces) < low:
+        why = where if not faces else f"{len(faces)} validation faces ({where}), fewer than {low}"
+        return {}, {"kind": "none", "why": why}
+    from ..detection import make_detector
+
+    detector = make_detector("auto")
+    try:
+        model.info.calibrations.for_detector(detector)
+    except ModelError:
+        detector = None
+    thresholds, scored = fit_quality_thresholds(model, faces, detector)
+    if not thresholds:
+        return {}, {"kind": "none", "why": f"no image of {where} could be read"}
+    boxes = "ground-truth box" + (f" and {detector.name}'s calibrated box" if detector else "")
+    return thresholds, {"kind": "fitted", "thresholds": thresholds, "faces": len(faces), "boxes_scored": scored,
+                        "boxes": boxes, "from": where,
+                        "max_flagged": MAX_FLAGGED, "settings": {k: dict(zip(("refine", "straighten", "flip_tta"), v))
+                                                                  for k, v in THRESHOLD_SETTINGS.items()}}
+
+
 def package_calibrations(
     info: ModelInfo, faces: list[FaceRecord] | None, fit: bool = False, count: int = CALIBRATION_FACES,
     data: list[str] | None = None,
@@ -160,12 +253,9 @@ def package_calibrations(
     The shipped ones when the model's reference box is theirs (68 points in the .pts convention)
     and ``fit`` is False; else fitted on ``faces`` (training faces). Raises ModelError when they
     must be fitted and there are no faces, or no detector found any of them."""
-    if not fit and info.markup.n_points == SHIPPED_CALIBRATION_POINTS and info.annotation_origin == SHIPPED_CALIBRATION_ORIGIN:
-        calibrations = shipped_calibrations()
-        return calibrations, {
-            "kind": "shipped", "file": "asmnet/models/detector_calibration.json", "detectors": sorted(calibrations),
-            "why": "68 iBUG points in the .pts convention (first pixel's centre 1): the model's reference box is "
-                   "the one the shipped calibrations were fitted to, whatever the network"}
+    shipped = None if fit else shipped_calibrations_for(info)  # the rule a checkpoint loaded as it is follows too
+    if shipped is not None:
+        return shipped.to_json(), {**SHIPPED_CALIBRATION_SOURCE, "detectors": sorted(shipped)}
     why = "asked (--fit-calibrations)" if fit else (
         f"the shipped calibrations are for 68 points with pixel origin {SHIPPED_CALIBRATION_ORIGIN:g}; this model has "
         f"{info.markup.n_points} points with origin {info.annotation_origin:g}")
@@ -184,13 +274,16 @@ def export_model(
     checkpoint: str | Path, out: str | Path, name: str | None = None, extra: dict | None = None,
     calib_faces: list[FaceRecord] | None = None, fit_calibrations: bool = False,
     calib_count: int = CALIBRATION_FACES, calib_data: list[str] | None = None,
+    threshold_faces: list[FaceRecord] | None = None,
 ) -> ExportResult:
     """Write ``out/`` (model.onnx, model.json, weights.pt) or ``out.onnx`` + ``out.json``.
 
     ``extra`` is merged into model.json (calibrations, quality threshold, card). Unless ``extra``
     gives them, the package gets detector box calibrations (:func:`package_calibrations`): the
     shipped ones, or fitted on ``calib_faces`` (default: the run's training faces, when its data
-    is still there; ``calib_data`` names the folders given faces came from, for the card).
+    is still there; ``calib_data`` names the folders given faces came from, for the card); and
+    quality thresholds (:func:`package_thresholds`) fitted on ``threshold_faces`` (default: the
+    run's validation faces, :func:`validation_faces`), or none, said in ``quality_source``.
     Returns an :class:`ExportResult`. Raises :class:`ModelError` when the
     checkpoint cannot be used, when calibrations must be fitted and cannot be, or when the ONNX
     graph's outputs differ from PyTorch's by more than ``MAX_ABS_DIFF``.
@@ -212,7 +305,8 @@ def export_model(
         used = calib_data
         if calib_faces is None:
             calib_faces, used = training_faces(ckpt, checkpoint)
-        info.calibrations, calib_source = package_calibrations(info, calib_faces, fit_calibrations, calib_count, used)
+        calibrations, calib_source = package_calibrations(info, calib_faces, fit_calibrations, calib_count, used)
+        info.calibrations = Calibrations.from_json(calibrations)
     flushed = flush_denormals(model)
     if out.suffix == ".onnx":
         onnx_path, json_path, weights_path = out, out.with_suffix(".json"), None
@@ -222,6 +316,14 @@ def export_model(
     data = onnx_bytes(model, info.input_size)
     write_atomic(onnx_path, lambda p: p.write_bytes(data))
     diff = check_onnx(onnx_path, info, model)
+    quality_source = None
+    if not {"quality_threshold", "quality_thresholds"} & set(extra or {}):
+        where = "the given faces"
+        if threshold_faces is None:
+            threshold_faces, where = validation_faces(ckpt, checkpoint)
+        fitted_on = OnnxLandmarkModel(onnx_path, info)
+        info.quality_thresholds, quality_source = package_thresholds(fitted_on, threshold_faces, where)
+        info.quality_threshold = info.quality_thresholds.get(quality_kind(DEFAULT_REFINE, False))
     meta = info.to_json()
     for key, value in (extra or {}).items():
         meta[key] = value
@@ -229,6 +331,9 @@ def export_model(
     if calib_source is not None:
         meta["calibration_source"] = calib_source
         meta["card"]["box_calibrations"] = calib_source
+    if quality_source is not None:
+        meta["quality_source"] = quality_source
+        meta["card"]["quality_thresholds"] = quality_source
     write_json_atomic(json_path, meta)
     if weights_path is not None:
         slim = {k: ckpt[k] for k in ("model_config", "input_size", "crop_scale", "label_origin", "markup", "shape_model",
@@ -236,4 +341,5 @@ def export_model(
         slim["state_dict"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         save_checkpoint(weights_path, slim)
     return ExportResult(onnx=onnx_path, json=json_path, weights=weights_path, onnx_bytes=len(data),
-                        denormals_flushed=flushed, max_abs_diff=diff, calibration_source=calib_source)
+                        denormals_flushed=flushed, max_abs_diff=diff, calibration_source=calib_source,
+                        quality_source=quality_source)
