@@ -219,6 +219,9 @@ def add_train(sub: argparse._SubParsersAction) -> None:
                        "--nproc N, or torchrun --nproc-per-node N -m asmnet train ... (docs/distributed.md).")
     add_config_flags(p, TrainConfig)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run OUT holds (its last.pt, best.pt, ...); without it, or --resume, such an OUT "
+                   "is refused")
     p.add_argument("--stop-after", type=whole(1, 1_000_000), default=None, metavar="EPOCH",
                    help="stop after this epoch of the plan (continue later with --resume)")
     p.add_argument("--nproc", type=whole(1, 1024), default=None, metavar="N",
@@ -361,16 +364,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         from .training.trainer import pick_device
 
         pick_device(cfg.device)  # "cuda" on a machine without one: one line now, not in N ranks
+    from .training.trainer import check_run_folder, train
+
+    check_run_folder(cfg.out, args.resume, args.overwrite)  # once here, not in every rank
     if args.nproc is not None and args.nproc > 1:
         return _launch_torchrun(args)
     from .training import distributed
-    from .training.trainer import train
 
     ctx = distributed.env_context()
     if not ctx.enabled:
-        return _train_status(train(cfg, resume=args.resume, stop_after=args.stop_after))
+        return _train_status(train(cfg, resume=args.resume, stop_after=args.stop_after, overwrite=args.overwrite))
     try:
-        result = train(cfg, resume=args.resume, stop_after=args.stop_after, timeout_min=args.dist_timeout)
+        result = train(cfg, resume=args.resume, stop_after=args.stop_after, timeout_min=args.dist_timeout,
+                       overwrite=args.overwrite)
     except BaseException as exc:
         # torchrun prints this file's message in its failure summary
         from torch.distributed.elastic.multiprocessing.errors import ErrorHandler

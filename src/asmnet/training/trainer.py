@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import glob
 import json
 import math
 import os
@@ -33,7 +34,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .. import __version__
-from ..errors import AsmnetError, DataNote, ModelError, first_line
+from ..errors import AsmnetError, DataNote, ModelError, OutputError, first_line
 from ..fileio import check_writable_folder, write_json_atomic, write_text_atomic
 from ..formats import key_folder, load_many
 from ..markup import markup_for
@@ -53,9 +54,37 @@ from .distributed import DistContext
 from .recrop import recrop_batch, recrop_tensors
 from .split import split_keys
 
+# what a run writes into its folder (write_atomic's temporaries are ".NAME.*.tmp" beside them)
+RUN_CHECKPOINTS = ("last.pt", "best.pt")
+RUN_FILES = (*RUN_CHECKPOINTS, "metrics.jsonl", "model_card.json", "curves.png", "config.json", "split.json")
+
 
 def log(msg: str) -> None:
     tqdm.write(msg, file=sys.stderr)
+
+
+def check_run_folder(out: str | Path, resume: bool = False, overwrite: bool = False) -> None:
+    """OutputError when ``out`` holds a run (its last.pt or best.pt) that a new run would replace:
+    only ``resume`` (from its last.pt) or ``overwrite`` may use such a folder."""
+    out = Path(out)
+    held = [name for name in RUN_CHECKPOINTS if (out / name).exists()]
+    if overwrite or not held or (resume and "last.pt" in held):
+        return
+    if resume:
+        raise OutputError(out, "has best.pt but no last.pt to resume from: --overwrite replaces that run "
+                          "(or choose another --out)")
+    raise OutputError(out, f"holds a run ({', '.join(held)}): --resume continues it, --overwrite replaces it "
+                      "(or choose another --out)")
+
+
+def clear_run_folder(out: Path, overwrite: bool) -> None:
+    """Remove the half-written temporaries of a killed run and, with ``overwrite``, the files of
+    the run the folder held. Only the run's own files: the folder may hold anything else."""
+    for name in RUN_FILES:
+        for stale in out.glob(f".{glob.escape(name)}.*.tmp"):  # never renamed into place
+            stale.unlink(missing_ok=True)
+        if overwrite:
+            (out / name).unlink(missing_ok=True)
 
 
 def git_commit() -> str:
@@ -250,10 +279,12 @@ class Run:
     validates its share of the faces; only rank 0 logs and writes the run folder.
     """
 
-    def __init__(self, cfg: TrainConfig, resume: bool = False, dist: DistContext | None = None):
+    def __init__(self, cfg: TrainConfig, resume: bool = False, dist: DistContext | None = None,
+                 overwrite: bool = False):
         self.dist = dist or distributed.SINGLE
         self.out = Path(cfg.out)
         self.last_path, self.best_path = self.out / "last.pt", self.out / "best.pt"
+        check_run_folder(self.out, resume, overwrite)  # before anything in it is read or replaced
         # every rank reads last.pt itself, onto the CPU (load_checkpoint's map_location)
         self.ckpt = load_checkpoint(self.last_path) if resume and self.last_path.exists() else None
         self._check_ranks_agree_on_start()
@@ -278,8 +309,7 @@ class Run:
         self.teacher, self.teacher_notes = Teacher.load(cfg) if cfg.teacher else (None, [])
         if self.dist.is_main:
             check_writable_folder(self.out)  # a read-only or full run folder fails now, not after an epoch
-            for stale in self.out.glob(".*.tmp"):  # half-written files of a killed run (never renamed)
-                stale.unlink(missing_ok=True)
+            clear_run_folder(self.out, overwrite and self.ckpt is None)
         # DataLoader workers are the parallelism; OpenCV's own pool in each of them oversubscribes
         # the cores (2x slower on 16 cores). Set before forking: setNumThreads in a forked worker hangs.
         cv2.setNumThreads(1)
@@ -637,8 +667,12 @@ def train(
     resume: bool = False,
     stop_after: int | None = None,
     timeout_min: float = distributed.DEFAULT_TIMEOUT_MIN,
+    overwrite: bool = False,
 ) -> dict:
     """Train (or resume) a run; returns the last epoch's record, with "skipped": the unusable files.
+
+    ``cfg.out`` must not hold a run unless ``resume`` (continue its last.pt) or ``overwrite``
+    (its files are removed first): :func:`check_run_folder`, OutputError otherwise.
 
     Under torchrun (WORLD_SIZE > 1 in the environment) this process joins the process group as
     one rank of a DistributedDataParallel job (collectives time out after ``timeout_min`` minutes);
@@ -646,7 +680,7 @@ def train(
     """
     ctx = distributed.setup(cfg.device, timeout_min)
     try:
-        run = Run(cfg, resume, ctx)
+        run = Run(cfg, resume, ctx, overwrite)
         result = {**run.fit(stop_after), "skipped": [str(e) for e in run.failures]}
     except BaseException:
         if ctx.backend == "gloo":  # NCCL's teardown can block on a dead peer: let the process exit
