@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 from asmnet.training.split import UDACITY_CLIP_PATTERN, group_key, split_keys
 
 
 def test_udacity_frames_group_by_clip():
-    import re
+
 
     p = re.compile(UDACITY_CLIP_PATTERN)
     assert group_key("udacity_train/Chris_Rock_02", p) == "udacity_train/Chris_Rock_0"
@@ -32,3 +34,23 @@ def test_split_depends_on_names_not_order():
     _, val_rev, _ = split_keys(keys[::-1], 0.2)
     assert sorted(keys[i] for i in val) == sorted(keys[::-1][i] for i in val_rev)
     assert 20 <= len(val) <= 60
+
+
+def test_all_data_pattern_keeps_photo_faces_together_and_old_groups():
+    from asmnet.training.split import ALL_DATA_PATTERN, UDACITY_CLIP_PATTERN
+
+    both, udacity = re.compile(ALL_DATA_PATTERN), re.compile(UDACITY_CLIP_PATTERN)
+    assert group_key("afw/134212_1", both) == group_key("afw/134212_2", both) == "afw/134212"
+    assert group_key("helen_train/100040721_2", both) == "helen_train/100040721"
+    for key in ("lfpw_train/image_0001", "udacity_train/Chris_Rock_02", "udacity_train/testcsv_Chris_Rock_02",
+                "udacity_train/Eliza_Dushku_21"):  # the groups (hence validation faces) of earlier runs
+        assert group_key(key, both) == group_key(key, udacity)
+
+
+def test_gpu_sweep_splits_like_the_trainer():
+    from pathlib import Path
+
+    from asmnet.training.split import ALL_DATA_PATTERN
+
+    script = (Path(__file__).resolve().parents[1] / "scripts" / "gpu_sweep.sh").read_text()
+    assert ALL_DATA_PATTERN.replace("'", "'\"'\"'") in script  # shell-quoted as the script writes it
