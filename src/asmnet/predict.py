@@ -28,6 +28,7 @@ from .errors import AsmnetError, DataError, ModelError, OutputError, shown
 from .fileio import check_writable_file, check_writable_folder
 from .formats import IMAGE_EXTENSIONS
 from .formats.image import max_pixels_limit, read_image_reduced
+from .formats.video import check_frame, open_video
 from .inference import DEFAULT_REFINE
 from .records import (
     RecordsFile,
@@ -517,13 +518,8 @@ def _track(source: str | int, opts: PredictOptions, sink: RecordSink, report: Pr
 
     name = shown(source)  # for messages; records keep the file's absolute path
     key = input_key(source) if isinstance(source, str) else None  # a camera's frames are never done
-    with opencv_quiet():  # OpenCV's own "[ WARN ]" lines would precede the one-line failure below
-        cap = cv2.VideoCapture(source)
-    if not cap.isOpened():
-        cap.release()
-        _failed(report, f"{name}: cannot open video" + ("" if isinstance(source, int) else
-                                                        " (not a video, or a format or codec this OpenCV lacks)"))
-        return
+    with opencv_quiet():  # OpenCV's own "[ WARN ]" lines would precede the one-line failure
+        cap = open_video(source)  # DataError: cannot be opened, or frames over the pixel limit
     try:
         aligner = _make_aligner(opts, default_threads=None)
     except BaseException:
@@ -546,6 +542,7 @@ def _track(source: str | int, opts: PredictOptions, sink: RecordSink, report: Pr
             ok, frame = cap.read()
             if not ok or frame is None:
                 break
+            check_frame(frame, source)
             tracked = tracker.update(frame, frame_idx / fps)
             faces = [t.face for t in tracked]
             if (key, frame_idx) not in done:
@@ -559,8 +556,9 @@ def _track(source: str | int, opts: PredictOptions, sink: RecordSink, report: Pr
                     writer = cv2.VideoWriter(str(tmp_video), cv2.VideoWriter_fourcc(*"mp4v"), fps,
                                              (frame.shape[1], frame.shape[0]))
                     if not writer.isOpened():
-                        _failed(report, f"{final_video}: cannot write the annotated video (this OpenCV has no "
-                                "mp4v encoder); the JSON records are written")
+                        _failed(report, f"{final_video}: cannot write the annotated video (OpenCV's mp4v writer "
+                                f"refused {frame.shape[1]}x{frame.shape[0]} frames: no encoder, or a size it cannot "
+                                "take); the JSON records are written")
                         tmp_video = None
                 if tmp_video is not None:
                     writer.write(draw_faces(frame, faces, pixel_origin=aligner.pixel_origin))

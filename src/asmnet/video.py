@@ -608,24 +608,22 @@ class FaceTracker:
             self._since_detection += 1
         return out
 
-    def track(self, source: str | Path | int, max_frames: int | None = None) -> Iterator[VideoFrame]:
+    def track(self, source: str | Path | int, max_frames: int | None = None,
+              max_pixels: int | None = None) -> Iterator[VideoFrame]:
         """Track faces through a video file (a path) or a camera (an int index, as OpenCV numbers
         them): yields one :class:`VideoFrame` per decoded frame, until the video ends or after
         ``max_frames``. Starts with :meth:`reset`. Timestamps are ``index / fps`` for files (30 fps
         when the file does not say) and seconds since the first frame for cameras. Raises
-        DataError when the source cannot be opened; a video that stops early (corrupt, truncated)
-        simply ends.
+        DataError when the source cannot be opened or its frames are over ``max_pixels`` (default:
+        the limit of images, $ASMNET_MAX_PIXELS; checked before the first frame is decoded); a
+        video that stops early (corrupt, truncated) simply ends.
         """
         import cv2
 
-        name = source if isinstance(source, int) else str(source)
-        if not isinstance(source, int) and not Path(name).is_file():
-            raise DataError(name, "no such video file")
-        cap = cv2.VideoCapture(name)
+        from .formats.video import check_frame, open_video
+
+        cap = open_video(source, max_pixels)
         try:
-            if not cap.isOpened():
-                what = f"camera {name}" if isinstance(source, int) else "not a video, or a format or codec this OpenCV lacks"
-                raise DataError(None if isinstance(source, int) else name, f"cannot open video ({what})")
             fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
             self.reset()
             index, start = 0, time.monotonic()
@@ -633,6 +631,7 @@ class FaceTracker:
                 ok, image = cap.read()
                 if not ok or image is None:
                     return
+                check_frame(image, source, max_pixels)
                 t = time.monotonic() - start if isinstance(source, int) else index / fps
                 if self._last_t is not None and not t > self._last_t:  # a camera clock that stalls
                     t = self._last_t + 1e-6

@@ -3,6 +3,13 @@
 Pillow reads the header first, so oversized images are refused before any pixel is decoded.
 EXIF orientation is applied (as ``cv2.imread`` does), alpha is dropped (as ``cv2.imread`` does),
 16-bit samples are scaled to 8 bits, and truncated files are errors, never partial images.
+
+Pillow's process-wide settings are left as the host application set them: the pixel limit is
+ours (:func:`max_pixels_limit`) instead of ``Image.MAX_IMAGE_PIXELS`` (whose check is skipped by
+opening through the format's plugin, :func:`_open_image`), a truncated file is caught at the read
+that finds the end of the file (:class:`_EndOfFileGuard`) whatever ``ImageFile.LOAD_TRUNCATED_IMAGES``
+says, and no warnings filter is touched (the EXIF orientation is read without Pillow's EXIF
+parser, which warns about damaged blocks).
 """
 
 from __future__ import annotations
@@ -10,12 +17,9 @@ from __future__ import annotations
 import math
 import os
 import re
-import threading
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
+import struct
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -34,8 +38,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".
 # Pillow decoders allowed (by content, not name); others (EPS, PSD, ...) are refused.
 # (multi-picture JPEG, "MPO", opens through the JPEG decoder)
 PILLOW_FORMATS = ("JPEG", "PNG", "BMP", "PPM", "WEBP", "TIFF", "GIF")
-
-_PILLOW_LOCK = threading.Lock()
+EXIF_ORIENTATION = 0x0112
 
 
 def max_pixels_limit(max_pixels: int | None = None) -> int:
@@ -52,22 +55,49 @@ def max_pixels_limit(max_pixels: int | None = None) -> int:
     return int(text)
 
 
-@contextmanager
-def _pillow_settings() -> Iterator[None]:
-    """Pillow's own bomb check off (ours runs instead) and truncated files refused."""
-    from PIL import Image, ImageFile
+class _TruncatedFile(Exception):
+    """Raised by :class:`_EndOfFileGuard`: the decoder asked for bytes past the end of the file."""
 
-    with _PILLOW_LOCK:
-        saved = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
-        Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = None, False
+
+class _EndOfFileGuard:
+    """A binary file that, once :attr:`armed`, raises :class:`_TruncatedFile` when a read finds
+    nothing left. Armed while Pillow decodes pixels: a complete file ends before its decoder asks
+    for more, a truncated one does not, and Pillow itself would only refuse it while the
+    process-wide ``ImageFile.LOAD_TRUNCATED_IMAGES`` is False."""
+
+    def __init__(self, file: IO[bytes]):
+        self._file = file
+        self.armed = False
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._file.read(size)
+        if self.armed and size != 0 and not data:
+            raise _TruncatedFile
+        return data
+
+    def __getattr__(self, name: str) -> Any:  # seek, tell, fileno, ...
+        return getattr(self._file, name)
+
+
+def _open_image(file: IO[bytes], formats: list[str]) -> PillowImage:
+    """``PIL.Image.open(file, formats=formats)`` without its check of ``Image.MAX_IMAGE_PIXELS``
+    (a process-wide setting of the host's; our own limit is checked by the caller instead):
+    each format's plugin is asked in turn, as Image.open does. Raises UnidentifiedImageError
+    when none recognises the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    prefix = file.read(16)
+    for name in formats:
+        factory, accept = Image.OPEN[name]
+        recognised = accept is None or accept(prefix)
+        if not recognised or isinstance(recognised, str):  # a string: "recognised, but unsupported here"
+            continue
+        file.seek(0)
         try:
-            with warnings.catch_warnings():
-                # DecompressionBombWarning (our limit runs instead), "Corrupt EXIF data",
-                # "Palette images with Transparency ...": the image decodes; nothing to tell
-                warnings.simplefilter("ignore")
-                yield
-        finally:
-            Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = saved
+            return factory(file, "")
+        except (SyntaxError, IndexError, TypeError, struct.error):  # what Image.open takes for "not this format"
+            continue
+    raise UnidentifiedImageError("cannot identify image file")
 
 
 def _check_file(path: Path) -> None:
@@ -83,10 +113,16 @@ def _check_size(path: Path, size: tuple[int, int], limit: int) -> None:
     width, height = size
     if width <= 0 or height <= 0:
         raise DataError(path, f"image has no pixels ({width}x{height})")
+    check_pixel_count(path, width, height, limit)
+
+
+def check_pixel_count(name: str | Path | None, width: int, height: int, limit: int, what: str = "image is") -> None:
+    """DataError naming ``name`` when ``width`` x ``height`` is over ``limit`` pixels (images and
+    video frames alike; see :func:`max_pixels_limit`)."""
     if width * height > limit:
         raise DataError(
-            path,
-            f"image is {width}x{height} = {width * height} pixels, over the limit of {limit} "
+            name,
+            f"{what} {width}x{height} = {width * height} pixels, over the limit of {limit} "
             f"(raise it with max_pixels or {MAX_PIXELS_ENV})",
         )
 
@@ -96,39 +132,41 @@ def _decode(path: Path, limit: int, reduce_above: int | None = None) -> tuple[np
     (width, height) and the whole factor it was reduced by. With ``reduce_above``, a larger image
     is decoded reduced (JPEG: in the decoder itself, others right after decoding) to at most that
     many pixels. DataError for anything unreadable."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
-    with _pillow_settings():
-        try:
-            with Image.open(path, formats=_available_formats()) as image:
-                _check_size(path, image.size, limit)
-                width, height = image.size
-                orientation = _orientation(image)
-                if orientation in (5, 6, 7, 8):  # turned by 90 degrees when shown
-                    width, height = height, width
-                factor = reduce_factor(image.size, reduce_above)
-                if factor > 1 and image.format == "JPEG":
-                    # the JPEG decoder scales by 1/2, 1/4 or 1/8 at no cost, to at least the size asked
-                    image.draft(image.mode, (-(-image.size[0] // factor), -(-image.size[1] // factor)))
-                image.load()
-                drafted = 2 ** round(math.log2(max(width, height) / max(image.size)))
-                rest = reduce_factor(image.size, reduce_above)
-                if drafted == 1 and rest == 1:
-                    picture = ImageOps.exif_transpose(image)
-                else:  # a reduced copy has no EXIF left: turn it by the original's orientation
-                    picture = _reduced(image, rest)
-                    if orientation in _TRANSPOSE:
-                        picture = picture.transpose(_TRANSPOSE[orientation])
-                return _to_bgr(picture, path), (width, height), drafted * rest
-        except UnidentifiedImageError:
-            kinds = ", ".join(PILLOW_FORMATS)
-            raise DataError(path, f"not a recognised image file (supported: {kinds})") from None
-        except Image.DecompressionBombError as exc:
-            raise DataError(path, f"image too large: {exc}") from None
-        except DataError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - Pillow raises many types for corrupt files
-            raise DataError(path, f"cannot decode image ({_describe(exc)})") from None
+    try:
+        with open(path, "rb") as raw:
+            guard = _EndOfFileGuard(raw)
+            image = _open_image(guard, _available_formats())  # type: ignore[arg-type]
+            _check_size(path, image.size, limit)
+            width, height = image.size
+            orientation = _orientation(image)
+            if orientation in (5, 6, 7, 8):  # turned by 90 degrees when shown
+                width, height = height, width
+            factor = reduce_factor(image.size, reduce_above)
+            if factor > 1 and image.format == "JPEG":
+                # the JPEG decoder scales by 1/2, 1/4 or 1/8 at no cost, to at least the size asked
+                image.draft(image.mode, (-(-image.size[0] // factor), -(-image.size[1] // factor)))
+            guard.armed = True
+            image.load()
+            guard.armed = False
+            drafted = 2 ** round(math.log2(max(width, height) / max(image.size)))
+            rest = reduce_factor(image.size, reduce_above)
+            picture = _reduced(image, rest)
+            if orientation in _TRANSPOSE:
+                picture = picture.transpose(_TRANSPOSE[orientation])
+            return _to_bgr(picture, path), (width, height), drafted * rest
+    except _TruncatedFile:
+        raise DataError(path, "cannot decode image (file is truncated)") from None
+    except UnidentifiedImageError:
+        kinds = ", ".join(PILLOW_FORMATS)
+        raise DataError(path, f"not a recognised image file (supported: {kinds})") from None
+    except Image.DecompressionBombError as exc:  # a GIF frame over the host's own Pillow limit
+        raise DataError(path, f"image too large: {exc}") from None
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for corrupt files
+        raise DataError(path, f"cannot decode image ({_describe(exc)})") from None
 
 
 # EXIF orientation -> the Pillow transpose that shows the image upright (as ImageOps.exif_transpose)
@@ -136,12 +174,49 @@ _TRANSPOSE = {2: 0, 3: 3, 4: 1, 5: 5, 6: 4, 7: 6, 8: 2}  # Image.Transpose value
 
 
 def _orientation(image: PillowImage) -> int:
-    """The EXIF orientation tag (1: upright); unreadable EXIF counts as upright."""
-    try:
-        value = image.getexif().get(0x0112, 1)
-        return int(value) if value in range(1, 9) else 1
-    except Exception:  # noqa: BLE001 - a corrupt EXIF block must not stop the decoding
-        return 1
+    """The EXIF orientation (1: upright) where ``Image.getexif`` finds it: a TIFF's own tags, the
+    file's EXIF block, else XMP's ``tiff:Orientation``. Read here without Pillow's EXIF parser,
+    which warns about damaged blocks; anything unreadable counts as upright."""
+    tags = getattr(image, "tag_v2", None)
+    if tags is not None:
+        value = tags.get(EXIF_ORIENTATION)
+    else:
+        exif = image.info.get("exif")
+        if exif is None and "Raw profile type exif" in image.info:  # PNG text chunk
+            try:
+                exif = bytes.fromhex("".join(image.info["Raw profile type exif"].split("\n")[3:]))
+            except ValueError:
+                exif = None
+        value = _exif_orientation(exif) if isinstance(exif, bytes) else None
+    if value is None:
+        xmp = image.info.get("XML:com.adobe.xmp") or image.info.get("xmp")
+        if isinstance(xmp, bytes):
+            xmp = xmp.decode("utf-8", "replace")
+        match = re.search(r'tiff:Orientation(="|>)([0-9])', xmp) if isinstance(xmp, str) else None
+        value = int(match[2]) if match else None
+    return value if isinstance(value, int) and value in range(1, 9) else 1
+
+
+def _exif_orientation(exif: bytes) -> int | None:
+    """The orientation tag of an EXIF block's first directory (TIFF layout, after an optional
+    ``Exif\\0\\0``), or None where there is none or the block is damaged."""
+    data = exif[6:] if exif.startswith(b"Exif\x00\x00") else exif
+    order = {b"II": "<", b"MM": ">"}.get(data[:2])
+    if order is None or len(data) < 8:
+        return None
+    (offset,) = struct.unpack(order + "I", data[4:8])
+    if offset + 2 > len(data):
+        return None
+    (count,) = struct.unpack(order + "H", data[offset:offset + 2])
+    for start in range(offset + 2, min(offset + 2 + 12 * count, len(data) - 11), 12):
+        tag, kind = struct.unpack(order + "HH", data[start:start + 4])
+        if tag == EXIF_ORIENTATION:
+            if kind == 3:  # SHORT: the value sits in the first two bytes of the value field
+                return struct.unpack(order + "H", data[start + 8:start + 10])[0]
+            if kind == 4:  # LONG
+                return struct.unpack(order + "I", data[start + 8:start + 12])[0]
+            return None
+    return None
 
 
 def reduce_factor(size: tuple[int, int], reduce_above: int | None) -> int:
