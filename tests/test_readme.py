@@ -61,13 +61,18 @@ def quick(argv: list[str]) -> list[str]:
 @pytest.fixture()
 def workplace(tmp_path, monkeypatch):
     """tmp/work (the current directory) beside tmp/shared/data with two tiny 300W-layout folders,
-    photo.jpg and photos/ (the astronaut) and photos/../clip.mp4 (a few frames of it)."""
+    photo.jpg and photos/ (the astronaut), photos/../clip.mp4 (a few frames of it), and
+    src/asmnet/models/default/val_keys.txt (where a clone has the shipped model's validation
+    keys) naming four of the tiny lfpw_train faces."""
     skdata = pytest.importorskip("skimage.data", reason="the test photo comes from scikit-image")
     pytest.importorskip("torch", reason="the README trains a model")
     for i, name in enumerate(("lfpw_train", "udacity_train")):
         make_synthetic_set(tmp_path / "shared" / "data" / name, 12, seed=i)
     work = tmp_path / "work"
     (work / "photos").mkdir(parents=True)
+    keys = work / "src" / "asmnet" / "models" / "default" / "val_keys.txt"
+    keys.parent.mkdir(parents=True)
+    keys.write_text("".join(f"lfpw_train/face_{i:03d}\n" for i in range(4)))
     photo = skdata.astronaut()[:, :, ::-1]
     cv2.imwrite(str(work / "photo.jpg"), photo)
     cv2.imwrite(str(work / "photos" / "astronaut.jpg"), photo)
