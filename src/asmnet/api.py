@@ -219,18 +219,22 @@ def _check_settings(model: Any, detector: Any, backend: Any, threads: Any, asm_b
             raise SettingError(None, f"{name} must be True or False, got {value!r}")
 
 
-def _make_detector(spec: Any, options: dict[str, Any]) -> Any:
-    """The face detector of a FaceAligner: built from a name with ``options``, the object given,
-    or None. SettingError for an unknown name or a bad option, ModelError when it cannot be built here."""
+def _make_detector(spec: Any, options: dict[str, Any], preset: str | None = None) -> Any:
+    """The face detector of a FaceAligner: built from a name with ``options`` over those of
+    ``preset``, the object given, or None. SettingError for an unknown name, preset or a bad
+    option, ModelError when it cannot be built here."""
+    if preset is not None and not isinstance(preset, str):
+        raise SettingError(None, f"preset must be a name (e.g. 'recall') or None, got {preset!r}")
     if spec is None or not isinstance(spec, str):
-        if options:
+        if options or preset:
             what = "no detector (detector=None)" if spec is None else "a detector object"
-            raise SettingError(None, f"detector options {sorted(options)} given with {what}")
+            given = f"detector options {sorted(options)}" if options else f"preset {preset!r}"
+            raise SettingError(None, f"{given} given with {what}")
         return spec
     from .detection import DetectorOptionError, UnknownDetectorError, make_detector
 
     try:
-        return make_detector(spec, **options)
+        return make_detector(spec, preset=preset, **options)
     except (UnknownDetectorError, DetectorOptionError) as exc:
         raise SettingError(None, exc.problem) from None
     except AsmnetError:
@@ -273,6 +277,11 @@ class FaceAligner:
     upright) runs up to 2 extra passes; with ``early_stop`` (the default) a face that the first
     re-crop moved and turned only a little stops after it, its result the mean of both crops
     (cheaper and, on the validation faces, as accurate or better: see benchmarks/README.md).
+
+    ``preset="recall"`` gives the detector the options that find more turned and tilted faces
+    (MTCNN: lower R-Net / O-Net thresholds and the image also searched turned by +-30 degrees;
+    dlib's HOG: threshold -0.4), at about three times the detector's cost, so it is not the
+    default (:mod:`asmnet.detection.presets`; options given here win over the preset's).
     """
 
     def __init__(
@@ -289,6 +298,7 @@ class FaceAligner:
         straighten: bool = True,
         rotation_search: bool = False,
         early_stop: bool = True,
+        preset: str | None = None,
         **detector_options: Any,
     ):
         _check_settings(model, detector, backend, threads, asm_blend, min_score, pixel_origin, refine,
@@ -306,7 +316,7 @@ class FaceAligner:
         self.rotation_search = bool(rotation_search)  # no face upright: search the image turned by 90/180/270
         self.min_score = min_score  # detections scoring below this are dropped (detector's own scale)
         self._quality_threshold: float | None = None
-        self._detector = _make_detector(detector, detector_options)
+        self._detector = _make_detector(detector, detector_options, preset)
         # the detector's box calibration for this model: a model without one fails here, not at the first photo
         self._calibration = None if self._detector is None else self._find_calibration(self._detector)
         note = self.quality_note

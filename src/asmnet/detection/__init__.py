@@ -42,11 +42,12 @@ from .calibration import (
 from .dlib_detectors import DLIB_CNN_MODEL, DlibCnnDetector, DlibHogDetector, dlib_cnn_model_path
 from .mtcnn_detector import MtcnnDetector, mtcnn_problem
 from .opencv_detectors import HaarDetector, YuNetDetector, haar_cascade_path, haar_problem
+from .presets import PRESETS, preset_options
 from .user_boxes import BoxesDetector
 
 __all__ = [
     "AUTO_ORDER", "CALIBRATION_FILE", "DETECTORS", "MIN_IOU", "BoxCalibration", "BoxesDetector",
-    "CalibrationEntry", "Calibrations", "Detection", "DetectorOptionError", "DlibCnnDetector",
+    "PRESETS", "CalibrationEntry", "Calibrations", "Detection", "DetectorOptionError", "DlibCnnDetector",
     "DlibHogDetector", "FaceDetector", "HaarDetector", "MtcnnDetector", "PerThread", "UnknownDetectorError",
     "YuNetDetector", "available_detectors", "box_iou", "check_image", "dlib_cnn_model_path",
     "fit_calibration", "haar_cascade_path", "load_calibrations", "make_detector", "match_detection",
@@ -131,25 +132,29 @@ def _construct(name: str, kwargs: dict[str, Any]) -> FaceDetector:
     return DETECTORS[name](**kwargs)
 
 
-def make_detector(name: str = "auto", **kwargs: Any) -> FaceDetector:
+def make_detector(name: str = "auto", preset: str | None = None, **kwargs: Any) -> FaceDetector:
     """A detector by name: one of :data:`DETECTORS` or ``"auto"``.
 
-    ``kwargs`` go to the detector's constructor (``yunet`` needs ``model_path``). ``"auto"`` builds
+    ``kwargs`` go to the detector's constructor (``yunet`` needs ``model_path``), over the options
+    ``preset`` (a name of :data:`PRESETS`, e.g. ``"recall"``) gives that detector. ``"auto"`` builds
     the first detector of :data:`AUTO_ORDER` that works here with these options (YuNet only when
     ``model_path`` is given). Raises UnknownDetectorError for an unknown name, ValueError for an
-    option the detector does not take (DetectorOptionError, also a ModelError), ModelError when it
-    (for ``"auto"``: none) cannot be built.
+    option the detector does not take or an unknown preset (DetectorOptionError, also a
+    ModelError), ModelError when it (for ``"auto"``: none) cannot be built.
     """
+    if preset is not None and preset not in PRESETS:
+        raise DetectorOptionError(None, f"unknown detector preset {preset!r} (choose from: {', '.join(PRESETS)})")
     key = name.strip().lower() if isinstance(name, str) else name
     if key == "auto":
         if "model_path" in kwargs:  # a model file given to "auto" is a YuNet model
-            return _construct("yunet", dict(kwargs))
+            return _construct("yunet", preset_options(preset, "yunet", kwargs))
         reasons = []
         for candidate in (c for c in AUTO_ORDER if c != "yunet"):
-            unknown = set(kwargs) - _accepted(candidate)
-            problem = f"does not take {', '.join(sorted(unknown))}" if unknown else _detector_problem(candidate, **kwargs)
+            options = preset_options(preset, candidate, kwargs)
+            unknown = set(options) - _accepted(candidate)
+            problem = f"does not take {', '.join(sorted(unknown))}" if unknown else _detector_problem(candidate, **options)
             if problem is None:
-                return _construct(candidate, dict(kwargs))
+                return _construct(candidate, options)
             reasons.append(f"{candidate}: {problem}")
         reasons.append("yunet: needs model_path (a YuNet ONNX file)")
         raise ModelError(None, "no face detector is usable here (" + "; ".join(reasons) + ")")
@@ -158,4 +163,4 @@ def make_detector(name: str = "auto", **kwargs: Any) -> FaceDetector:
         raise UnknownDetectorError(None, f"unknown face detector {name!r} (choose from: {names})")
     if key == "yunet" and "model_path" not in kwargs:
         raise ModelError(None, "the yunet detector needs model_path: a YuNet ONNX file (e.g. face_detection_yunet_2023mar.onnx)")
-    return _construct(key, dict(kwargs))
+    return _construct(key, preset_options(preset, key, kwargs))

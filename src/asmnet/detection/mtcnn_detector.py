@@ -353,8 +353,12 @@ class MtcnnDetector(FaceDetector):
     face needs (the score is O-Net's probability). ``factor``: the pyramid's step. ``retry``: when
     this finds no face, search once more with the reference MTCNN's denser settings (P-Net
     threshold 0.6, step 0.709), which costs ~1.5x but only on pictures without a face found.
-    ``threads``: ONNX Runtime threads per call. Safe to call from several threads (ONNX Runtime
-    sessions are; everything else is per call).
+    ``threads``: ONNX Runtime threads per call. ``angles``: in-plane turns (degrees,
+    counter-clockwise) of the image searched besides the upright one, for faces tilted beyond what
+    the nets learned (each costs about one more search; the ``recall`` preset, see
+    :mod:`.presets`): a face found there gets a box of the same size around its centre turned
+    back, and the upright and turned finds are merged by non-maximum suppression. Safe to call
+    from several threads (ONNX Runtime sessions are; everything else is per call).
 
     The defaults are chosen by ``benchmarks/detector_choice.py`` (see benchmarks/README.md): the
     reference settings (P-Net 0.6, step 0.709) cost 19 / 44 CPU ms at 640x480 / 1280x720; P-Net
@@ -377,6 +381,7 @@ class MtcnnDetector(FaceDetector):
         factor: float = 0.55,
         retry: bool = True,
         threads: int = 1,
+        angles: tuple[float, ...] = (),
     ):
         if isinstance(min_face, bool) or not isinstance(min_face, (int, float)) or not 8 <= min_face <= 10000:
             raise ValueError(f"min_face must be a number of pixels from 8 to 10000, got {min_face!r}")
@@ -387,6 +392,10 @@ class MtcnnDetector(FaceDetector):
             raise ValueError(f"factor must be from 0.3 to 0.95, got {factor!r}")
         if int(threads) != threads or threads < 1:
             raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
+        angles = tuple(float(a) for a in angles)
+        if not all(math.isfinite(a) and 0 < abs(a) <= 90 for a in angles):
+            raise ValueError(f"angles must be turns of the image in degrees, 0 < |angle| <= 90, got {angles!r}")
+        self.angles = angles
         self.min_face = float(min_face)
         self.thresholds = thresholds
         self.factor = float(factor)
@@ -408,7 +417,8 @@ class MtcnnDetector(FaceDetector):
         self._onet = ort.InferenceSession(onet_graph(weights["onet"]), opts, providers=providers)
 
     def options(self) -> dict[str, Any]:
-        return {"min_face": self.min_face, "thresholds": list(self.thresholds), "factor": self.factor, "retry": self.retry}
+        options = {"min_face": self.min_face, "thresholds": list(self.thresholds), "factor": self.factor, "retry": self.retry}
+        return {**options, "angles": list(self.angles)} if self.angles else options
 
     def detect(self, image_bgr: np.ndarray) -> list[Detection]:
         boxes, scores, _ = self.detect_boxes(image_bgr)
@@ -417,12 +427,38 @@ class MtcnnDetector(FaceDetector):
     def detect_boxes(self, image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Boxes (N, 4: x1, y1, x2, y2 on pixel edges), scores (N,) and 5 points (N, 5, 2: eyes,
         nose, mouth corners) of the faces in a BGR image, best first."""
-        pyramid = Halvings(check_image(image_bgr))
+        image = check_image(image_bgr)
+        found = self._search(image)
+        if not self.angles:
+            return found
+        for angle in self.angles:
+            found = tuple(np.concatenate(pair) for pair in zip(found, self._search_turned(image, angle)))
+        boxes, scores, points = found
+        order = nms(boxes, scores, 0.7, "min")  # a face found upright and turned: its best find (as O-Net's merge)
+        return boxes[order], scores[order], points[order]
+
+    def _search(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The cascade on the upright image, and the retry where it finds nothing."""
+        pyramid = Halvings(image)
         found = self._cascade(pyramid, self.thresholds[0], self.factor)
         dense = (min(self.thresholds[0], DENSE[0]), max(self.factor, DENSE[1]))
         if self.retry and not len(found[0]) and dense != (self.thresholds[0], self.factor):
             found = self._cascade(pyramid, *dense)
         return found
+
+    def _search_turned(self, image: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The cascade (no retry) on the image turned by ``angle`` degrees about its centre (same
+        size, borders replicated), its finds mapped back: box centres and points turned back,
+        box sizes kept (the box of the face as it lies, which the calibration expects)."""
+        height, width = image.shape[:2]
+        turn = cv2.getRotationMatrix2D((width / 2, height / 2), angle, 1.0)
+        turned = cv2.warpAffine(image, turn, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        boxes, scores, points = self._cascade(Halvings(turned), self.thresholds[0], self.factor)
+        back = cv2.invertAffineTransform(turn)
+        centres = ((boxes[:, :2] + boxes[:, 2:]) / 2) @ back[:, :2].T + back[:, 2]
+        half = (boxes[:, 2:] - boxes[:, :2]) / 2
+        points = points @ back[:, :2].T + back[:, 2]
+        return np.concatenate([centres - half, centres + half], axis=1), scores, points
 
     def _cascade(self, pyramid: Halvings, pnet_threshold: float, factor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The three stages with this P-Net threshold and pyramid step."""
