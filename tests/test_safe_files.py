@@ -119,3 +119,10 @@ def test_cli_names_a_fifo_model_json_in_one_line(fifo: Path, tmp_path: Path) -> 
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "model.json" in lines[0] and "not a regular file" in lines[0], result.stderr
+
+
+def test_a_deeply_nested_resume_line_is_not_a_record() -> None:
+    from asmnet.records import RecordError, read_record
+
+    with pytest.raises(RecordError, match="not JSON"):
+        read_record(DEEP)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DataError, shown
-from .fileio import json_text
+from .fileio import json_text, parse_json
 
 SCHEMA = 1
 # key -> the JSON types it may hold; a line without these is not an asmnet record
@@ -77,7 +77,7 @@ def read_record(line: str) -> dict[str, Any]:
     """The record of one JSON Lines line; RecordError when the line is not an asmnet record
     (not JSON, not an object, a key missing or of the wrong type, a newer schema)."""
     try:
-        record = json.loads(line)
+        record = parse_json(line)  # deep nesting: JSONDecodeError, not RecursionError
     except json.JSONDecodeError as exc:
         raise RecordError(f"not JSON ({exc.msg})") from None
     if not isinstance(record, dict):
