@@ -32,7 +32,7 @@ def turned_astronaut(degrees: float) -> tuple[np.ndarray, np.ndarray]:
 def test_preset_options_given_options_win() -> None:
     assert preset_options(None, "mtcnn", {"min_face": 24}) == {"min_face": 24}
     assert preset_options("recall", "mtcnn", {}) == PRESETS["recall"]["mtcnn"]
-    assert preset_options("recall", "mtcnn", {"thresholds": (0.9, 0.7, 0.7)})["thresholds"] == (0.9, 0.7, 0.7)
+    assert preset_options("recall", "mtcnn", {"angles": (45.0,)})["angles"] == (45.0,)
     assert preset_options("recall", "haar", {"min_size": 30}) == {"min_size": 30}  # nothing for it in the preset
     with pytest.raises(ValueError, match="unknown preset 'fast'"):
         preset_options("fast", "mtcnn", {})
@@ -51,7 +51,7 @@ def test_recall_preset_finds_a_face_turned_beyond_the_default() -> None:
 @needs_mtcnn
 def test_recall_preset_keeps_upright_faces_and_adds_no_false_ones() -> None:
     recall = make_detector("auto", preset="recall")
-    assert recall.options()["angles"] == [-30.0, 30.0] and recall.thresholds == (0.7, 0.6, 0.6)
+    assert recall.options()["angles"] == [-30.0, 30.0] and recall.thresholds == (0.9, 0.7, 0.7)
     image, face = turned_astronaut(0)
     default, more = make_detector("mtcnn").detect(image), recall.detect(image)
     assert len(default) == len(more) == 1 and box_iou(default[0].box, more[0].box) > 0.8

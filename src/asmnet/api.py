@@ -278,10 +278,10 @@ class FaceAligner:
     re-crop moved and turned only a little stops after it, its result the mean of both crops
     (cheaper and, on the validation faces, as accurate or better: see benchmarks/README.md).
 
-    ``preset="recall"`` gives the detector the options that find more turned and tilted faces
-    (MTCNN: lower R-Net / O-Net thresholds and the image also searched turned by +-30 degrees;
-    dlib's HOG: threshold -0.4), at about three times the detector's cost, so it is not the
-    default (:mod:`asmnet.detection.presets`; options given here win over the preset's).
+    ``preset="recall"`` gives the detector the options that find more tilted faces (MTCNN: the
+    image also searched turned by +-30 degrees; dlib's HOG: threshold -0.4), at 3-4 times the
+    detector's cost, so it is not the default (:mod:`asmnet.detection.presets`; options given
+    here win over the preset's).
     """
 
     def __init__(

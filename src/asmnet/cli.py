@@ -109,9 +109,9 @@ def add_detector_option_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--upsample", type=whole(0, 4), default=None, metavar="N",
                    help="dlib-hog / dlib-cnn: double the image N times first (dlib-hog default 1: faces from ~40 px)")
     p.add_argument("--recall", action="store_true",
-                   help="the detector's 'recall' preset: more turned and tilted faces (mtcnn: R/O-Net 0.6 and the "
-                   "image also searched turned by +-30 degrees; dlib-hog: threshold -0.4), at ~3x the detector's "
-                   "time; other detector flags win over it")
+                   help="the detector's 'recall' preset: more tilted faces (mtcnn: the image also searched turned by "
+                   "+-30 degrees; dlib-hog: threshold -0.4), at 3-4x the detector's time; other detector flags win "
+                   "over it")
 
 
 def detector_options(args: argparse.Namespace) -> dict:
