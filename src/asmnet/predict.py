@@ -92,6 +92,7 @@ class PredictReport:
     flagged: int = 0
 
     def count_faces(self, record: dict) -> None:
+        """Add the faces of one written record (and those of them flagged) to the totals."""
         self.faces += len(record["faces"])
         self.flagged += sum(bool(f.get("flagged")) for f in record["faces"])
 
@@ -501,7 +502,7 @@ def run_video(source: str | int, opts: PredictOptions, sink: RecordSink, report:
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     try:
         _track(source, opts, sink, report, done, out_file, show)
-    except (ModelError, OutputError):  # the JSON Lines output: every later record would fail too
+    except (ModelError, OutputError):  # the model, or the JSON Lines output: every later video would fail too
         raise
     except AsmnetError as exc:
         _failed(report, _named(str(source), exc))
