@@ -357,7 +357,7 @@ class MtcnnDetector(FaceDetector):
     counter-clockwise) of the image searched besides the upright one, for faces tilted beyond what
     the nets learned (each costs about one more search; the ``recall`` preset, see
     :mod:`.presets`): a face found there gets a box of the same size around its centre turned
-    back, and the upright and turned finds are merged by non-maximum suppression. Safe to call
+    back; a face found upright keeps its upright box (turned finds only add faces). Safe to call
     from several threads (ONNX Runtime sessions are; everything else is per call).
 
     The defaults are chosen by ``benchmarks/detector_choice.py`` (see benchmarks/README.md): the
@@ -431,10 +431,15 @@ class MtcnnDetector(FaceDetector):
         found = self._search(image)
         if not self.angles:
             return found
+        upright_count = len(found[0])
         for angle in self.angles:
             found = tuple(np.concatenate(pair) for pair in zip(found, self._search_turned(image, angle)))
         boxes, scores, points = found
-        order = nms(boxes, scores, 0.7, "min")  # a face found upright and turned: its best find (as O-Net's merge)
+        # merged as O-Net's finds are, upright finds first: a face found upright keeps its upright
+        # box (the kind the calibration was fitted on); the turned search only adds faces
+        priority = scores + 2.0 * (np.arange(len(scores)) < upright_count)
+        order = nms(boxes, priority, 0.7, "min")
+        order = order[np.argsort(-scores[order], kind="stable")]
         return boxes[order], scores[order], points[order]
 
     def _search(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
