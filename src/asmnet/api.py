@@ -279,7 +279,7 @@ class FaceAligner:
     (cheaper and, on the validation faces, as accurate or better: see benchmarks/README.md).
 
     ``preset="recall"`` gives the detector the options that find more tilted faces (MTCNN: the
-    image also searched turned by +-30 degrees; dlib's HOG: threshold -0.4), at 3-4 times the
+    image also searched turned by +-30 degrees; dlib's HOG: threshold -0.4), at 2-4 times the
     detector's cost, so it is not the default (:mod:`asmnet.detection.presets`; options given
     here win over the preset's).
     """

@@ -110,7 +110,7 @@ def add_detector_option_flags(p: argparse.ArgumentParser) -> None:
                    help="dlib-hog / dlib-cnn: double the image N times first (dlib-hog default 1: faces from ~40 px)")
     p.add_argument("--recall", action="store_true",
                    help="the detector's 'recall' preset: more tilted faces (mtcnn: the image also searched turned by "
-                   "+-30 degrees; dlib-hog: threshold -0.4), at 3-4x the detector's time; other detector flags win "
+                   "+-30 degrees; dlib-hog: threshold -0.4), at 2-4x the detector's time; other detector flags win "
                    "over it")
 
 

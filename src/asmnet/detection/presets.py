@@ -4,7 +4,7 @@ A preset gives each detector the options it names; options passed explicitly win
 preset's. Chosen by ``benchmarks/turned_faces.py`` (recall on turned faces and turned copies of
 them, false faces on pictures without a face, CPU time; see benchmarks/README.md "Turned faces"):
 
-* ``recall``: more of the faces tilted in the picture, at about 3-4x the detector's time (so it
+* ``recall``: more of the faces tilted in the picture, at about 2-4x the detector's time (so it
   is not the default). MTCNN: the image also searched turned by -30 and +30 degrees (lower R-Net
   / O-Net thresholds found fewer of the tilted faces than this, found none more beside it, and
   cost time); dlib's HOG: score threshold -0.4 (its old default).
