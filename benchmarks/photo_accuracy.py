@@ -66,14 +66,15 @@ def protocol_row(pred: np.ndarray, gt: np.ndarray, folders: np.ndarray) -> dict:
     return row
 
 
-def measure(model_name: str, records: list, images: list[np.ndarray], detector) -> dict:
+def measure(model_name: str, records: list, images: list[np.ndarray], detector, flip_tta: bool = False) -> dict:
     """Both protocols of one model (see the module docstring)."""
     model = load_model(model_name, threads=1)
     gt = np.stack([r.points for r in records])
     folders = np.array([key_folder(r.key) for r in records])
     owner = np.arange(len(images))
-    first = align_faces(model, images, owner, np.stack([tight_box(p) for p in gt]))
-    out = {"model": str(resolve_model(model_name)), "gt": protocol_row(first.landmarks, gt, folders)}
+    first = align_faces(model, images, owner, np.stack([tight_box(p) for p in gt]), flip_tta=flip_tta)
+    out = {"model": str(resolve_model(model_name)), "flip_tta": flip_tta,
+           "gt": protocol_row(first.landmarks, gt, folders)}
     labelled = np.array([r.pose is not None for r in records])
     if labelled.any():
         truth = np.stack([r.pose for r, ok in zip(records, labelled) if ok])
@@ -82,7 +83,7 @@ def measure(model_name: str, records: list, images: list[np.ndarray], detector) 
     found = np.array([b is not None for b in boxes])
     kept = owner[found]
     result = align_faces(model, [images[i] for i in kept], np.arange(len(kept)),
-                         np.stack([b for b in boxes if b is not None]), **SECOND_LOOK)
+                         np.stack([b for b in boxes if b is not None]), flip_tta=flip_tta, **SECOND_LOOK)
     out[detector.name] = protocol_row(result.landmarks, gt[found], folders[found])
     out[detector.name]["misses"] = int((~found).sum())
     return out
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", action="append", default=[],
                     help="model name or package folder; repeatable (default: default)")
     ap.add_argument("--detector", default="mtcnn")
+    ap.add_argument("--flip-tta", action="store_true", help="every pass also on the mirrored crop (2x network time)")
     ap.add_argument("--out", default="benchmarks/results/photo_accuracy.json")
     args = ap.parse_args(argv)
     try:
@@ -116,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for name in args.model or ["default"]:
         t0 = time.time()
-        result = measure(name, records, images, detector)
+        result = measure(name, records, images, detector, args.flip_tta)
         results.append(result)
         for proto in ("gt", detector.name):
             row = result[proto]

@@ -116,8 +116,8 @@ def test_grid_model_outputs_config_and_gradients() -> None:
 def test_config_lists_the_heads_the_model_builds() -> None:
     from asmnet.nn.model import HEADS as MODEL_HEADS
 
-    assert HEADS == MODEL_HEADS
-    with pytest.raises(AsmnetError, match="--head 'grid': the grid head needs --arch asmnet"):
+    assert HEADS == MODEL_HEADS  # one tuple: asmnet.architectures
+    with pytest.raises(AsmnetError, match="--head 'grid': the grid head needs arch 'asmnet' \\(--arch\\)"):
         TrainConfig(data=["d"], out="o", head="grid", arch="mnv2")
 
 
@@ -127,7 +127,7 @@ def test_info_counts_the_grid_head(capsys) -> None:
     net = build_model({"head": "grid"})
     assert "asmnet, grid head" in out and f"{sum(p.numel() for p in net.parameters()):,}" in out
     assert main(["info", "--head", "grid", "--arch", "mnv2"]) == 2
-    assert capsys.readouterr().err.strip() == "asmnet: error: --head grid needs --arch asmnet"
+    assert capsys.readouterr().err.strip() == "asmnet: error: --arch mnv2 --head grid: the grid head needs arch 'asmnet'"
     assert main(["info", "--model", "default", "--head", "grid"]) == 2
     assert "--head describe a configuration" in capsys.readouterr().err
 

@@ -28,7 +28,7 @@ BLOCK_TORCH = textwrap.dedent("""
 INFERENCE_MODULES = ["asmnet", "asmnet.api", "asmnet.runtime", "asmnet.inference", "asmnet.predict",
                      "asmnet.evaluation", "asmnet.video", "asmnet.draw", "asmnet.detection", "asmnet.metrics",
                      "asmnet.benchmark", "asmnet.formats", "asmnet.fileio", "asmnet.align", "asmnet.onnx_graph",
-                     "asmnet.quality", "asmnet.records"]
+                     "asmnet.quality", "asmnet.records", "asmnet.architectures"]
 
 
 def run_python(code: str, block_torch: bool = True) -> subprocess.CompletedProcess:

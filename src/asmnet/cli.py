@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from . import __version__
+from .architectures import arch_head_problem
 from .errors import AsmnetError, AsmnetWarning, DataNote, first_line
 
 if typing.TYPE_CHECKING:
@@ -181,8 +182,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     if model is None:
         from .nn import build_model, count_macs, count_parameters
 
-        if cfg["head"] == "grid" and cfg["arch"] != "asmnet":
-            return _fail("--head grid needs --arch asmnet")
+        if arch_head_problem(cfg["arch"], cfg["head"]):
+            return _fail(f"--arch {cfg['arch']} --head {cfg['head']}: {arch_head_problem(cfg['arch'], cfg['head'])}")
         net = build_model({"num_points": cfg["points"], "width": cfg["width"], "arch": cfg["arch"], "head": cfg["head"]})
         print(f"arch {cfg['arch']}, {cfg['head']} head, width {cfg['width']}, {cfg['points']} points, "
               f"input {cfg['input_size']}x{cfg['input_size']}")

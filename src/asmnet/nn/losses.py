@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..architectures import LOSS_KINDS, POINT_LOSSES
 from ..shape_model import ShapeModel
-from ..training.config import LOSS_KINDS, POINT_LOSSES
 from .model import head_l2
 
 POSE_SCALE = 90.0

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..architectures import ARCHS, HEADS, arch_head_problem
+
 __all__ = [
     "ARCHS",
     "ASMNET_TAPS",
@@ -61,12 +63,6 @@ MNV2_STAGES: tuple[tuple[int, int, int, int], ...] = (
 #: ASMNet taps: Keras ``block_1, block_3, block_6, block_10, block_13, block_15``.
 ASMNET_TAPS: tuple[int, ...] = (1, 3, 6, 10, 13, 15)
 
-#: The architectures :class:`ASMNet` builds.
-ARCHS: tuple[str, ...] = ("asmnet", "mnv2")
-
-#: Landmark heads: ``pooled`` (linear, on the pooled features: the paper's) or ``grid``
-#: (:class:`GridHead`; ``asmnet`` arch only).
-HEADS: tuple[str, ...] = ("pooled", "grid")
 
 #: Blocks the grid head reads (asmnet arch): the last stride-16 block (``block_12``, 96 channels)
 #: and the last block (``block_15``, stride 32, 160 channels), upsampled to the stride-16 grid.
@@ -219,17 +215,15 @@ class ASMNet(nn.Module):
     ):
         super().__init__()
         if arch not in ARCHS:
-            raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")
+            raise ValueError(arch_head_problem(arch, head))
         if int(num_points) != num_points or num_points < 1:
             raise ValueError(f"num_points must be a positive integer, got {num_points!r}")
         if not width > 0:
             raise ValueError(f"width must be positive, got {width!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        if head not in HEADS:
-            raise ValueError(f"unknown head {head!r}; expected one of {', '.join(HEADS)}")
-        if head == "grid" and arch != "asmnet":
-            raise ValueError("the grid head needs arch 'asmnet'")
+        if arch_head_problem(arch, head):
+            raise ValueError(arch_head_problem(arch, head))
         self.num_points = int(num_points)
         self.width = float(width)
         self.arch = arch

@@ -16,15 +16,10 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from ..architectures import ARCHS, HEADS, LOSS_KINDS, POINT_LOSSES, arch_head_problem
 from ..errors import AsmnetError
 from ..geometry import CROP_SCALE
 from .augment import AugmentConfig
-
-# what asmnet.nn.losses implements (kept here so that the config and the CLI need no torch)
-LOSS_KINDS = ("asm", "mse")
-POINT_LOSSES = ("mse", "l1", "wing")
-# the landmark heads asmnet.nn.model builds (its HEADS)
-HEADS = ("pooled", "grid")
 
 # the largest training input side: see TrainConfig.validate
 MAX_TRAIN_INPUT_SIZE = 512
@@ -47,7 +42,7 @@ class TrainConfig:
     points: int = setting(68, "landmarks per face (68: iBUG, 98: WFLW)", choices=(68, 98))
     input_size: int = setting(128, "side of the square network input in pixels")
     width: float = setting(1.0, "channel width multiplier of the network")
-    arch: str = setting("asmnet", "asmnet, or the mnv2 baseline (full MobileNetV2)", choices=("asmnet", "mnv2"))
+    arch: str = setting("asmnet", "asmnet, or the mnv2 baseline (full MobileNetV2)", choices=ARCHS)
     head: str = setting("pooled", "landmark head: pooled (linear on pooled features, the paper's) or grid "
                         "(scores and offsets per cell of the stride-16 map; asmnet arch only)", choices=HEADS)
     dropout: float = setting(0.3, "dropout before the heads")
@@ -150,8 +145,8 @@ class TrainConfig:
         number("width", 0.0, 4.0, low_open=True)
         one_of("arch")
         one_of("head")
-        if self.head == "grid" and self.arch != "asmnet":
-            raise bad("head", "the grid head needs --arch asmnet")
+        if arch_head_problem(self.arch, self.head):  # names are checked above: only the pairing is left
+            raise bad("head", f"{arch_head_problem(self.arch, self.head)} (--arch)")
         number("dropout", 0.0, 1.0, high_open=True)
         number("bn_momentum", 0.0, 1.0)
         whole("epochs", 1, 1_000_000)
