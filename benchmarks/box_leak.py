@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from stamp import stamp  # benchmarks/stamp.py: command, commit, date, machine
 
 from asmnet.detection import make_detector
 from asmnet.errors import AsmnetError, ModelError, first_line
@@ -151,8 +152,8 @@ def run(args: argparse.Namespace) -> int:
         results.append(result)
         print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in result["nme"].items())
               + f" ({time.time() - t0:.0f} s)", flush=True)
-    write_json_atomic(Path(args.out), {"keys": args.keys, "shuffle_seed": SHUFFLE_SEED,
-                                       "detector": args.detector, "models": results})
+    write_json_atomic(Path(args.out), stamp({"keys": args.keys, "shuffle_seed": SHUFFLE_SEED,
+                                             "detector": args.detector, "models": results}))
     print(f"wrote {args.out}")
     return 0
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from stamp import stamp  # benchmarks/stamp.py: command, commit, date, machine
 from tqdm import tqdm
 
 from asmnet.detection import make_detector, match_detection
@@ -131,7 +132,7 @@ def main() -> None:
         print(spec, json.dumps({k: v for k, v in result[spec].items() if k != "by_threshold"}))
         for t, row in sweep.items():
             print(f"  threshold {t}: {json.dumps(row)}")
-        write_json_atomic(out_path, result)
+        write_json_atomic(out_path, stamp(result))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from stamp import stamp  # benchmarks/stamp.py: command, commit, date, machine
 
 from asmnet.detection import available_detectors, box_iou, make_detector
 from asmnet.evaluation import read_keys
@@ -99,8 +100,8 @@ def main() -> None:
         }
         print(spec, json.dumps(results[spec]))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"canvas": CANVAS, "face_sizes": FACE_SIZES, "collages": args.collages,
-                                          "results": results}, indent=1) + "\n")
+    Path(args.out).write_text(json.dumps(stamp({"canvas": CANVAS, "face_sizes": FACE_SIZES, "collages": args.collages,
+                                                "results": results}), indent=1) + "\n")
 
 
 if __name__ == "__main__":

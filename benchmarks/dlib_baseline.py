@@ -35,6 +35,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from stamp import stamp  # benchmarks/stamp.py: command, commit, date, machine
 
 from asmnet.detection import box_iou
 from asmnet.errors import DataError
@@ -364,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     args = parse_args(argv)
     result = run(args)
-    write_json_atomic(args.out, result)
+    write_json_atomic(args.out, stamp(result))
     print_table(result)
     if args.ced is not None:
         curves = {}

@@ -22,6 +22,7 @@ import os
 import time
 
 import numpy as np
+from stamp import stamp  # benchmarks/stamp.py: command, commit, date, machine
 
 from asmnet.evaluation import evaluate, read_keys
 from asmnet.fileio import write_json_atomic
@@ -126,7 +127,7 @@ def main() -> None:
     out = {"what": __doc__.splitlines()[0], "load_average_while_timing": load, "models": results}
     print(json.dumps(out, indent=1))
     if args.json:
-        write_json_atomic(args.json, out)
+        write_json_atomic(args.json, stamp(out))
 
 
 if __name__ == "__main__":

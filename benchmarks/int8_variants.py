@@ -23,6 +23,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from stamp import stamp  # benchmarks/stamp.py: command, commit, date, machine
 
 from asmnet.evaluation import read_keys
 from asmnet.fileio import write_json_atomic
@@ -109,7 +110,7 @@ def main() -> None:
             }
             print(name, json.dumps(out["variants"][name]))
     if args.json:
-        write_json_atomic(args.json, out)
+        write_json_atomic(args.json, stamp(out))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import time
 
 import cv2
 import numpy as np
+from stamp import stamp  # benchmarks/stamp.py: command, commit, date, machine
 
 from asmnet import FaceAligner
 from asmnet.benchmark import cpu_name
@@ -54,7 +55,7 @@ def main() -> None:
     report = {"image": f"{width}x{height}", "cpu": cpu_name(), "clock": "process_time, 1 thread", **results}
     print(json.dumps(report, indent=1))
     if args.out:
-        write_json_atomic(args.out, report)
+        write_json_atomic(args.out, stamp(report))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from stamp import stamp  # benchmarks/stamp.py: command, commit, date, machine
 
 from asmnet.detection import make_detector
 from asmnet.errors import AsmnetError, first_line
@@ -126,8 +127,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name} {proto}: photos {row.get('nme_photos', float('nan')):.3f}, all {row['nme']:.3f} "
                   f"({folders}), FR@10 {row['fr_10']:.2f}%", flush=True)
         print(f"  ({time.time() - t0:.0f} s)")
-    write_json_atomic(Path(args.out), {"keys": args.keys, "data": args.data, "detector": args.detector,
-                                       "second_look": SECOND_LOOK, "models": results})
+    write_json_atomic(Path(args.out), stamp({"keys": args.keys, "data": args.data, "detector": args.detector,
+                                             "second_look": SECOND_LOOK, "models": results}))
     print(f"wrote {args.out}")
     return 0
 

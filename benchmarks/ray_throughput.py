@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from stamp import stamp  # benchmarks/stamp.py: command, commit, date, machine
+
 CONFIGS = {
     "local, 1 worker": ["--workers", "1"],
     "local, 2 workers": ["--workers", "2"],
@@ -128,7 +130,7 @@ def main() -> None:
     report = {"images": args.n, "data": args.data, "cpus": os.cpu_count(), "configs": results,
               "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+        Path(args.json).write_text(json.dumps(stamp(report), indent=1) + "\n")
 
 
 if __name__ == "__main__":

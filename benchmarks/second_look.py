@@ -29,6 +29,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from stamp import stamp  # benchmarks/stamp.py: command, commit, date, machine
 
 from asmnet.evaluation import read_keys
 from asmnet.fileio import write_json_atomic
@@ -266,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rotation_search:
         report = rotation_search_report(args.model, detectors[0], records, base_images, args.every)
         report["detector"] = {detectors[0].name: detectors[0].options()}
-        write_json_atomic(args.rotation_search, report)
+        write_json_atomic(args.rotation_search, stamp(report))
         return 0
     if args.from_cache:
         cache = {k: v for k, v in np.load(args.from_cache).items() if k != "keys"}
@@ -317,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         cache.update({f"nonface/{name}/{k}": v for k, v in res.items() if k.startswith("score/")})
     results["cpu_seconds"] = round(time.process_time() - t0, 1)
     results["keys"] = [r.key for r in records]
-    write_json_atomic(args.out, results)
+    write_json_atomic(args.out, stamp(results))
     if args.cache:
         np.savez_compressed(args.cache, keys=np.array([r.key for r in records]), **cache)
     return finish_quality(args, model, cache, [d.name for d in detectors])
@@ -327,7 +328,7 @@ def finish_quality(args: argparse.Namespace, model, cache: dict[str, np.ndarray]
     """quality.json from the per-face results, and the thresholds into model.json when asked."""
     quality = quality_report(cache, ["gt", *detector_names])
     quality["model"] = model.info.name
-    write_json_atomic(args.quality_out, quality)
+    write_json_atomic(args.quality_out, stamp(quality))
     for kind, rep in quality["kinds"].items():
         v = rep["validation"]
         print(f"quality {kind}: threshold {rep['threshold']:.4f}, AUC {v['roc_auc']:.3f}, flagged {v['flagged']:.3f}, "

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from stamp import stamp  # benchmarks/stamp.py: command, commit, date, machine
 
 from asmnet import FaceAligner
 from asmnet.detection import box_iou, make_detector
@@ -166,10 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     print(rows[-1])
     for row in rows:
         row.pop("hits", None)
-    write_json_atomic(args.out, {
+    write_json_atomic(args.out, stamp({
         "faces": len(records), "min_yaw": args.min_yaw, "turns": list(TURNS), "min_iou": MIN_IOU,
         "keys": [r.key for r in records], "machine": platform.processor() or platform.machine(),
-        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows})
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}))
     return 0
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from stamp import stamp  # benchmarks/stamp.py: command, commit, date, machine
 
 from asmnet import FaceAligner
 from asmnet.detection import box_iou
@@ -312,7 +313,7 @@ def main() -> None:
                      "from_dump": args.from_dump, "cpu_s": round(cpu, 1)},
         "summary": summary, "by_motion": by_motion, "clips": rows,
     }
-    write_text_atomic(Path(args.out), json.dumps(result, indent=1))
+    write_text_atomic(Path(args.out), json.dumps(stamp(result), indent=1))
     if args.dump:
         np.savez_compressed(args.dump, **dump)
     print(json.dumps({"summary": summary, "by_motion": by_motion}, indent=1))
