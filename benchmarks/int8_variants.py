@@ -31,8 +31,8 @@ from asmnet.formats import load_many, read_image
 from asmnet.geometry import tight_box
 from asmnet.inference import crop_faces, units_to_image
 from asmnet.metrics import nme
+from asmnet.packaging.quantize import calibration_crops
 from asmnet.runtime import OnnxLandmarkModel, read_model_json
-from asmnet.training.quantize import calibration_crops
 
 VARIANTS = {
     "all int8 (old export)": dict(),

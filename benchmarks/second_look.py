@@ -22,7 +22,6 @@ model.json (quality fields only; the card's ``quality`` figures are the default 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from asmnet.formats import load_many, read_image
 from asmnet.geometry import rotate_on_canvas, tight_box, transform_points
 from asmnet.inference import DEFAULT_REFINE, EARLY_STOP, QUALITY_DEFINITION, align_faces, model_quality_kind
 from asmnet.metrics import flag_report, nme, roc_auc
+from asmnet.package import edit_model_json, set_quality_thresholds
 from asmnet.runtime import load_model, resolve_model
 
 SETTINGS = {  # name -> (refine, straighten, flip_tta, early_stop, mirror_recrop)
@@ -183,21 +183,19 @@ def write_thresholds(package: Path, report: dict, default_kind: str, cache: dict
     """Store each kind's threshold in the package's model.json, and the default kind's figures on
     the GT-box validation faces in its card's ``quality`` (as scripts/build_model.py measures
     them); no other field changes."""
-    meta_path = package / "model.json"
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
     thresholds = {k: round(v["threshold"], 5) for k, v in report["kinds"].items()}
-    meta["quality_thresholds"] = thresholds
-    meta["quality_threshold"] = threshold = thresholds[default_kind]
+    threshold = thresholds[default_kind]
     setting = KIND_SETTING[default_kind]
     q, e = cache[f"gt/0/{setting}/score/{default_kind}"], cache[f"gt/0/{setting}/nme"]
     v = report["kinds"][default_kind]["validation"]  # ground-truth and detector boxes together
-    meta.setdefault("card", {})["quality"] = {
-        "definition": QUALITY_DEFINITION, **flag_report(q, e, threshold),
-        "with_detector": {"boxes": "ground truth + " + ", ".join(p for p in report["kinds"][default_kind]["per_protocol"]
-                                                                 if p != "gt"),
-                          "n": v["n"], "roc_auc": v["roc_auc"], "flag_share": v["flagged"],
-                          "failures_caught": f"{v['failures_caught']} of {v['failures']}"}}
-    write_json_atomic(meta_path, meta)
+    with edit_model_json(package / "model.json") as meta:
+        set_quality_thresholds(meta, thresholds, default_kind)
+        meta.setdefault("card", {})["quality"] = {
+            "definition": QUALITY_DEFINITION, **flag_report(q, e, threshold),
+            "with_detector": {"boxes": "ground truth + " + ", ".join(
+                p for p in report["kinds"][default_kind]["per_protocol"] if p != "gt"),
+                "n": v["n"], "roc_auc": v["roc_auc"], "flag_share": v["flagged"],
+                "failures_caught": f"{v['failures_caught']} of {v['failures']}"}}
 
 
 def rotation_search_report(model_name, detector, records, images, every: int) -> dict:

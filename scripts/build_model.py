@@ -40,17 +40,20 @@ from pathlib import Path
 import numpy as np
 
 from asmnet.benchmark import cpu_name
+from asmnet.errors import ModelError
 from asmnet.evaluation import evaluate, read_keys
 from asmnet.fileio import write_atomic, write_json_atomic, write_text_atomic
 from asmnet.formats import load_many
 from asmnet.inference import DEFAULT_REFINE, QUALITY_DEFINITION
 from asmnet.metrics import flag_report
 from asmnet.nn.checkpoint import load_checkpoint, save_checkpoint
-from asmnet.runtime import ERROR_OUTPUT_DESCRIPTION, load_model
-from asmnet.training.error_head import attach_error_head, error_head_weights
-from asmnet.training.export import ExportResult, export_model
-from asmnet.training.quantize import PRECISION as INT8_PRECISION
-from asmnet.training.quantize import float_head, quantize_package, quantized_outputs
+from asmnet.package import edit_model_json, read_model_document, set_quality_model
+from asmnet.packaging.card import render_card
+from asmnet.packaging.error_head import attach_error_head, error_head_weights
+from asmnet.packaging.export import ExportResult, export_model
+from asmnet.packaging.quantize import PRECISION as INT8_PRECISION
+from asmnet.packaging.quantize import float_head, quantize_package, quantized_outputs
+from asmnet.runtime import load_model
 
 QUALITY_FLAG_SHARE = 0.05  # flag the least plausible 5 % of validation faces
 
@@ -173,11 +176,14 @@ STAGE_KEYS = ("config", "epochs_done", "wall_time_s", "device", "torch", "git_co
 
 
 def package_meta(package: Path) -> dict:
-    """``package``/model.json; a folder without one ends the script with a one-line message."""
-    meta_file = package / "model.json"
-    if not meta_file.exists():
+    """``package``/model.json's document (asmnet.package); a folder without a valid one ends the
+    script with a one-line message."""
+    if not (package / "model.json").exists():
         raise SystemExit(f"{package}: no model.json (not a model package)")
-    return json.loads(meta_file.read_text())
+    try:
+        return read_model_document(package / "model.json")
+    except ModelError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def package_stages(package: Path) -> list[dict]:
@@ -242,18 +248,16 @@ def write_packages(out: Path, float_dir: Path, int8: bool, calibrations: dict, t
                    res: dict, keys: set[str], thresholds: dict | None = None) -> None:
     """model.json (calibrations, quality threshold, card), validation.json, val_keys.txt, MODEL_CARD.md;
     with INT8, the float package's model.json carries the same card with its own validation."""
-    meta = json.loads((out / "model.json").read_text())
-    meta["calibrations"] = calibrations
-    meta["quality_threshold"] = threshold
-    if thresholds:  # per quality-score kind (benchmarks/second_look.py --write-thresholds measures them)
-        meta["quality_thresholds"] = thresholds
-    meta["card"] = card
-    write_json_atomic(out / "model.json", meta)
+    with edit_model_json(out / "model.json") as meta:
+        meta["calibrations"] = calibrations
+        meta["quality_threshold"] = threshold
+        if thresholds:  # per quality-score kind (benchmarks/second_look.py --write-thresholds measures them)
+            meta["quality_thresholds"] = thresholds
+        meta["card"] = card
     if int8:
-        fmeta = json.loads((float_dir / "model.json").read_text())
-        fmeta.update({k: meta[k] for k in ("calibrations", "quality_threshold", "quality_thresholds") if k in meta})
-        fmeta["card"] = {**card, "precision": "float32", "validation": card["float32_validation"]}
-        write_json_atomic(float_dir / "model.json", fmeta)
+        with edit_model_json(float_dir / "model.json") as fmeta:
+            fmeta.update({k: meta[k] for k in ("calibrations", "quality_threshold", "quality_thresholds") if k in meta})
+            fmeta["card"] = {**card, "precision": "float32", "validation": card["float32_validation"]}
     write_json_atomic(out / "validation.json", res)
     write_text_atomic(out / "val_keys.txt", "".join(k + "\n" for k in sorted(keys)))
     write_text_atomic(out / "MODEL_CARD.md", render_card(card))
@@ -267,8 +271,8 @@ def rerender_card(package: Path, measure_speed: bool) -> None:
         raise SystemExit(f"{package / 'model.json'}: no card to render (packages built by this script have one)")
     if measure_speed:
         speeds = [time_landmark_stage(package, t, b) for t in (1, 2) for b in (1, 8)]
-        meta["card"]["speed"] = {"cpu": cpu_name(), "backend": "onnxruntime", "landmark_stage": speeds}
-        write_json_atomic(package / "model.json", meta)
+        with edit_model_json(package / "model.json") as meta:
+            meta["card"]["speed"] = {"cpu": cpu_name(), "backend": "onnxruntime", "landmark_stage": speeds}
     write_text_atomic(package / "MODEL_CARD.md", render_card(meta["card"]))
 
 
@@ -282,10 +286,8 @@ def carry_error_head(head: tuple[np.ndarray, float] | None, old_meta: dict, fold
     for folder in folders:
         graph = attach_error_head(onnx.load(str(folder / "model.onnx")), *head)
         write_atomic(folder / "model.onnx", lambda tmp, g=graph: onnx.save(g, str(tmp)))
-        meta = json.loads((folder / "model.json").read_text())
-        meta["outputs"]["error"] = ERROR_OUTPUT_DESCRIPTION
-        meta["quality_model"] = old_meta["quality_model"]
-        write_json_atomic(folder / "model.json", meta)
+        with edit_model_json(folder / "model.json") as meta:
+            set_quality_model(meta, old_meta["quality_model"])
 
 
 def repair_int8_graph(src: Path, dst: Path) -> None:
@@ -360,7 +362,7 @@ def rebuild(args: argparse.Namespace) -> None:
     for before, folder in ((old, out), (old_float, float_dir)):
         if folder is None:
             continue
-        after = json.loads((folder / "model.json").read_text())
+        after = package_meta(folder)
         changed = [k for k in before or {} if k != "card" and before[k] != after.get(k)] if before else []
         if changed or (before and set(after) != set(before)):
             raise SystemExit(f"{folder}/model.json: fields changed by the rebuild: {changed or set(after) ^ set(before)}")
@@ -378,130 +380,6 @@ def plot_comparison(res: dict, baselines: list[str], out_png: Path, name: str) -
             values = np.array([v for v in per_image.values() if v is not None])
             curves[f"{Path(b).stem.split('_')[0]} ({protocol.replace('_', ' ')})"] = values
     plot_ced(curves, out_png, max_percent=10.0, title="validation faces (100 LFPW + 371 Udacity)")
-
-
-def peers_and_ablation(card: dict) -> str:
-    """Markdown for the peer baselines and the ASM-LOSS ablation, when the card has them."""
-    parts = []
-    for name, protocols in (card.get("baselines") or {}).items():
-        rows = "\n".join(f"| {proto} | {folder} | {r['n']} | {r.get('miss_rate', 0):.1f} | {r['nme_mean']:.2f} | {r['fr_0.10']:.2f} |"
-                         for proto, folders in protocols.items() for folder, r in folders.items())
-        parts.append(f"## Peer on the same validation faces: {name}\n| protocol | part | faces | miss % | NME mean % | FR@10 % |\n"
-                     f"|---|---|---|---|---|---|\n{rows}\n")
-    ab = card.get("ablation")
-    if ab:
-        rows = "\n".join(f"| {a} / {b} | {ab['runs'][a]['point_loss']}, {ab['runs'][a]['input_size']} px, "
-                         f"{ab['runs'][a]['epochs_done']} ep | {ab['runs'][a]['best_val_nme']:.3f} | {ab['runs'][b]['best_val_nme']:.3f} |"
-                         for a, b in ab["pairs"])
-        parts.append(f"## ASM-LOSS against the plain loss ({ab['what']})\n| runs | setting | ASM-LOSS NME % | plain NME % |\n"
-                     f"|---|---|---|---|\n{rows}\n")
-    return "\n".join(parts)
-
-
-def with_detector_text(quality: dict) -> str:
-    """The card's line on the quality flag over ground-truth and detector boxes together, if measured."""
-    w = quality.get("with_detector")
-    if not w:
-        return ""
-    return (f"With {w['boxes']} boxes together ({w['n']} results; benchmarks/second_look.py): ROC AUC "
-            f"{w['roc_auc']:.3f}, {w['flag_share']:.1%} flagged, failures caught {w['failures_caught']}.\n")
-
-
-def error_head_text(card: dict) -> str:
-    """Markdown lines on the graph's error head, when the card has one (scripts/fit_quality.py)."""
-    head = card.get("error_head")
-    if not head:
-        return ""
-    fit = head["train_clean_out_of_fold"].get("learned2", {})
-    return (f"Error head: one linear layer on the pooled features ({head['weights']} weights + bias, "
-            f"{head['multiply_adds_per_crop']} multiply-adds per crop), graph output `error` ({head['output']}); "
-            f"landmarks and pose are bit-identical to the graph without it. Fitted by {head['fitted']['by']} on "
-            f"{head['fitted']['faces']}; {head['fitted']['error_head']}; {head['fitted']['terms']}. "
-            f"Training faces, out of fold (ground-truth and detector boxes): ROC AUC {fit.get('roc_auc')}, "
-            f"{fit.get('failures_caught_at_5pct')} of {fit.get('failures')} failures caught at 5 % flagged.\n")
-
-
-def augment_text(augment: dict | None) -> str:
-    """The card's line on the training augmentation (AugmentConfig fields), empty if not recorded."""
-    if not augment:
-        return ""
-    a = augment
-    return (f"- Augmentation: crop scale ±{a['scale']:.0%}, shift ±{a['shift']:.0%} of the crop side, rotation "
-            f"±{a['rotation']:g}° on {a['rotation_prob']:.0%} of crops; flip {a['flip_prob']:.0%}, colour "
-            f"{a['color_prob']:.0%}, blur {a['blur_prob']:.0%}, grey {a['gray_prob']:.0%}, low resolution "
-            f"{a['lowres_prob']:.0%}, occlusion {a['occlusion_prob']:.0%}.\n")
-
-
-def render_card(card: dict) -> str:
-    v, t = card["validation"], card["training"]
-    # cards written before variance_share was recorded have the asked share in the config only
-    share = card["shape_model"].get("variance_share", t["config"].get("variance"))
-    asked = f", asked {share:.0%}" if share is not None else ""
-    stages = t.get("earlier_stages", [])
-    earlier = "".join(
-        f"- Earlier stage {i} of {len(stages)} (this run started from the last one): {e['epochs_done']} epochs ({e['wall_time_s']:.0f} s on {e['device']}, "
-        f"torch {e['torch']}), loss `{e['config']['loss']}` / `{e['config']['point_loss']}`, "
-        f"{e['config']['input_size']} px, lr {e['config']['lr']}, batch {e['config']['batch_size']}, "
-        f"planned {e['config']['epochs']} epochs; its best validation NME {e['best']['val_nme']:.3f} %.\n"
-        for i, e in enumerate(stages, 1))
-    extras = [f"EMA of the weights {t['config']['ema']}"] if t["config"].get("ema") else []
-    extras += [f"training faces of `{f}` drawn {n}x per epoch" for f, n in (t["config"].get("oversample") or {}).items()]
-    rows = "\n".join(f"| {f} | {d['n']} | {d['nme_mean']:.2f} | {d['nme_median']:.2f} |" for f, d in v["per_folder"].items())
-    stages = card["speed"]["landmark_stage"]
-    cpu = any("cpu_ms_per_face_median" in s for s in stages)  # cards timed before CPU time was recorded lack it
-    speed = "\n".join(f"| {s['threads']} | {s['batch']} | {s['ms_per_face_median']:.2f} | {s['ms_per_face_p90']:.2f} |"
-                      + ((f" {s['cpu_ms_per_face_median']:.2f} |" if "cpu_ms_per_face_median" in s else " |") if cpu else "")
-                      for s in stages)
-    speed_head = ("| threads | batch | ms/face median | p90 |" + (" CPU ms/face (1 thread) |" if cpu else "")
-                  + "\n|---|---|---|---|" + ("---|" if cpu else ""))
-    loads = [s["load_average"] for s in card["speed"]["landmark_stage"] if "load_average" in s]
-    load = f", load average {max(loads):.1f} while measuring" if loads else ""
-    note = f"; {card['speed']['note']}" if card["speed"].get("note") else ""
-    pose = v["pose_mae"] or {}
-    q = card["quality"]
-    blends = "\n".join(f"| {b} | {d['nme_mean']:.3f} | {d['fr_0.10']:.2f} |" for b, d in card["asm_blend"].items())
-    return f"""# Model card: {card['name']}
-
-ASMNet ({card['architecture']}, {card['parameters']:,} parameters), {card['input_size']}x{card['input_size']} input,
-68 points (iBUG) + head pose (yaw, pitch, roll; 300W-LP convention).
-
-## Training
-- Data: {', '.join(t['data'])}; pose labels: {t['pose_labels']}.
-- Split: {t['split']['n_train']} training / {t['split']['n_val']} validation faces, by group
-  (`{t['split']['group_pattern']}`: Udacity frames of one clip stay together), split seed {t['split']['split_seed']}.
-- Config: loss `{t['config']['loss']}` (point distance `{t['config']['point_loss']}`), shape model
-  {card['shape_model']['components']} components ({card['shape_model']['explained']:.1%} of variance{asked}),
-  AdamW lr {t['config']['lr']}, batch {t['config']['batch_size']}, planned {t['config']['epochs']} epochs,
-  seed {t['config']['seed']}{''.join('; ' + x for x in extras)}.
-{augment_text(t['config'].get('augment'))}- Ran {t['epochs_done']} epochs ({t['wall_time_s']:.0f} s on {t['device']}, torch {t['torch']}); best
-  validation epoch {t['best_epoch']} (selected on validation NME); commit {t['git_commit']}.
-{earlier}
-## Validation (ground-truth box protocol, inter-ocular NME)
-All {v['n']} faces: NME mean {v['nme_mean']:.2f} %, median {v['nme_median']:.2f} %, FR@8 % {v['fr_0.08']:.2f} %,
-FR@10 % {v['fr_0.10']:.2f} %, AUC@0.08 {v['auc_0.08']:.4f}, AUC@0.10 {v['auc_0.10']:.4f}.
-Pose MAE against the teacher labels: yaw {pose.get('yaw', float('nan')):.2f}°, pitch {pose.get('pitch', float('nan')):.2f}°, roll {pose.get('roll', float('nan')):.2f}°.
-
-| part | faces | NME mean % | NME median % |
-|---|---|---|---|
-{rows}
-
-## Quality score as a failure flag
-{q.get('definition', '')}.
-ROC AUC for NME > 8 %: {q['roc_auc_nme_gt_8']:.3f}; threshold {q['threshold']:.5f} flags {q['flag_share']:.1%} of faces;
-FR@8 % among flagged {q['fr_0.08_among_flagged']:.1f} %, among the rest {q['fr_0.08_among_unflagged']:.2f} %; failures caught {q['failures_caught']}.
-{with_detector_text(q)}
-{error_head_text(card)}
-## ASM blend at inference (prediction moved towards its ASM projection)
-| blend | NME mean % | FR@10 % |
-|---|---|---|
-| 0 | {v['nme_mean']:.3f} | {v['fr_0.10']:.2f} |
-{blends}
-
-{peers_and_ablation(card)}
-## Speed (landmark + pose stage, ONNX Runtime, {card['speed']['cpu']}{load}{note})
-{speed_head}
-{speed}
-"""
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ reports. The report (``--report``) holds the training-fold figures and the coeff
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import time
@@ -48,9 +47,10 @@ from asmnet.formats import load_many, read_image
 from asmnet.geometry import rotate_on_canvas, tight_box
 from asmnet.inference import align_faces
 from asmnet.metrics import nme, roc_auc
+from asmnet.package import ERROR_OUTPUT_DESCRIPTION, drop_learned_thresholds, edit_model_json, set_quality_model
+from asmnet.packaging.error_head import attach_error_head, error_head_weights, expose_features, fit_ridge
 from asmnet.quality import LEARNED_KINDS, QualityModel, QualityTerms
-from asmnet.runtime import ERROR_OUTPUT_DESCRIPTION, LandmarkModel, load_model
-from asmnet.training.error_head import attach_error_head, error_head_weights, expose_features, fit_ridge
+from asmnet.runtime import LandmarkModel, load_model
 from asmnet.training.split import UDACITY_CLIP_PATTERN, group_key
 
 MOVE_OFFSET = 0.05  # % of the eye distance; ln(m + offset) stays finite for a face that did not move
@@ -288,25 +288,18 @@ def write_package(package: Path, weight: np.ndarray, bias: float, quality_model:
     if not (np.array_equal(old[0], new[0]) and np.array_equal(old[1], new[1])):
         raise SystemExit(f"{path}: landmarks or pose changed with the error head; nothing written")
     write_atomic(path, lambda tmp: onnx.save(after, str(tmp)))
-    meta_path = package / "model.json"
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    meta["outputs"]["error"] = ERROR_OUTPUT_DESCRIPTION
-    meta["quality_model"] = quality_model.to_json()
-    # thresholds measured on the scores of an earlier head (or on none) would flag the wrong share:
-    # drop them until benchmarks/second_look.py --write-thresholds measures this head's
-    stale = [k for k in meta.get("quality_thresholds") or {} if k in LEARNED_KINDS]
-    for kind in stale:
-        del meta["quality_thresholds"][kind]
-    if meta.get("quality_threshold") is not None:
-        meta["quality_threshold"] = None
-    if stale or "quality_thresholds" not in meta:
-        print(f"{package}: no learned-score thresholds now; run benchmarks/second_look.py --model {package} "
-              "--write-thresholds", file=sys.stderr)
-    meta.setdefault("card", {})["error_head"] = {
-        "weights": int(weight.size), "multiply_adds_per_crop": int(weight.size), "output": ERROR_OUTPUT_DESCRIPTION,
-        "fitted": quality_model.fitted, "landmarks_pose_bit_identical": True,
-        "train_clean_out_of_fold": {k: v["train_clean_out_of_fold"] for k, v in report["kinds"].items()}}
-    write_json_atomic(meta_path, meta)
+    with edit_model_json(package / "model.json") as meta:
+        set_quality_model(meta, quality_model.to_json())
+        # thresholds measured on the scores of an earlier head (or on none) would flag the wrong
+        # share: gone until benchmarks/second_look.py --write-thresholds measures this head's
+        stale = drop_learned_thresholds(meta)
+        if stale or "quality_thresholds" not in meta:
+            print(f"{package}: no learned-score thresholds now; run benchmarks/second_look.py --model {package} "
+                  "--write-thresholds", file=sys.stderr)
+        meta.setdefault("card", {})["error_head"] = {
+            "weights": int(weight.size), "multiply_adds_per_crop": int(weight.size), "output": ERROR_OUTPUT_DESCRIPTION,
+            "fitted": quality_model.fitted, "landmarks_pose_bit_identical": True,
+            "train_clean_out_of_fold": {k: v["train_clean_out_of_fold"] for k, v in report["kinds"].items()}}
     load_model(package, backend="onnx")  # validates graph and model.json together
     stored = error_head_weights(onnx.load(str(path)))
     return {"package": str(package), "probe_crops": int(len(probe)), "landmarks_pose_bit_identical": True,

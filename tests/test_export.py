@@ -23,7 +23,7 @@ def test_int8_quantisation_prints_no_root_logger_lines(tmp_path, synthetic_set):
 import logging
 from pathlib import Path
 from asmnet.formats import load_many
-from asmnet.training.quantize import quantize_package
+from asmnet.packaging.quantize import quantize_package
 records = load_many([{str(synthetic_set)!r}])[0]
 quantize_package(Path({str(FP32)!r}), Path({str(tmp_path / 'q')!r}), records, 4)
 assert not logging.getLogger().handlers, logging.getLogger().handlers
@@ -44,8 +44,8 @@ WEIGHTS = MODELS_DIR / "default" / "weights.pt"
 @pytest.mark.skipif(not WEIGHTS.exists(), reason="the shipped model has no weights.pt")
 def test_export_returns_what_it_wrote(tmp_path):
     pytest.importorskip("torch")
+    from asmnet.packaging.export import ExportResult, export_model
     from asmnet.runtime import load_model
-    from asmnet.training.export import ExportResult, export_model
 
     result = export_model(WEIGHTS, tmp_path / "pkg", "mine")
     assert isinstance(result, ExportResult)

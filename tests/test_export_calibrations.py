@@ -13,8 +13,8 @@ from asmnet.errors import ModelError  # noqa: E402
 from asmnet.formats import load_many  # noqa: E402
 from asmnet.geometry import tight_box  # noqa: E402
 from asmnet.markup import markup_for  # noqa: E402
+from asmnet.packaging.export import fit_calibrations, package_calibrations, shipped_calibrations  # noqa: E402
 from asmnet.runtime import DEFAULT_MODEL_DIR, read_model_json  # noqa: E402
-from asmnet.training.export import fit_calibrations, package_calibrations, shipped_calibrations  # noqa: E402
 
 TRUTH = BoxCalibration(dx=0.02, dy=0.1, scale=0.9, n=0, miss_rate=0.0, aspect=1.0)
 

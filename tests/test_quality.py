@@ -105,7 +105,7 @@ def test_torch_backend_falls_back_to_the_move_score():
 
 
 def test_error_head_leaves_landmarks_and_pose_bit_identical():
-    from asmnet.training.error_head import error_head_weights, expose_features, strip_error_head
+    from asmnet.packaging.error_head import error_head_weights, expose_features, strip_error_head
 
     graph = onnx.load(str(DEFAULT_MODEL_DIR / "model.onnx"))
     weight, bias = error_head_weights(graph)
@@ -132,7 +132,7 @@ def _package(tmp_path, graph=None):
 
 
 def test_quality_model_without_the_graphs_error_output_is_refused_at_load(tmp_path):
-    from asmnet.training.error_head import strip_error_head
+    from asmnet.packaging.error_head import strip_error_head
 
     package = _package(tmp_path, strip_error_head(onnx.load(str(DEFAULT_MODEL_DIR / "model.onnx"))))
     with pytest.raises(ModelError, match="no 'error' output"):

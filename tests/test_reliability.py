@@ -37,7 +37,7 @@ from PIL import Image
 from asmnet.cli import main
 from asmnet.errors import DataError, ModelError
 from asmnet.formats import load_faces, read_image, read_pose_csv, read_pts
-from asmnet.formats.faces import MAX_COORDINATE
+from asmnet.formats.face_record import MAX_COORDINATE
 from asmnet.formats.wflw import WFLW_ATTRIBUTES, parse_wflw_list
 from asmnet.geometry import crop_matrix, invert_affine, transform_points, warp
 from asmnet.markup import markup_for

@@ -155,9 +155,9 @@ def test_int8_outputs_are_float_and_close_to_the_float_model(trained, synthetic_
     from asmnet.formats import load_many
     from asmnet.geometry import tight_box
     from asmnet.inference import crop_faces
+    from asmnet.packaging.export import export_model
+    from asmnet.packaging.quantize import FLOAT_OPS, float_head, quantize_package, quantized_outputs
     from asmnet.runtime import load_model
-    from asmnet.training.export import export_model
-    from asmnet.training.quantize import FLOAT_OPS, float_head, quantize_package, quantized_outputs
 
     pkg, int8 = tmp_path / "pkg", tmp_path / "pkg-int8"
     export_model(trained / "best.pt", pkg)

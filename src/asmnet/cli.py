@@ -748,7 +748,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         return _fail(f"export reads a PyTorch checkpoint; {TORCH_EXTRA}")
     from .evaluation import read_keys
     from .formats import load_many
-    from .training.export import export_model
+    from .packaging.export import export_model
 
     if args.int8 and Path(args.out).suffix == ".onnx":  # before the export, not after it
         return _fail("--int8 needs a package folder as --out")
@@ -761,7 +761,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         records = [r for r in loaded if r.key not in skip]
     elif args.int8:  # the run's own training faces, as for the box calibrations
         from .nn.checkpoint import load_checkpoint
-        from .training.export import training_faces
+        from .packaging.export import training_faces
 
         loaded, data = training_faces(load_checkpoint(args.model), args.model)
         records = [r for r in loaded if r.key not in skip]
@@ -789,7 +789,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     elif quality:
         print(f"no quality thresholds: {quality['why']}; this model's faces are not judged (flagged: null)")
     if args.int8:
-        from .training.quantize import quantize_package
+        from .packaging.quantize import quantize_package
 
         package = rep.json.parent
         q = quantize_package(package, package.with_name(package.name + "-int8"), records or [], args.calib_count,

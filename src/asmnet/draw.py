@@ -16,6 +16,7 @@ import numpy as np
 
 from .errors import DataError
 from .fileio import write_atomic
+from .markup import MARKUPS
 from .pose import rotation_matrix
 
 Color = tuple[int, int, int]
@@ -25,8 +26,6 @@ AXIS_COLORS: dict[str, Color] = {"x": (0, 0, 255), "y": (0, 255, 0), "z": (255, 
 _UNIT_AXES = {"x": (1.0, 0.0, 0.0), "y": (0.0, 1.0, 0.0), "z": (0.0, 0.0, 1.0)}
 _BOX_COLOR: Color = (255, 200, 0)  # light blue
 DEFAULT_POINT_COLOR: Color = (0, 255, 255)  # yellow, distinct from the axes
-# Nose tip per markup size (iBUG 68: 30, WFLW 98: 54): the origin of the pose axes.
-_NOSE_TIP = {68: 30, 98: 54}
 _SHIFT = 4  # sub-pixel bits for anti-aliased drawing
 _SCALE = 1 << _SHIFT
 
@@ -98,7 +97,8 @@ def _face_size(points: np.ndarray | None, box: np.ndarray | None) -> float:
 def _face_center(points: np.ndarray | None, box: np.ndarray | None) -> tuple[float, float] | None:
     """Origin of the pose axes: the nose tip, else the mean of the points, else the box centre."""
     if points is not None:
-        nose = _NOSE_TIP.get(len(points))
+        markup = MARKUPS.get(len(points))  # a 68- or 98-point face: its markup's nose tip
+        nose = markup.nose_tip if markup is not None else None
         if nose is not None and np.isfinite(points[nose]).all():
             return float(points[nose, 0]), float(points[nose, 1])
         finite = points[np.isfinite(points).all(axis=1)]

@@ -32,10 +32,20 @@ class Markup:
     lr_pairs: tuple[tuple[int, int], ...]
     # named parts of the face (per-region error tables); together they hold every point once
     regions: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    # the points aligned crops' templates use besides the eyes (asmnet.align)
+    nose_tip: int = -1
+    mouth_corners: tuple[int, int] = (-1, -1)  # image-left corner first
+    nose_tip: int | None = None  # the origin of the drawn pose axes
+    pupils: tuple[int, int] | None = None  # pupil points, where the scheme has them (inter-pupil normalisation)
 
     def region(self, name: str) -> tuple[int, ...]:
         """The point indices of the part ``name`` (e.g. "jaw", "eyes"); raises KeyError if unknown."""
         return dict(self.regions)[name]
+
+    def inner_points(self) -> tuple[int, ...]:
+        """Every point but the jaw's (the face's inside: brows, eyes, nose, mouth), in order."""
+        jaw = set(self.region("jaw"))
+        return tuple(i for i in range(self.n_points) if i not in jaw)
 
     def flip_array(self) -> np.ndarray:
         return np.asarray(self.flip, dtype=np.int64)
@@ -69,6 +79,7 @@ IBUG_68 = Markup(
     lr_pairs=tuple(_PAIRS_68),
     regions=(("jaw", tuple(range(0, 17))), ("brows", tuple(range(17, 27))), ("nose", tuple(range(27, 36))),
              ("eyes", tuple(range(36, 48))), ("mouth", tuple(range(48, 68)))),
+    nose_tip=30,
 )
 
 WFLW_98 = Markup(
@@ -81,6 +92,8 @@ WFLW_98 = Markup(
     lr_pairs=tuple(_PAIRS_98),
     regions=(("jaw", tuple(range(0, 33))), ("brows", tuple(range(33, 51))), ("nose", tuple(range(51, 60))),
              ("eyes", tuple(range(60, 76)) + (96, 97)), ("mouth", tuple(range(76, 96)))),
+    nose_tip=54,
+    pupils=(96, 97),
 )
 
 # WFLW 98 -> iBUG 68 (the usual mapping: every other jaw point, brows' upper contour, eyes
@@ -94,10 +107,12 @@ WFLW_TO_68: tuple[int, ...] = (
 )
 
 
+# the standard markup of each supported number of points
+MARKUPS: dict[int, Markup] = {IBUG_68.n_points: IBUG_68, WFLW_98.n_points: WFLW_98}
+
+
 def markup_for(n_points: int) -> Markup:
-    """The markup with ``n_points`` points (68 or 98)."""
-    if n_points == 68:
-        return IBUG_68
-    if n_points == 98:
-        return WFLW_98
-    raise ValueError(f"no markup with {n_points} points (68 and 98 are supported)")
+    """The markup with ``n_points`` points (68 or 98); ValueError for any other number."""
+    if n_points not in MARKUPS:
+        raise ValueError(f"no markup with {n_points} points (68 and 98 are supported)")
+    return MARKUPS[n_points]

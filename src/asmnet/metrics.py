@@ -17,8 +17,6 @@ from .markup import Markup, markup_for
 
 NORMALISATIONS = ("inter-ocular", "inter-pupil", "box")
 
-# WFLW's two pupil points (98-point markup); used for inter-pupil normalisation when present.
-_WFLW_PUPILS = (96, 97)
 _POSE_NAMES = ("yaw", "pitch", "roll")
 _DEFAULT_AUC_STEPS = 10001
 
@@ -47,8 +45,8 @@ def _inter_ocular(gt: np.ndarray, markup: Markup) -> np.ndarray:
 
 
 def _inter_pupil(gt: np.ndarray, markup: Markup) -> np.ndarray:
-    if markup.n_points == 98:
-        left, right = gt[:, _WFLW_PUPILS[0]], gt[:, _WFLW_PUPILS[1]]
+    if markup.pupils is not None:  # the pupils themselves (WFLW); else each eye's mean point
+        left, right = gt[:, markup.pupils[0]], gt[:, markup.pupils[1]]
     else:
         left = gt[:, list(markup.left_eye)].mean(axis=1)
         right = gt[:, list(markup.right_eye)].mean(axis=1)

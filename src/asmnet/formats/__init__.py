@@ -1,6 +1,7 @@
 """Readers for face annotations and images: iBUG .pts, pose.csv, WFLW lists, 300W-LP .mat."""
 
-from .faces import FaceRecord, key_folder, load_faces, load_many
+from .face_record import FaceRecord, key_folder
+from .faces import load_faces, load_many
 from .image import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,

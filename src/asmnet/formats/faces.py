@@ -10,85 +10,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError, DataNote
+from .face_record import FaceRecord, check_points
 from .image import IMAGE_EXTENSIONS
 from .mat import read_pose_mat
 from .pose_csv import read_pose_csv
 from .pts import read_pts
+from .wflw import parse_wflw_list
 
 POSE_CSV = "pose.csv"
 _ANNOTATIONS = (".pts", ".mat")
-# Annotations beyond this many pixels from the origin are refused: no image within the pixel
-# limit puts a face there, and such values overflow the crop arithmetic.
-MAX_COORDINATE = 1e7
-# 0-based indices of the outer eye corners (the inter-ocular distance) per markup size
-_EYE_CORNERS = {68: (36, 45), 98: (60, 72)}
-
-
-def key_folder(key: str) -> str:
-    """The dataset folder a :attr:`FaceRecord.key` names (its first part): per-folder metrics, oversampling."""
-    return key.split("/", 1)[0]
-
-
-@dataclass(eq=False)
-class FaceRecord:
-    """One annotated face.
-
-    ``points`` (N, 2) x, y as stored in the annotation; ``pose`` [yaw, pitch, roll] in degrees
-    (300W-LP convention) or None; ``box`` x1, y1, x2, y2 from a list file or None; ``key`` a
-    stable id ``"<dataset folder>/<path inside it without extension>"``.
-    """
-
-    image: Path
-    points: np.ndarray
-    pose: np.ndarray | None = None
-    box: np.ndarray | None = None
-    attributes: dict[str, int] = field(default_factory=dict)
-    key: str = ""
-
-    def __post_init__(self) -> None:
-        self.image = Path(self.image)
-        self.points = _vector_array(self.points, "points", (-1, 2))
-        self.pose = None if self.pose is None else _vector_array(self.pose, "pose", (3,))
-        self.box = None if self.box is None else _vector_array(self.box, "box", (4,))
-        if not self.key:
-            self.key = f"{self.image.parent.name}/{self.image.stem}"
-
-    @property
-    def n_points(self) -> int:
-        """Number of landmarks."""
-        return len(self.points)
-
-
-def _vector_array(value: object, name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """``value`` as float64 with ``shape`` (-1: any positive length); ValueError otherwise."""
-    array = np.asarray(value, dtype=np.float64)
-    fits = array.ndim == len(shape) and all(w in (-1, s) for w, s in zip(shape, array.shape))
-    if not fits or array.size == 0:
-        raise ValueError(f"FaceRecord.{name} has shape {array.shape}, expected {shape} (-1: any)")
-    return array
-
-
-def check_points(points: np.ndarray, path: str | Path | None, line: int | None = None) -> None:
-    """DataError unless ``points`` (N, 2) can be a face: within +-MAX_COORDINATE pixels, spread
-    over at least one pixel and, for the 68/98-point markups, with distinct outer eye corners."""
-    far = np.flatnonzero(np.abs(points).max(axis=1) > MAX_COORDINATE)
-    if far.size:
-        x, y = points[far[0]]
-        raise DataError(path, f"point {far[0] + 1} ({x:g}, {y:g}) lies beyond +-{MAX_COORDINATE:.0f} pixels", line)
-    extent = float((points.max(axis=0) - points.min(axis=0)).max())
-    if not extent >= 1.0:
-        raise DataError(path, f"degenerate annotation: all {len(points)} points lie within one pixel", line)
-    corners = _EYE_CORNERS.get(len(points))
-    if corners is not None and np.array_equal(points[corners[0]], points[corners[1]]):
-        a, b = corners
-        raise DataError(path, f"degenerate annotation: points {a + 1} and {b + 1} (the outer eye corners) "
-                        "coincide", line)
 
 
 # A face is off its image when a point lies beyond the image border by more than this share of the
@@ -240,7 +176,6 @@ def _load_folder(root: Path, n_points: int | None) -> tuple[list[FaceRecord], li
 
 def _load_list(path: Path, n_points: int | None) -> tuple[list[FaceRecord], list[DataError]]:
     """Faces of a WFLW list whose images exist."""
-    from .wflw import parse_wflw_list  # here: wflw imports FaceRecord from this module
 
     faces, errors = parse_wflw_list(path, check_images=True)
     if n_points is not None and faces and faces[0].n_points != n_points:

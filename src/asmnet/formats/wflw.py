@@ -14,7 +14,7 @@ from pathlib import Path, PurePath
 import numpy as np
 
 from ..errors import DataError
-from .faces import FaceRecord, check_points
+from .face_record import FaceRecord, check_points
 from .pts import parse_float, read_text_lines
 
 WFLW_ATTRIBUTES = ("pose", "expression", "illumination", "make-up", "occlusion", "blur")

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import ModelError, first_line
 from ..fileio import write_atomic
-from ..runtime import ModelInfo
+from ..package import ModelInfo
 from .model import build_model
 
 CHECKPOINT_FORMAT = "asmnet-checkpoint"
@@ -89,7 +89,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def validate_checkpoint(ckpt: object, path: str | Path | None = None) -> None:
     """ModelError unless the checkpoint is of this format and version, every number it carries
-    is finite and in range (:meth:`asmnet.runtime.ModelInfo.from_checkpoint`), and its weights
+    is finite and in range (:meth:`asmnet.package.ModelInfo.from_checkpoint`), and its weights
     have exactly the names and shapes of the network its ``model_config`` describes (compared on
     a network without memory, so a config that would need gigabytes allocates nothing) and are
     finite."""

@@ -12,7 +12,7 @@ import hashlib
 import re
 from collections import Counter
 
-from ..formats.faces import key_folder
+from ..formats.face_record import key_folder
 
 # Udacity / YouTube Faces frames: "Person_Name_VF" (clip V, frame F), optionally "testcsv_"-prefixed.
 UDACITY_CLIP_PATTERN = r"^(?:testcsv_)?([A-Za-z][A-Za-z_.'-]*_\d)\d$"

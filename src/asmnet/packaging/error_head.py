@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ..runtime import ERROR_OUTPUT
+from ..package import ERROR_OUTPUT
 
 WEIGHT, BIAS, NODE = "error_head.weight", "error_head.bias", "/error_head/Gemm"
 FEATURES_OUTPUT = "features"

@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError
-from ..fileio import write_atomic, write_json_atomic
+from ..fileio import write_atomic
 from ..formats import FaceRecord, read_image
 from ..geometry import tight_box
 from ..inference import crop_faces
-from ..runtime import load_model, read_model_json
+from ..package import read_model_json, write_model_json
+from ..runtime import load_model
 
 #: ONNX op types left in float: global pooling of the tapped features, flatten, concat, the heads.
 FLOAT_OPS = ("GlobalAveragePool", "Flatten", "Concat", "Gemm")
@@ -166,7 +167,7 @@ def quantize_package(
     meta["name"] = name or out.name
     meta["card"] = {**meta.get("card", {}), "precision": PRECISION,
                     "int8_calibration_faces": len(crops), "float_model": str(package)}
-    write_json_atomic(out / "model.json", meta)
+    write_model_json(out / "model.json", meta)
     for extra in ("weights.pt",):
         if (package / extra).exists() and package != out:
             shutil.copy2(package / extra, out / extra)

@@ -14,20 +14,20 @@ import torch
 
 from ..detection.calibration import Calibrations
 from ..errors import DataError, ModelError
-from ..fileio import check_writable_file, check_writable_folder, read_small_json, write_atomic, write_json_atomic
+from ..fileio import check_writable_file, check_writable_folder, read_small_json, write_atomic
 from ..formats import FaceRecord, load_many, read_image
 from ..inference import DEFAULT_REFINE, quality_kind
 from ..nn.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from ..quality import MAX_FLAGGED, flag_threshold
-from ..runtime import (
+from ..package import (
     SHIPPED_CALIBRATION_ORIGIN,
     SHIPPED_CALIBRATION_SOURCE,
-    LandmarkModel,
     ModelInfo,
-    OnnxLandmarkModel,
     read_model_json,
     shipped_calibrations_for,
+    write_model_json,
 )
+from ..quality import MAX_FLAGGED, flag_threshold
+from ..runtime import LandmarkModel, OnnxLandmarkModel
 
 OPSET = 17
 MAX_ABS_DIFF = 1e-4
@@ -334,7 +334,7 @@ def export_model(
     if quality_source is not None:
         meta["quality_source"] = quality_source
         meta["card"]["quality_thresholds"] = quality_source
-    write_json_atomic(json_path, meta)
+    write_model_json(json_path, meta)
     if weights_path is not None:
         slim = {k: ckpt[k] for k in ("model_config", "input_size", "crop_scale", "label_origin", "markup", "shape_model",
                                      "epoch", "best_nme", "train_config", "git_commit", "package_version") if k in ckpt}
