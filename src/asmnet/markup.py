@@ -35,7 +35,6 @@ class Markup:
     # the points aligned crops' templates use besides the eyes (asmnet.align)
     nose_tip: int = -1
     mouth_corners: tuple[int, int] = (-1, -1)  # image-left corner first
-    nose_tip: int | None = None  # the origin of the drawn pose axes
     pupils: tuple[int, int] | None = None  # pupil points, where the scheme has them (inter-pupil normalisation)
 
     def region(self, name: str) -> tuple[int, ...]:
