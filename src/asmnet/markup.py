@@ -32,7 +32,8 @@ class Markup:
     lr_pairs: tuple[tuple[int, int], ...]
     # named parts of the face (per-region error tables); together they hold every point once
     regions: tuple[tuple[str, tuple[int, ...]], ...] = ()
-    # the points aligned crops' templates use besides the eyes (asmnet.align)
+    # the points aligned crops' templates use besides the eyes (asmnet.align); the nose tip is
+    # also the origin of the drawn pose axes
     nose_tip: int = -1
     mouth_corners: tuple[int, int] = (-1, -1)  # image-left corner first
     pupils: tuple[int, int] | None = None  # pupil points, where the scheme has them (inter-pupil normalisation)
@@ -79,6 +80,7 @@ IBUG_68 = Markup(
     regions=(("jaw", tuple(range(0, 17))), ("brows", tuple(range(17, 27))), ("nose", tuple(range(27, 36))),
              ("eyes", tuple(range(36, 48))), ("mouth", tuple(range(48, 68)))),
     nose_tip=30,
+    mouth_corners=(48, 54),
 )
 
 WFLW_98 = Markup(
@@ -92,6 +94,7 @@ WFLW_98 = Markup(
     regions=(("jaw", tuple(range(0, 33))), ("brows", tuple(range(33, 51))), ("nose", tuple(range(51, 60))),
              ("eyes", tuple(range(60, 76)) + (96, 97)), ("mouth", tuple(range(76, 96)))),
     nose_tip=54,
+    mouth_corners=(76, 82),
     pupils=(96, 97),
 )
 
