@@ -28,6 +28,8 @@ from asmnet.nn.checkpoint import load_checkpoint, model_from_checkpoint
 from asmnet.training import distributed
 from asmnet.training.data import EpochSampler
 
+pytestmark = pytest.mark.slow  # a training run / subprocesses: left out of pytest -m "not slow"
+
 # -- pieces ----------------------------------------------------------------------------------------
 
 

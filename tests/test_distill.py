@@ -17,6 +17,8 @@ from asmnet.shape_model import ShapeModel
 from asmnet.training.distill import Teacher, recorded_split
 from asmnet.training.trainer import train
 
+pytestmark = pytest.mark.slow  # a training run / subprocesses: left out of pytest -m "not slow"
+
 
 @pytest.fixture(scope="module")
 def teacher_run(synthetic_set, tmp_path_factory):

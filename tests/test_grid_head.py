@@ -143,6 +143,7 @@ def grid_run(synthetic_set, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_grid_training_logs_the_cell_term_and_checkpoints_validate(grid_run) -> None:
     history = [json.loads(line) for line in (grid_run / "metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [0, 1]
@@ -155,6 +156,7 @@ def test_grid_training_logs_the_cell_term_and_checkpoints_validate(grid_run) -> 
         validate_checkpoint(ckpt, "x.pt")
 
 
+@pytest.mark.slow
 def test_pooled_checkpoint_initialises_a_grid_run(synthetic_set, tmp_path, capsys) -> None:
     pooled = tmp_path / "pooled"
     train(_config(synthetic_set, pooled, epochs=1, head="pooled"))
@@ -170,6 +172,7 @@ def test_pooled_checkpoint_initialises_a_grid_run(synthetic_set, tmp_path, capsy
     assert torch.corrcoef(torch.stack([a[shared[0]].flatten(), b["state_dict"][shared[0]].flatten()]))[0, 1] > 0.9
 
 
+@pytest.mark.slow
 def test_grid_model_exports_quantizes_and_evaluates(grid_run, synthetic_set, tmp_path, capsys) -> None:
     import onnx
 

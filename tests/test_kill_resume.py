@@ -26,6 +26,8 @@ from conftest import make_synthetic_set
 from asmnet.cli import main
 from asmnet.nn.checkpoint import load_checkpoint
 
+pytestmark = pytest.mark.slow  # a training run / subprocesses: left out of pytest -m "not slow"
+
 EPOCHS = 4
 TIMEOUT = 120.0  # seconds for any one process: far beyond what the run needs
 

@@ -20,12 +20,13 @@ import pytest
 from conftest import DATA_DIR
 
 from asmnet.cli import main
-from asmnet.predict import PredictOptions, predict
+from asmnet.jobs.predict import PredictOptions, predict
 from asmnet.runtime import DEFAULT_MODEL_DIR
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="Ray is not installed (pip install 'asmnet[ray]')")
-pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "model.json").exists(), reason="no shipped model")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "model.json").exists(), reason="no shipped model")]
 N_IMAGES = 100
 
 
@@ -76,7 +77,7 @@ def local_records(photos, tmp_path_factory) -> list[str]:
 
 
 def ray_options(**ray):
-    from asmnet.ray_engine import RayOptions
+    from asmnet.jobs.ray_engine import RayOptions
 
     return RayOptions(**{"actors": 2, **ray})
 
@@ -116,14 +117,14 @@ def _actor_pids() -> list[int]:
 @pytest.mark.ray
 @needs_ray
 def test_killed_actor_loses_and_repeats_nothing(ray_cluster, photos, local_records, tmp_path):
-    from asmnet.ray_engine import process_tasks
+    from asmnet.jobs.ray_engine import run_tasks
 
     # one actor (fewer process starts), 10 batches of 4: it is busy with the next batch when killed
     tasks = [(str(p), None) for p in photos[:40]]
     opts = PredictOptions(engine="ray", ray=ray_options(actors=1, batch_size=4))
     results, killed = [], []
-    for result in process_tasks(tasks, opts):
-        results.append(result)
+    for _, *result in run_tasks(tasks, opts, opts.ray):
+        results.append(tuple(result))
         if not killed:  # SIGKILL the actor after the first answer; Ray restarts it and redoes its task
             pids = _actor_pids()
             assert pids, "no AlignerActor process found"
@@ -233,7 +234,7 @@ def test_gpu_actor_without_cuda_onnxruntime_says_what_to_install(photos):
     ort = pytest.importorskip("onnxruntime")
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this onnxruntime has the CUDA provider")
-    from asmnet.ray_engine import AlignerActor
+    from asmnet.jobs.ray_engine import AlignerActor
 
     actor = AlignerActor(gpu=True)  # Ray calls it the same way in an actor; no Ray needed to check it
     out = actor({"path": np.array([str(photos[0])], dtype=object)})

@@ -24,7 +24,8 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 QUICK = {"--epochs": "1", "--workers": "0"}
 TRAIN_EXTRA = ["--batch-size", "8", "--input-size", "64", "--warmup-epochs", "0"]
 
-pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "model.json").exists(), reason="no shipped model")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "model.json").exists(), reason="no shipped model")]
 
 
 def section(title: str) -> str:

@@ -107,6 +107,7 @@ def test_recrop_is_checked():
         TrainConfig(**base, recrop=0.5, teacher=["default"]).validate()
 
 
+@pytest.mark.slow
 def test_training_with_recrop_trains_on_the_recut_crops_and_resumes_exactly(synthetic_set, tmp_path):
     from asmnet.nn.checkpoint import load_checkpoint
     from asmnet.training.trainer import train

@@ -16,6 +16,8 @@ from conftest import make_synthetic_set
 
 from asmnet.runtime import DEFAULT_MODEL_DIR
 
+pytestmark = pytest.mark.slow  # a training run / subprocesses: left out of pytest -m "not slow"
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

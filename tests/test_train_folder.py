@@ -15,6 +15,8 @@ pytest.importorskip("torch")
 
 from asmnet.cli import main  # noqa: E402
 
+pytestmark = pytest.mark.slow  # a training run / subprocesses: left out of pytest -m "not slow"
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 TINY = ["--input-size", "64", "--width", "0.5", "--batch-size", "4", "--workers", "0", "--device", "cpu",
         "--val-fraction", "0.2", "--shape-passes", "2", "--warmup-epochs", "0"]

@@ -18,6 +18,8 @@ from asmnet.training.augment import AugmentConfig
 from asmnet.training.config import TrainConfig
 from asmnet.training.trainer import Run, train
 
+pytestmark = pytest.mark.slow  # a training run / subprocesses: left out of pytest -m "not slow"
+
 
 def config(data, out, epochs=2, **kw) -> TrainConfig:
     return tiny_train_config(data, out, augment=AugmentConfig.none().to_dict() | {"flip_prob": 0.5}, epochs=epochs, **kw)
