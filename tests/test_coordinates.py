@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from asmnet import FaceAligner
-from asmnet.api import as_pixels
 from asmnet.cli import main
 from asmnet.draw import draw_faces
 from asmnet.evaluation import evaluate
 from asmnet.formats import FaceRecord
+from asmnet.formats.image import as_pixels
 from asmnet.inference import align_boxes
 from asmnet.runtime import DEFAULT_MODEL_DIR, load_model
 

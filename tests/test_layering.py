@@ -25,7 +25,8 @@ BLOCK_TORCH = textwrap.dedent("""
 
     sys.meta_path.insert(0, NoTorch())
 """)
-INFERENCE_MODULES = ["asmnet", "asmnet.api", "asmnet.runtime", "asmnet.inference", "asmnet.predict",
+INFERENCE_MODULES = ["asmnet", "asmnet.api", "asmnet.runtime", "asmnet.inference", "asmnet.jobs",
+                     "asmnet.jobs.predict", "asmnet.jobs.align", "asmnet.jobs.local_engine", "asmnet.jobs.ray_engine",
                      "asmnet.evaluation", "asmnet.video", "asmnet.draw", "asmnet.detection", "asmnet.metrics",
                      "asmnet.benchmark", "asmnet.formats", "asmnet.fileio", "asmnet.align", "asmnet.onnx_graph",
                      "asmnet.quality", "asmnet.records", "asmnet.architectures", "asmnet.package"]

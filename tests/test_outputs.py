@@ -118,7 +118,7 @@ def test_unwritable_outputs_fail_before_the_work_in_one_line(tmp_path, capsys) -
 
 
 def test_full_disk_stops_predict_in_one_line_and_resume_repairs_the_json(tmp_path, capsys, monkeypatch) -> None:
-    import asmnet.predict
+    import asmnet.jobs.record_sink
 
     folder = tmp_path / "in"
     for i in range(4):
@@ -148,7 +148,7 @@ def test_full_disk_stops_predict_in_one_line_and_resume_repairs_the_json(tmp_pat
             self.real.close()
 
     real_open = open
-    monkeypatch.setattr(asmnet.predict, "open", lambda *a, **k: FillsUp(real_open(*a, **k)), raising=False)
+    monkeypatch.setattr(asmnet.jobs.record_sink, "open", lambda *a, **k: FillsUp(real_open(*a, **k)), raising=False)
     rc, err = run(["predict", folder, "--json", out_json], capsys)
     assert rc == 2 and err[-1].startswith(f"asmnet: error: {out_json}: cannot write") and "No space" in err[-1], err
     lines = out_json.read_text().split("\n")

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from asmnet.cli import main
-from asmnet.predict import PredictOptions, predict, remove_stale_temporaries
+from asmnet.jobs.inputs import remove_stale_temporaries
+from asmnet.jobs.predict import PredictOptions, predict
 from asmnet.records import read_record
 from asmnet.runtime import DEFAULT_MODEL_DIR
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,17 +13,18 @@ import numpy as np
 
 from .align import AlignedFace
 from .errors import AsmnetError, AsmnetWarning, DataError, ModelError, SettingError, first_line
-from .formats import decode_image_array, image_pixels, read_image, to_bgr, to_rgb
-from .formats.image import read_image_reduced
+from .formats.image import (
+    DEFAULT_CHANNEL_ORDER,
+    as_pixels,
+    check_channel_order,
+    read_image_reduced,
+    to_bgr,
+    to_channels,
+)
 from .geometry import invert_affine, tight_box, transform_points
 from .inference import DEFAULT_REFINE, EARLY_STOP, align_boxes, model_quality_kind
 from .runtime import load_model
 
-CHANNEL_ORDERS = ("bgr", "rgb")
-# what an image array means when nothing says otherwise: OpenCV's order, as cv2.imread and
-# cv2.VideoCapture give it (paths and PIL images carry their own order); FaceAligner and
-# FaceTracker take the same default
-DEFAULT_CHANNEL_ORDER = "bgr"
 MAX_REFINE = 5  # second-look passes, as asmnet predict --refine takes them
 MAX_THREADS = 1024  # as --threads takes them
 
@@ -99,41 +100,6 @@ class Face:
         }
 
 
-def check_channel_order(channel_order: Any) -> str:
-    """``channel_order`` if it is "bgr" or "rgb"; SettingError otherwise."""
-    if not isinstance(channel_order, str) or channel_order not in CHANNEL_ORDERS:
-        raise SettingError(None, f"channel_order must be 'bgr' (OpenCV) or 'rgb' (PIL, matplotlib, skimage), "
-                           f"got {channel_order!r}")
-    return channel_order
-
-
-def as_bgr(image: Any, channel_order: str = DEFAULT_CHANNEL_ORDER) -> np.ndarray:
-    """A path, a NumPy array (gray, BGR/RGB per ``channel_order``, BGRA) or a PIL image -> BGR
-    uint8; DataError for anything that cannot be read (a truncated or closed PIL image too)."""
-    check_channel_order(channel_order)
-    if isinstance(image, (str, Path)):
-        return read_image(image)
-    if hasattr(image, "mode") and hasattr(image, "convert"):  # PIL image, without importing PIL
-        return _pil_to_bgr(image)
-    if isinstance(image, np.ndarray):
-        return decode_image_array(image, channel_order=channel_order)
-    raise DataError(None, f"cannot read an image from {type(image).__name__}")
-
-
-def to_channels(pixels: np.ndarray, order: str, wanted: str) -> np.ndarray:
-    """Any :func:`as_pixels` array (a crop) as 3-channel uint8 in the ``wanted`` order."""
-    return to_rgb(pixels, order) if wanted == "rgb" else to_bgr(pixels, order)
-
-
-def as_pixels(image: Any, channel_order: str = DEFAULT_CHANNEL_ORDER) -> tuple[np.ndarray, str]:
-    """Like :func:`as_bgr`, but an array is only checked, not converted: (pixels, their channel
-    order). The aligner converts just the face crops, which keeps large pictures cheap."""
-    check_channel_order(channel_order)
-    if isinstance(image, np.ndarray):
-        return image_pixels(image, channel_order), channel_order
-    return as_bgr(image), "bgr"
-
-
 def at_full_size(face: Face, factor: int, origin: float = 0.0) -> Face:
     """``face`` found in an image reduced by ``factor`` (see ``read_image_reduced``), in the
     full image's pixels: pixel centres map as (x - origin + 0.5) * factor - 0.5 + origin, where
@@ -142,23 +108,6 @@ def at_full_size(face: Face, factor: int, origin: float = 0.0) -> Face:
         return (np.asarray(values, dtype=np.float64) - origin + 0.5) * factor - 0.5 + origin
 
     return dataclasses.replace(face, box=scale(face.box), landmarks=scale(face.landmarks))
-
-
-def _pil_to_bgr(image: Any) -> np.ndarray:
-    """A PIL image as BGR uint8. A lazily opened image decodes here, so its file's problems
-    (truncated, corrupt, closed, over the pixel limit) surface here, as DataError."""
-    from .formats.image import max_pixels_limit
-
-    name = getattr(image, "filename", None) or None
-    size = getattr(image, "size", (0, 0))
-    limit = max_pixels_limit()
-    if isinstance(size, tuple) and len(size) == 2 and size[0] * size[1] > limit:
-        raise DataError(name, f"image is {size[0]}x{size[1]} = {size[0] * size[1]} pixels, over the limit of {limit}")
-    try:
-        rgb = np.asarray(image.convert("RGB"))
-    except Exception as exc:  # noqa: BLE001 - Pillow raises OSError, ValueError, SyntaxError ... for bad files
-        raise DataError(name, f"cannot read the PIL image ({first_line(exc)})") from None
-    return decode_image_array(rgb, channel_order="rgb")
 
 
 def boxes_array(boxes: Any) -> np.ndarray:
@@ -243,6 +192,32 @@ def _make_detector(spec: Any, options: dict[str, Any], preset: str | None = None
         raise SettingError(None, f"detector {spec!r}: bad option ({first_line(exc)})") from None
 
 
+@dataclass
+class AlignerSettings:
+    """The settings of a :class:`FaceAligner` as data (its constructor's arguments of the same
+    names; ``detector_options``: its detector keywords), for what builds aligners elsewhere:
+    ``asmnet predict`` / ``asmnet align``, their worker processes and Ray actors all build theirs
+    with :meth:`FaceAligner.from_settings`, so that they give the same records."""
+
+    model: str | None = None
+    detector: str = "auto"
+    backend: str = "auto"
+    threads: int | None = None
+    min_score: float | None = None  # drop detections scoring below this
+    flip_tta: bool = False  # average with the mirrored face (2x network time)
+    pixel_origin: float = 0.0  # the first pixel's centre in the output coordinates (0: OpenCV, 1: iBUG .pts)
+    refine: int = DEFAULT_REFINE  # second-look passes from the predicted points
+    straighten: bool = True  # second look: turn the crop upright
+    rotation_search: bool = False  # no face upright: search the image turned by 90/180/270 degrees
+    early_stop: bool = True  # second look: stop after one re-crop that moved the face little
+    detector_options: dict = field(default_factory=dict)  # make_detector keywords (model_path, min_face, upsample)
+
+    def aligner_settings(self) -> AlignerSettings:
+        """These settings alone (a copy), without the fields a subclass adds."""
+        names = [f.name for f in dataclasses.fields(AlignerSettings)]
+        return AlignerSettings(**{name: getattr(self, name) for name in names})
+
+
 class FaceAligner:
     """Detect faces and predict their landmarks and head pose.
 
@@ -322,6 +297,16 @@ class FaceAligner:
         note = self.quality_note
         if note:
             warnings.warn(note, UnflaggedWarning, stacklevel=2)
+
+    @classmethod
+    def from_settings(cls, settings: AlignerSettings, default_threads: int | None = None) -> FaceAligner:
+        """The FaceAligner of ``settings``; ``default_threads``: ONNX Runtime threads when
+        ``settings.threads`` is None (None: ONNX Runtime's choice). Raises as the constructor."""
+        return cls(settings.model, detector=settings.detector, backend=settings.backend,
+                   threads=settings.threads or default_threads, min_score=settings.min_score,
+                   flip_tta=settings.flip_tta, pixel_origin=settings.pixel_origin, refine=settings.refine,
+                   straighten=settings.straighten, rotation_search=settings.rotation_search,
+                   early_stop=settings.early_stop, **settings.detector_options)
 
     def _find_calibration(self, detector: Any) -> Any:
         """The model's box calibration for ``detector``; ModelError when it has none."""

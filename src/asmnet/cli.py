@@ -23,7 +23,7 @@ from .errors import AsmnetError, AsmnetWarning, DataNote, first_line
 
 if typing.TYPE_CHECKING:
     from .evaluation import EvaluationResult
-    from .ray_engine import RayOptions
+    from .jobs.ray_engine import RayOptions
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 130
 MODEL_HELP = "a shipped model's name (asmnet models lists them; default: default), a model folder, .onnx or .pt"
@@ -532,13 +532,14 @@ def ray_options(args: argparse.Namespace) -> RayOptions | None:
     """The RayOptions of the ``--ray-*`` flags with ``--engine ray``; None with ``--engine local``."""
     if args.engine != "ray":
         return None
-    from .ray_engine import RayOptions
+    from .jobs.ray_engine import RayOptions
 
     return RayOptions(address=args.ray_address, actors=args.ray_actors, cpus=args.ray_cpus, gpus=args.ray_gpus)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import STDOUT, PredictOptions, predict, summary_line
+    from .jobs.predict import PredictOptions, predict, summary_line
+    from .jobs.record_sink import STDOUT
 
     if not args.inputs and args.webcam is None:
         return _fail("give images, folders, videos or --webcam")
@@ -586,15 +587,13 @@ def add_align(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_align(args: argparse.Namespace) -> int:
-    from .align import align_inputs
-    from .predict import PredictOptions
+    from .jobs.align import AlignOptions, align_inputs
 
-    # the aligner's settings, as options: the local engine and every Ray actor build the same
-    # FaceAligner from them (predict._make_aligner)
-    opts = PredictOptions(model=args.model, detector=args.detector, backend=args.backend, threads=args.threads,
-                          min_score=args.min_score, pixel_origin=args.pixel_origin,
-                          detector_options=detector_options(args), engine=args.engine, ray=ray_options(args))
-    records, failures = align_inputs(args.inputs, args.out, None, args.template, args.size, args.format,
+    # the local engine and every Ray actor build the same FaceAligner from these (FaceAligner.from_settings)
+    opts = AlignOptions(model=args.model, detector=args.detector, backend=args.backend, threads=args.threads,
+                        min_score=args.min_score, pixel_origin=args.pixel_origin,
+                        detector_options=detector_options(args), engine=args.engine, ray=ray_options(args))
+    records, failures = align_inputs(args.inputs, args.out, args.template, args.size, args.format,
                                      args.json, options=opts, skip_flagged=args.skip_flagged)
     crops = sum(len(r["faces"]) for r in records)
     print(f"asmnet: {len(records)} images aligned, {crops} crops in {args.out}, {len(failures)} failed",

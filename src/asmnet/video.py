@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from .api import DEFAULT_CHANNEL_ORDER, Face, FaceAligner, check_channel_order
+from .api import Face, FaceAligner
 from .detection import box_iou
 from .errors import DataError, SettingError
+from .formats.image import DEFAULT_CHANNEL_ORDER, check_channel_order
 from .geometry import tight_box
 
 __all__ = ["FaceSmoother", "FaceTracker", "OneEuroFilter", "StreamError", "TrackedFace", "VideoFrame", "box_iou"]

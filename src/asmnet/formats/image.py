@@ -24,7 +24,7 @@ from typing import IO, TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, SettingError, first_line
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PillowImage
@@ -39,6 +39,11 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".
 # (multi-picture JPEG, "MPO", opens through the JPEG decoder)
 PILLOW_FORMATS = ("JPEG", "PNG", "BMP", "PPM", "WEBP", "TIFF", "GIF")
 EXIF_ORIENTATION = 0x0112
+CHANNEL_ORDERS = ("bgr", "rgb")
+# what an image array means when nothing says otherwise: OpenCV's order, as cv2.imread and
+# cv2.VideoCapture give it (paths and PIL images carry their own order); FaceAligner and
+# FaceTracker take the same default
+DEFAULT_CHANNEL_ORDER = "bgr"
 
 
 def max_pixels_limit(max_pixels: int | None = None) -> int:
@@ -378,3 +383,54 @@ def decode_image_array(array: np.ndarray, channel_order: str = "bgr") -> np.ndar
     dropped); ``channel_order`` ("rgb" or "bgr") says how colour channels are ordered.
     """
     return to_bgr(image_pixels(array, channel_order), channel_order)
+
+
+# -- what the Python API takes as an image: a path, a PIL image or an array -------------------
+def check_channel_order(channel_order: Any) -> str:
+    """``channel_order`` if it is "bgr" or "rgb"; SettingError otherwise."""
+    if not isinstance(channel_order, str) or channel_order not in CHANNEL_ORDERS:
+        raise SettingError(None, f"channel_order must be 'bgr' (OpenCV) or 'rgb' (PIL, matplotlib, skimage), "
+                           f"got {channel_order!r}")
+    return channel_order
+
+
+def as_bgr(image: Any, channel_order: str = DEFAULT_CHANNEL_ORDER) -> np.ndarray:
+    """A path, a NumPy array (gray, BGR/RGB per ``channel_order``, BGRA) or a PIL image -> BGR
+    uint8; DataError for anything that cannot be read (a truncated or closed PIL image too)."""
+    check_channel_order(channel_order)
+    if isinstance(image, (str, Path)):
+        return read_image(image)
+    if hasattr(image, "mode") and hasattr(image, "convert"):  # PIL image, without importing PIL
+        return pil_to_bgr(image)
+    if isinstance(image, np.ndarray):
+        return decode_image_array(image, channel_order=channel_order)
+    raise DataError(None, f"cannot read an image from {type(image).__name__}")
+
+
+def as_pixels(image: Any, channel_order: str = DEFAULT_CHANNEL_ORDER) -> tuple[np.ndarray, str]:
+    """Like :func:`as_bgr`, but an array is only checked, not converted: (pixels, their channel
+    order). The aligner converts just the face crops, which keeps large pictures cheap."""
+    check_channel_order(channel_order)
+    if isinstance(image, np.ndarray):
+        return image_pixels(image, channel_order), channel_order
+    return as_bgr(image), "bgr"
+
+
+def to_channels(pixels: np.ndarray, order: str, wanted: str) -> np.ndarray:
+    """Any :func:`as_pixels` array (a crop) as 3-channel uint8 in the ``wanted`` order."""
+    return to_rgb(pixels, order) if wanted == "rgb" else to_bgr(pixels, order)
+
+
+def pil_to_bgr(image: Any) -> np.ndarray:
+    """A PIL image as BGR uint8. A lazily opened image decodes here, so its file's problems
+    (truncated, corrupt, closed, over the pixel limit) surface here, as DataError."""
+    name = getattr(image, "filename", None) or None
+    size = getattr(image, "size", (0, 0))
+    limit = max_pixels_limit()
+    if isinstance(size, tuple) and len(size) == 2 and size[0] * size[1] > limit:
+        raise DataError(name, f"image is {size[0]}x{size[1]} = {size[0] * size[1]} pixels, over the limit of {limit}")
+    try:
+        rgb = np.asarray(image.convert("RGB"))
+    except Exception as exc:  # noqa: BLE001 - Pillow raises OSError, ValueError, SyntaxError ... for bad files
+        raise DataError(name, f"cannot read the PIL image ({first_line(exc)})") from None
+    return decode_image_array(rgb, channel_order="rgb")

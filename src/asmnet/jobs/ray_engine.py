@@ -1,5 +1,6 @@
-"""``asmnet predict --engine ray`` and ``asmnet align --engine ray``: the images of a job spread
-over the actors of a Ray cluster.
+"""The Ray engine (``asmnet predict --engine ray``, ``asmnet align --engine ray``): the images of
+a job spread over the actors of a Ray cluster. Like the local engine it runs the unit of work it
+is given (:mod:`asmnet.jobs.units`) and knows no job.
 
 Ray Data carries the job's image paths to an actor pool; each actor holds one :class:`FaceAligner`
 (built once, in its constructor), reads and decodes its share of the files itself, writes their
@@ -15,7 +16,7 @@ once) and reports any image that never came back as failed instead of losing it.
 The same actor class works in your own Ray Data pipeline::
 
     import ray
-    from asmnet.ray_engine import AlignerActor
+    from asmnet.jobs.ray_engine import AlignerActor
 
     ds = ray.data.from_items([{"path": p} for p in paths])
     out = ds.map_batches(AlignerActor, fn_constructor_kwargs={"model": "default"}, batch_size=16,
@@ -39,10 +40,11 @@ from typing import Any
 
 import numpy as np
 
-from .align import CropSettings, align_task
-from .errors import AsmnetError, ModelError
-from .predict import PredictOptions, process_image
-from .records import record_text
+from ..api import AlignerSettings, FaceAligner
+from ..errors import AsmnetError, ModelError
+from ..records import record_text
+from .local_engine import IndexedResult, Task
+from .units import Work, one_line, predict_image
 
 RAY_EXTRA = "pip install 'asmnet[ray]'"
 
@@ -58,8 +60,8 @@ class RayOptions:
     (e.g. by ``ray.init()``) is used as it is.
     ``actors``: the number of actors (one :class:`FaceAligner` each); None: as many as the
     cluster's CPUs (or GPUs, with ``gpus``) allow. ``cpus`` / ``gpus``: Ray resources per actor;
-    an actor runs ONNX Runtime with ``ceil(cpus)`` threads unless ``PredictOptions.threads`` says
-    otherwise, and on CUDA when ``gpus > 0``. ``batch_size``: images per actor call.
+    an actor runs ONNX Runtime with ``ceil(cpus)`` threads unless the aligner settings' ``threads``
+    say otherwise, and on CUDA when ``gpus > 0``. ``batch_size``: images per actor call.
     """
 
     address: str | None = None
@@ -89,11 +91,12 @@ def require_ray() -> Any:
     return ray
 
 
-def check_job(opts: PredictOptions, videos: list, webcam: int | None) -> None:
-    """Refuse, in one line, what the Ray engine does not run; AsmnetError. Called before any work."""
-    if opts.engine != "ray":
-        raise AsmnetError(f"unknown engine {opts.engine!r} (local or ray)")
-    if opts.workers > 1:
+def check_job(engine: str, workers: int, videos: list, webcam: int | None) -> None:
+    """Refuse, in one line, what the Ray engine does not run (an ``engine`` that is not "ray",
+    ``workers`` > 1, videos, a webcam) and a missing Ray; AsmnetError. Called before any work."""
+    if engine != "ray":
+        raise AsmnetError(f"unknown engine {engine!r} (local or ray)")
+    if workers > 1:
         raise AsmnetError("--workers is for --engine local; with --engine ray the actors do the work "
                           "(--ray-actors N)")
     if webcam is not None:
@@ -109,36 +112,34 @@ class AlignerActor:
     """A callable class for ``ray.data.Dataset.map_batches``: one :class:`FaceAligner` per actor.
 
     Each call takes a batch with a ``"path"`` column (image files every worker can read) and an
-    optional ``"out_file"`` column (where to write the annotated image; ``""`` for none), and
-    returns the batch's columns plus ``"record"`` (the JSON text of ``asmnet predict``'s record,
-    ``""`` on failure), ``"error"`` (``""`` or the file's one-line error) and ``"fatal"`` (``""``
-    or a model / detector problem that makes every image fail: stop the job). It never raises for
-    a bad image. The model settings are a :class:`asmnet.predict.PredictOptions`, or its fields as
-    keywords (``model=``, ``detector=``, ``threads=``, ``min_score=``, ...); ``gpu=True`` runs
-    the ONNX model with ONNX Runtime's CUDA provider (``onnxruntime-gpu``); ``cwd``: the folder
-    that relative paths are relative to (the actor changes to it when it exists there).
+    optional ``"out_file"`` column (each image's output, ``""`` for none), runs ``work`` on each
+    image, and returns the batch's columns plus ``"record"`` (the JSON text of the record, ``""``
+    on failure), ``"error"`` (``""`` or the file's one-line error) and ``"fatal"`` (``""`` or a
+    model / detector problem that makes every image fail: stop the job). It never raises for a
+    bad image.
 
-    With ``crops`` (an :class:`asmnet.align.CropSettings`) the actor runs ``asmnet align``'s unit
-    of work instead (:func:`asmnet.align.align_task`): ``"out_file"`` is then each image's crop
-    base (``OUT/a/x.jpg`` for the crops ``OUT/a/x.jpg.faceK.png``, see
-    :func:`asmnet.align.crop_paths`), the actor writes the crops, and ``"record"`` is the JSON text
-    of ``asmnet align``'s record. The options must then be the aligner settings of ``asmnet align``
-    (its ``cmd_align`` builds them as a PredictOptions).
+    ``work``: the unit of work (:mod:`asmnet.jobs.units`); by default ``asmnet predict``'s
+    (:func:`~asmnet.jobs.units.predict_image`: ``"out_file"`` is where to write the annotated
+    image); ``asmnet align``'s is :func:`~asmnet.jobs.units.align_work` of its crop settings
+    (``"out_file"``: each image's crop base, ``OUT/a/x.jpg`` for the crops ``OUT/a/x.jpg.faceK.png``).
+    The aligner settings are an :class:`asmnet.api.AlignerSettings`, or its fields as keywords
+    (``model=``, ``detector=``, ``threads=``, ``min_score=``, ...); ``gpu=True`` runs the ONNX model
+    with ONNX Runtime's CUDA provider (``onnxruntime-gpu``); ``cwd``: the folder that relative
+    paths are relative to (the actor changes to it when it exists there).
     """
 
-    def __init__(self, options: PredictOptions | None = None, *, gpu: bool = False, cwd: str | None = None,
-                 crops: CropSettings | None = None, **fields: Any):
+    def __init__(self, settings: AlignerSettings | None = None, *, work: Work = predict_image, gpu: bool = False,
+                 cwd: str | None = None, **fields: Any):
         import cv2
-
-        from .predict import _make_aligner, one_line
 
         if cwd and os.path.isdir(cwd):
             os.chdir(cwd)  # relative paths mean what they mean to the driver (same machine or shared mount)
         cv2.setNumThreads(1)  # the actor's CPUs go to ONNX Runtime; OpenCV's pool would compete
-        self.aligner, self.fatal, self.crops = None, "", crops
+        self.aligner, self.fatal, self.work = None, "", work
         try:
-            opts = options if options is not None else PredictOptions(**fields)
-            aligner = _make_aligner(opts)  # the local engine's own recipe: the same options, the same records
+            # the local engine's own recipe: the same settings, the same records
+            aligner = FaceAligner.from_settings(settings if settings is not None else AlignerSettings(**fields),
+                                                default_threads=1)
             aligner.detector  # noqa: B018 - built now, so that a bad detector is one fatal line
             if gpu:
                 use_cuda(aligner.model)
@@ -155,10 +156,8 @@ class AlignerActor:
         for path, out_file in zip(paths, outs):
             if self.aligner is None:
                 record, error, fatal = None, None, self.fatal
-            elif self.crops is not None:
-                record, error, fatal = align_task(self.aligner, path, out_file, self.crops)
             else:
-                record, error, fatal = process_image(self.aligner, (path, out_file or None))
+                record, error, fatal = self.work(self.aligner, path, out_file or None)
             records.append(record_text(record) if record is not None else "")
             errors.append(error or "")
             fatals.append(fatal or "")
@@ -244,56 +243,43 @@ def _max_actors(compute: Any) -> int:
     return int(getattr(compute, "max_size", None) or getattr(compute, "size", None) or 1)
 
 
-def process_tasks(tasks: list[tuple[str, str | None]], opts: PredictOptions
-                  ) -> Iterator[tuple[dict | None, str | None, str | None]]:
-    """Run ``asmnet predict``'s (image path, annotated output or None) tasks on Ray, yielding one
-    result per task in the order they finish: the same (record, error, fatal) triples as the
-    local engine's workers (see :func:`asmnet.predict.process_image`). See :func:`run_tasks`."""
-    results = run_tasks(tasks, opts)
-    try:
-        for _, record, error, fatal in results:
-            yield record, error, fatal
-    finally:
-        results.close()
+def run_tasks(tasks: list[Task], settings: AlignerSettings, rop: RayOptions | None = None,
+              work: Work = predict_image, kept: str = "--resume continues from the records written"
+              ) -> Iterator[IndexedResult]:
+    """Run ``work`` on each (image path, output) task on the actors of a Ray cluster (each with the
+    FaceAligner of ``settings``), yielding one (task index, record, error, fatal) per task in the
+    order they finish, each index once: the results of the local engine
+    (:mod:`asmnet.jobs.local_engine`). A task that never came back is yielded last as a failure.
 
-
-def run_tasks(tasks: list[tuple[str, str | None]], opts: PredictOptions, crops: CropSettings | None = None
-              ) -> Iterator[tuple[int, dict | None, str | None, str | None]]:
-    """Run tasks on Ray, yielding one (task index, record, error, fatal) per task in the order
-    they finish, each index once. The tasks are ``asmnet predict``'s (image path, annotated
-    output or None), or with ``crops`` ``asmnet align``'s (image path, crop base); the triples
-    are those of the local engine (:func:`asmnet.predict.process_image`,
-    :func:`asmnet.align.align_task`). A task that never came back is yielded last as a failure.
-
-    Starts (and at the end stops) a local Ray instance unless ``opts.ray.address`` names a
-    cluster or Ray is already initialised. Raises AsmnetError for a cluster that cannot be
-    reached or cannot hold one actor, or a Ray job that fails as a whole; the results yielded
-    before stay valid (``--resume`` continues from them).
+    Starts (and at the end stops) a local Ray instance unless ``rop.address`` names a cluster or
+    Ray is already initialised. Raises AsmnetError for a cluster that cannot be reached or cannot
+    hold one actor, or a Ray job that fails as a whole (its message ends with ``kept``: what the
+    job keeps of the work done); the results yielded before stay valid.
     """
     ray = require_ray()
-    rop = opts.ray or RayOptions()
+    rop = rop or RayOptions()
     started = _connect(ray, rop)
     try:
-        yield from _run(ray, tasks, opts, rop, crops)
+        yield from _run(ray, tasks, settings, rop, work, kept)
     finally:
         if started:
             ray.shutdown()
 
 
-def _run(ray: Any, tasks: list[tuple[str, str | None]], opts: PredictOptions, rop: RayOptions,
-         crops: CropSettings | None) -> Iterator[tuple[int, dict | None, str | None, str | None]]:
+def _run(ray: Any, tasks: list[Task], settings: AlignerSettings, rop: RayOptions, work: Work,
+         kept: str) -> Iterator[IndexedResult]:
     compute = _pool(ray, rop, len(tasks))
     rows = [{"index": i, "path": str(path), "out_file": out or ""} for i, (path, out) in enumerate(tasks)]
     # one block per batch: an actor that dies loses (and Ray redoes) one batch; batches small
     # enough that a small job still reaches every actor of the pool
     batch_size = max(1, min(rop.batch_size, math.ceil(len(rows) / _max_actors(compute))))
     ds = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / batch_size)))
-    threads = opts.threads or max(1, math.ceil(rop.cpus))
+    threads = settings.threads or max(1, math.ceil(rop.cpus))
     out = ds.map_batches(
         AlignerActor, batch_size=batch_size, batch_format="numpy", compute=compute,
         num_cpus=rop.cpus, num_gpus=rop.gpus or None,
-        fn_constructor_kwargs={"options": replace(opts, threads=threads, workers=1, json_path=None, out_dir=None),
-                               "gpu": rop.gpus > 0, "cwd": os.getcwd(), "crops": crops},
+        fn_constructor_kwargs={"settings": replace(settings.aligner_settings(), threads=threads), "work": work,
+                               "gpu": rop.gpus > 0, "cwd": os.getcwd()},
     )
     answered: set[int] = set()
     ctx = ray.data.DataContext.get_current()
@@ -310,10 +296,8 @@ def _run(ray: Any, tasks: list[tuple[str, str | None]], opts: PredictOptions, ro
     except AsmnetError:
         raise
     except Exception as exc:  # noqa: BLE001 - Ray's task/actor errors: one line, the records so far are kept
-        after = ("the crops written so far are kept" if crops is not None  # align writes its index at the end
-                 else "--resume continues from the records written")
         raise AsmnetError(f"the Ray job failed after {len(answered)} of {len(tasks)} images "
-                          f"({_last_line(exc)}); {after}") from None
+                          f"({_last_line(exc)}); {kept}") from None
     finally:
         ctx.enable_progress_bars, ctx.print_on_execution_start = saved
     for i, (path, _) in enumerate(tasks):
@@ -321,4 +305,4 @@ def _run(ray: Any, tasks: list[tuple[str, str | None]], opts: PredictOptions, ro
             yield i, None, f"{path}: no result came back from the Ray job", None
 
 
-__all__ = ["AlignerActor", "RayOptions", "check_job", "process_tasks", "require_ray", "run_tasks", "use_cuda"]
+__all__ = ["AlignerActor", "RayOptions", "check_job", "require_ray", "run_tasks", "use_cuda"]
