@@ -1,5 +1,8 @@
 """Turn a trained checkpoint into a shipped model package, measured on the validation split.
 
+Step 1 (and, with --card-only, step 4) of the build chain in scripts/README.md;
+scripts/build_shipped_model.sh runs the whole chain.
+
     python scripts/build_model.py --checkpoint runs/gpu/f128asm.pt --run-dir runs/gpu/sweep3/f128asm \
         --data ../shared/data/lfpw_train --data ../shared/data/udacity_train \
         --out src/asmnet/models/default --name default
