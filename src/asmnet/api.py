@@ -23,6 +23,7 @@ from .formats.image import (
 )
 from .geometry import invert_affine, tight_box, transform_points
 from .inference import DEFAULT_REFINE, EARLY_STOP, align_boxes, model_quality_kind
+from .regions import load_refiner
 from .runtime import load_model
 
 MAX_REFINE = 5  # second-look passes, as asmnet predict --refine takes them
@@ -210,6 +211,7 @@ class AlignerSettings:
     straighten: bool = True  # second look: turn the crop upright
     rotation_search: bool = False  # no face upright: search the image turned by 90/180/270 degrees
     early_stop: bool = True  # second look: stop after one re-crop that moved the face little
+    refine_regions: bool = False  # the model's region refiner: each face part again at full resolution
     detector_options: dict = field(default_factory=dict)  # make_detector keywords (model_path, min_face, upsample)
 
     def aligner_settings(self) -> AlignerSettings:
@@ -273,14 +275,17 @@ class FaceAligner:
         straighten: bool = True,
         rotation_search: bool = False,
         early_stop: bool = True,
+        refine_regions: bool = False,
         preset: str | None = None,
         **detector_options: Any,
     ):
         _check_settings(model, detector, backend, threads, asm_blend, min_score, pixel_origin, refine,
                         {"flip_tta": flip_tta, "straighten": straighten, "rotation_search": rotation_search,
-                         "early_stop": early_stop})
+                         "early_stop": early_stop, "refine_regions": refine_regions})
         self.pixel_origin = float(pixel_origin)  # the first pixel's centre in every coordinate in and out
         self.model = load_model(model, backend=backend, threads=threads)
+        # each face part looked at again at the image's resolution (the model package's refiner/)
+        self._refiner = load_refiner(model, threads) if refine_regions else None
         self.asm_blend = float(asm_blend)
         self.flip_tta = bool(flip_tta)  # average with the mirrored crop: 2x network time, ~2 % lower NME
         # the second look: re-crop from the predicted points (and turn the crop upright), then predict again
@@ -306,7 +311,8 @@ class FaceAligner:
                    threads=settings.threads or default_threads, min_score=settings.min_score,
                    flip_tta=settings.flip_tta, pixel_origin=settings.pixel_origin, refine=settings.refine,
                    straighten=settings.straighten, rotation_search=settings.rotation_search,
-                   early_stop=settings.early_stop, **settings.detector_options)
+                   early_stop=settings.early_stop, refine_regions=settings.refine_regions,
+                   **settings.detector_options)
 
     def _find_calibration(self, detector: Any) -> Any:
         """The model's box calibration for ``detector``; ModelError when it has none."""
@@ -466,7 +472,11 @@ class FaceAligner:
         out = align_boxes(self.model, pixels, ref, asm_blend=self.asm_blend, flip_tta=self.flip_tta,
                           channel_order=order, refine=self.refine, straighten=self.straighten, angles=angles,
                           early_stop=EARLY_STOP if self.early_stop else None)
-        landmarks = out.landmarks - shift
+        landmarks = out.landmarks
+        if self._refiner is not None:
+            landmarks = self._refiner.refine([pixels], np.zeros(len(ref), dtype=int), landmarks,
+                                             self.model.info.label_origin, channel_order=order)
+        landmarks = landmarks - shift
         threshold = self.quality_threshold
         return [
             Face(tight_box(landmarks[i]), float(scores[i]), landmarks[i], out.pose[i], float(out.quality[i]),

@@ -238,6 +238,32 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train, _train_parser=p)
 
 
+def add_refiner(sub: argparse._SubParsersAction) -> None:
+    from .training.refiner_config import RefinerConfig
+
+    p = sub.add_parser("refiner", help="train a region refiner for a landmark model (the --refine-regions stage)",
+                       description="Train the region refiner of a landmark model: one small network per face part "
+                       "(eyes, brows, nose, mouth, jaw), each on patches cut at the image's own resolution around "
+                       "the model's predictions. Writes OUT/refiner/ (refiner.json + one ONNX graph per part; copy "
+                       "it into the model package) and OUT/refiner_validation.json. Every epoch is checkpointed; "
+                       "--resume continues.")
+    add_config_flags(p, RefinerConfig)
+    p.add_argument("--resume", action="store_true", help="continue the run OUT holds")
+    p.set_defaults(func=cmd_refiner)
+
+
+def cmd_refiner(args: argparse.Namespace) -> int:
+    from .training.refiner_config import RefinerConfig
+
+    cfg = config_from_args(RefinerConfig, args)  # a bad setting fails in one line before PyTorch loads
+    if _missing("torch"):
+        return _fail(f"training needs PyTorch; {TORCH_EXTRA}")
+    from .training.refiner import train_refiner
+
+    train_refiner(cfg, resume=args.resume, log=lambda line: print(line, flush=True))
+    return EXIT_OK
+
+
 def add_config_flags(p: argparse.ArgumentParser, config_cls: type) -> None:
     """One flag per field of a config dataclass, from its type, default and ``metadata["help"]``.
 
@@ -474,6 +500,9 @@ def add_second_look(p: argparse.ArgumentParser, default_refine: int) -> None:
     p.add_argument("--no-early-stop", action="store_true",
                    help="second look: always run every --refine pass (by default a face the first re-crop "
                    "moved by <= 3 %% of its eye distance and turned by <= 10 degrees stops there)")
+    p.add_argument("--refine-regions", action="store_true",
+                   help="last, look at each face part (eyes, brows, nose, mouth) again at the image's own "
+                   "resolution with the model's region refiner (its package's refiner/; asmnet refiner trains one)")
 
 
 def add_predict(sub: argparse._SubParsersAction) -> None:
@@ -549,7 +578,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                           min_score=args.min_score, flip_tta=args.flip_tta, engine=args.engine,
                           pixel_origin=args.pixel_origin, detector_options=detector_options(args),
                           refine=args.refine, straighten=not args.no_straighten, rotation_search=args.rotation_search,
-                          early_stop=not args.no_early_stop, ray=ray_options(args))
+                          early_stop=not args.no_early_stop, refine_regions=args.refine_regions,
+                          ray=ray_options(args))
     # the faces in words go to standard output, unless the records do (--json -)
     show = sys.stderr if args.json == STDOUT else sys.stdout
     report = predict(args.inputs, opts, webcam=args.webcam, show=show)
@@ -638,6 +668,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .fileio import check_writable_file, write_json_atomic
     from .formats import load_many
     from .inference import EARLY_STOP
+    from .regions import load_refiner
     from .runtime import load_model, resolve_model
 
     if args.ced and _missing("matplotlib"):  # say so now, not after the evaluation
@@ -669,7 +700,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                    annotation_origin=args.annotation_origin, keep_off_image=args.keep_off_image,
                    refine=args.refine, straighten=not args.no_straighten,
                    early_stop=None if args.no_early_stop else EARLY_STOP,
-                   training=training)
+                   training=training, refiner=load_refiner(args.model) if args.refine_regions else None)
     res.annotation_errors = [str(e) for e in errors]
     res.annotation_notes = [str(e) for e in notes]
     for line in res.unreadable:
@@ -907,7 +938,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = [add_demo, add_predict, add_align, add_evaluate, add_train, add_export, add_benchmark, add_info, add_models]
+COMMANDS = [add_demo, add_predict, add_align, add_evaluate, add_train, add_refiner, add_export, add_benchmark, add_info,
+            add_models]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,6 +27,7 @@ from .geometry import crop_matrix, tight_box
 from .inference import align_faces, box_frames
 from .metrics import nme as nme_percent
 from .metrics import normalising_distance, summarize
+from .regions import RegionRefiner
 from .runtime import LandmarkModel
 
 
@@ -211,6 +212,7 @@ def evaluate(
     straighten: bool = False,
     early_stop: tuple[float, float] | None = None,
     training: TrainingFaces | None = None,
+    refiner: RegionRefiner | None = None,
 ) -> EvaluationResult:
     """Evaluate ``model`` on annotated faces; returns an :class:`EvaluationResult`.
 
@@ -218,7 +220,8 @@ def evaluate(
     with a detector, each image's matching detection is calibrated to the model's box convention
     and misses are counted. Faces that cannot be evaluated (unreadable image, undefined NME,
     unusable box, annotation lying off its image unless ``keep_off_image``) are listed in
-    ``unreadable``. Predictions are compared with the annotations in
+    ``unreadable``. ``refiner`` (:func:`asmnet.regions.load_refiner`) moves each face part last, as
+    ``FaceAligner(refine_regions=True)`` does. Predictions are compared with the annotations in
     the annotations' pixel convention: ``annotation_origin`` is the first pixel's centre in the
     records' points (iBUG .pts: 1), by default the convention of the model's own training data
     (``info.annotation_origin``). Raises :class:`ModelError` when the model has no
@@ -243,7 +246,11 @@ def evaluate(
         out = align_faces(model, [image for _, image, _ in pending], np.arange(len(pending)),
                           np.stack([box for _, _, box in pending]), refine=refine, straighten=straighten,
                           batch_size=batch_size, asm_blend=asm_blend, flip_tta=flip_tta, early_stop=early_stop)
-        preds.extend(out.landmarks + shift)
+        points = out.landmarks
+        if refiner is not None:
+            points = refiner.refine([image for _, image, _ in pending], np.arange(len(pending)), points,
+                                    model.info.label_origin)
+        preds.extend(points + shift)
         poses.extend(out.pose)
         quality.extend(out.quality)
         kept.extend(r for r, _, _ in pending)

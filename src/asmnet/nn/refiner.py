@@ -1,0 +1,36 @@
+"""The region refiner's network: a small depthwise-separable CNN per face-part kind
+(:mod:`asmnet.regions` cuts the patches and maps its output back to the image)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _separable(cin: int, cout: int, stride: int) -> nn.Sequential:
+    """Depthwise 3x3 then pointwise 1x1, each with BatchNorm and ReLU6 (MobileNet v1's block)."""
+    return nn.Sequential(
+        nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False), nn.BatchNorm2d(cin), nn.ReLU6(inplace=True),
+        nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU6(inplace=True))
+
+
+class PatchNet(nn.Module):
+    """Points of one face part from its patch: input (B, 3, S, S) RGB 0..255, output (B, 2n), each
+    point's offset from its template position in units of S (the head starts at zero, so an
+    untrained refiner leaves the template, i.e. the first prediction's frame, where it is)."""
+
+    def __init__(self, num_points: int, width: int = 16):
+        super().__init__()
+        w = int(width)
+        self.features = nn.Sequential(
+            nn.Conv2d(3, w, 3, 2, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU6(inplace=True),
+            _separable(w, 2 * w, 1), _separable(2 * w, 4 * w, 2), _separable(4 * w, 4 * w, 1),
+            _separable(4 * w, 8 * w, 2), _separable(8 * w, 8 * w, 1), _separable(8 * w, 16 * w, 2))
+        self.head = nn.Linear(16 * w, 2 * num_points)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        x = (patches - 127.5) / 64.0
+        return self.head(F.adaptive_avg_pool2d(self.features(x), 1).flatten(1))

@@ -1,0 +1,205 @@
+"""Region refinement: a second look at each part of the face at the image's own resolution.
+
+The landmark network sees the whole face at 128 px, so a face larger than that is seen coarser
+than its pixels allow. The refiner cuts one small patch per face part (eyes, brows, nose, mouth,
+jaw halves) from the full-resolution image, framed by a similarity transform that maps the first
+prediction of that part onto the part's mean shape, and a small network per part kind predicts
+the part's points in the patch. Right-side parts are mirrored so that they look like left-side
+ones (one network per kind). This module is torch-free: the patch geometry shared by training
+and inference, and :class:`RegionRefiner`, which runs the exported per-kind ONNX graphs.
+
+A refiner folder holds ``refiner.json`` (format ``asmnet-region-refiner``) and ``<kind>.onnx``
+for each kind. Patches are RGB float32 (B, 3, S, S) with values 0..255; a graph's output
+``points`` (B, 2n) holds each point's offset from its template position, in units of S.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import ModelError
+from .fileio import read_small_json
+from .geometry import similarity_transform, transform_points
+from .markup import Markup
+
+REFINER_FORMAT = "asmnet-region-refiner"
+REFINER_VERSION = 1
+MIRROR_X = np.array([[-1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+
+
+@dataclass(frozen=True)
+class RegionKind:
+    """One kind of face part: its points (the image-left instance), the patch's side in units of
+    the inter-ocular distance, its size in pixels, and whether a mirrored right instance exists."""
+
+    name: str
+    points: tuple[int, ...]
+    side: float
+    size: int
+    mirrored: bool
+
+    def instances(self, markup: Markup) -> list[tuple[np.ndarray, bool]]:
+        """(point indices, mirrored) of each instance: the left one, then the mirrored right one."""
+        left = np.array(self.points)
+        out = [(left, False)]
+        if self.mirrored:
+            out.append((np.asarray(markup.flip)[left], True))
+        return out
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "points": list(self.points), "side": self.side, "size": self.size,
+                "mirrored": self.mirrored}
+
+
+#: The parts of the 68-point markup (patch sides chosen so that a part and its surroundings fit
+#: when the first prediction is a few percent off).
+KINDS_68: tuple[RegionKind, ...] = (
+    RegionKind("eye", tuple(range(36, 42)), 0.55, 40, True),
+    RegionKind("brow", tuple(range(17, 22)), 0.75, 40, True),
+    RegionKind("nose", tuple(range(27, 36)), 0.8, 48, False),
+    RegionKind("mouth", tuple(range(48, 68)), 0.95, 56, False),
+    RegionKind("jaw", tuple(range(0, 9)), 1.3, 56, True),
+)
+
+
+def mean_face(shapes: np.ndarray, markup: Markup, iterations: int = 3) -> np.ndarray:
+    """Procrustes mean shape (N, 2) of ``shapes`` (K, N, 2): centred, inter-ocular distance 1."""
+    a, b = markup.outer_eye_corners
+    ref = shapes[0] - shapes[0].mean(0)
+    for _ in range(iterations):
+        ref = ref / np.linalg.norm(ref[b] - ref[a])
+        aligned = np.stack([transform_points(s, similarity_transform(s, ref)) for s in shapes])
+        ref = aligned.mean(0)
+        ref = ref - ref.mean(0)
+    return ref / np.linalg.norm(ref[b] - ref[a])
+
+
+def template_pixels(kind: RegionKind, face: np.ndarray) -> np.ndarray:
+    """The kind's template (n, 2) in patch pixels: its part of the mean ``face``, centred in the patch."""
+    part = face[list(kind.points)]
+    return (part - part.mean(0)) * (kind.size / kind.side) + (kind.size - 1) / 2.0
+
+
+def patch_matrix(points: np.ndarray, template: np.ndarray, mirrored: bool) -> np.ndarray:
+    """The 2x3 map from image pixels (0-based) to the patch that frames ``points`` (n, 2) like
+    ``template`` (a similarity; a mirrored instance is flipped first, so it looks like the left one)."""
+    source = np.array(points, dtype=np.float64)
+    if mirrored:
+        source[:, 0] = -source[:, 0]
+    matrix = similarity_transform(source, template)
+    return matrix @ MIRROR_X if mirrored else matrix
+
+
+def cut_patch(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """The (size, size, C) patch of ``image`` under ``matrix`` (edges repeated outside the image)."""
+    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def inter_ocular(points: np.ndarray, markup: Markup) -> np.ndarray:
+    """Inter-ocular distance (K,) in pixels of shapes (K, N, 2)."""
+    a, b = markup.outer_eye_corners
+    return np.linalg.norm(points[:, b] - points[:, a], axis=-1)
+
+
+class RegionRefiner:
+    """The exported refiner of one landmark model: ``refine`` moves each part's points to where
+    its network puts them, for faces whose inter-ocular distance is at least ``min_iod`` pixels
+    (below that the image holds no more detail than the landmark network's crop)."""
+
+    def __init__(self, folder: str | Path, threads: int | None = 1):
+        import onnxruntime as ort
+
+        from .markup import markup_for
+
+        self.folder = Path(folder)
+        meta_path = self.folder / "refiner.json"
+        meta = read_small_json(meta_path)
+        if not isinstance(meta, dict) or meta.get("format") != REFINER_FORMAT:
+            raise ModelError(meta_path, "not an asmnet region refiner")
+        if meta.get("version") != REFINER_VERSION:
+            raise ModelError(meta_path, f"refiner version {meta.get('version')!r}, this asmnet reads {REFINER_VERSION}")
+        try:
+            self.markup = markup_for(int(meta["num_points"]))
+            self.kinds = [RegionKind(k["name"], tuple(int(i) for i in k["points"]), float(k["side"]), int(k["size"]),
+                                     bool(k["mirrored"])) for k in meta["kinds"]]
+            self.face = np.asarray(meta["mean_face"], dtype=np.float64).reshape(self.markup.n_points, 2)
+            self.min_iod = float(meta["min_iod"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(meta_path, f"malformed refiner description ({exc})") from None
+        if not (np.isfinite(self.face).all() and math.isfinite(self.min_iod) and self.min_iod >= 0):
+            raise ModelError(meta_path, "mean_face and min_iod must be finite")
+        for kind in self.kinds:
+            if not (0 < kind.side < 10 and 8 <= kind.size <= 256 and all(0 <= i < self.markup.n_points for i in kind.points)):
+                raise ModelError(meta_path, f"kind {kind.name!r} out of range")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        self.sessions = {}
+        for kind in self.kinds:
+            path = self.folder / f"{kind.name}.onnx"
+            if not path.is_file():
+                raise ModelError(path, f"missing (the refiner lists kind {kind.name!r})")
+            try:
+                session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            except Exception as exc:  # ONNX Runtime's own errors: a corrupt or foreign file
+                raise ModelError(path, f"not a loadable ONNX graph ({type(exc).__name__})") from None
+            if [i.name for i in session.get_inputs()] != ["patches"]:
+                raise ModelError(path, "not a refiner graph (its input must be 'patches')")
+            self.sessions[kind.name] = session
+
+    def refine(self, images: Sequence[np.ndarray], owner: np.ndarray, points: np.ndarray, origin: float,
+               channel_order: str = "bgr") -> np.ndarray:
+        """Refined copy of ``points`` (K, N, 2; face k in ``images[owner[k]]``, pixel centres at
+        ``origin``). Faces below ``min_iod`` keep their points."""
+        from .formats.image import to_channels
+
+        out = np.array(points, dtype=np.float64)
+        zero_based = out - origin
+        chosen = np.flatnonzero(inter_ocular(zero_based, self.markup) >= self.min_iod)
+        if len(chosen) == 0:
+            return out
+        for kind in self.kinds:
+            template = template_pixels(kind, self.face)
+            for indices, mirrored in kind.instances(self.markup):
+                matrices = [patch_matrix(zero_based[k, indices], template, mirrored) for k in chosen]
+                patches = np.stack([to_channels(cut_patch(images[owner[k]], m, kind.size), channel_order, "rgb")
+                                    for k, m in zip(chosen, matrices)])
+                batch = np.ascontiguousarray(patches.transpose(0, 3, 1, 2), dtype=np.float32)
+                offsets = self.sessions[kind.name].run(None, {"patches": batch})[0]
+                in_patch = offsets.reshape(len(chosen), -1, 2) * kind.size + template
+                for k, m, p in zip(chosen, matrices, in_patch):
+                    out[k, indices] = transform_points(p, cv2.invertAffineTransform(m)) + origin
+        return out
+
+
+def write_refiner_json(folder: Path, kinds: Sequence[RegionKind], face: np.ndarray, min_iod: float, extra: dict) -> None:
+    """Write ``folder/refiner.json`` (atomically)."""
+    from .fileio import write_json_atomic
+
+    doc = {"format": REFINER_FORMAT, "version": REFINER_VERSION, "num_points": int(len(face)),
+           "kinds": [k.to_json() for k in kinds], "mean_face": np.asarray(face).round(6).tolist(),
+           "min_iod": float(min_iod), **extra}
+    json.dumps(doc)  # fail before writing anything unserialisable
+    write_json_atomic(folder / "refiner.json", doc)
+
+
+def load_refiner(model: str | Path | None, threads: int | None = 1) -> RegionRefiner:
+    """The region refiner of a landmark model: the ``refiner/`` folder of its package (a shipped
+    name, a package folder, or None for the default model). Raises :class:`ModelError` (one line)
+    when the model has none."""
+    from .runtime import resolve_model
+
+    package = resolve_model(model)
+    folder = package / "refiner" if package.is_dir() else package.with_name("refiner")
+    if not (folder / "refiner.json").is_file():
+        raise ModelError(folder, f"model {package.name!r} has no region refiner (train one: asmnet refiner "
+                         "--base MODEL ..., then copy its refiner/ folder into the model package)")
+    return RegionRefiner(folder, threads=threads)

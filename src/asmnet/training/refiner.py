@@ -1,0 +1,308 @@
+"""Train a region refiner (:mod:`asmnet.regions`) on top of a landmark model: ``asmnet refiner``.
+
+Each training face gets first predictions from the landmark model (``base``) on crops whose box
+is jittered like a detector's, so the refiner learns from the model's own mistakes; every patch
+is framed from those points moved again by a random similarity (``jitter_*``), and lightly
+recoloured and blurred. The networks learn each part's true points in their patch (L1). The
+split is the landmark trainer's (same fraction, group pattern and seed give the same validation
+faces). After training, each kind is exported to ONNX, and the smallest face the refiner is used
+on (``min_iod``) is chosen on the validation faces, started from the detector's box and the
+default second look, as users run it. Every epoch of every kind is checkpointed; ``resume``
+continues after the last finished epoch, with the same random stream (one seed per kind and epoch).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import AsmnetError, OutputError
+from ..fileio import write_atomic, write_json_atomic
+from ..formats import FaceRecord, key_folder, load_many, read_image
+from ..geometry import tight_box, transform_points
+from ..markup import markup_for
+from ..metrics import nme
+from ..nn.refiner import PatchNet
+from ..regions import (
+    KINDS_68,
+    RegionKind,
+    RegionRefiner,
+    cut_patch,
+    inter_ocular,
+    mean_face,
+    patch_matrix,
+    template_pixels,
+    write_refiner_json,
+)
+from .refiner_config import RefinerConfig
+from .split import split_keys
+
+# smallest faces (inter-ocular pixels) the refiner may be limited to; chosen on validation
+MIN_IOD_CANDIDATES = (0.0, 20.0, 30.0, 40.0, 50.0, 60.0, 80.0)
+BOX_JITTER = (0.03, 0.04)  # detector-like box error of the first predictions: centre and log-side SD
+
+
+@dataclass
+class _Faces:
+    """The run's faces: images, true points (0-based), first predictions (0-based) and the split."""
+
+    records: list[FaceRecord]
+    keys: list[str]
+    images: list[np.ndarray]
+    truth: np.ndarray
+    first: list[np.ndarray]  # one (K, N, 2) per jittered pass
+    train: np.ndarray
+    val: np.ndarray
+
+
+def _first_predictions(model, images: list[np.ndarray], truth: np.ndarray, origin: float, seed: int,
+                       passes: int = 2) -> list[np.ndarray]:
+    """The landmark model's points (0-based) from jittered ground-truth boxes, ``passes`` draws."""
+    from ..inference import align_faces
+
+    rng = np.random.default_rng(seed)
+    boxes = np.stack([tight_box(p) for p in truth]) + origin
+    centres, sides = (boxes[:, :2] + boxes[:, 2:]) / 2, np.max(boxes[:, 2:] - boxes[:, :2], axis=1)
+    out = []
+    for _ in range(passes):
+        c = centres + rng.normal(0, BOX_JITTER[0], centres.shape) * sides[:, None]
+        s = sides * np.exp(rng.normal(0, BOX_JITTER[1], sides.shape))
+        jittered = np.concatenate([c - s[:, None] / 2, c + s[:, None] / 2], axis=1)
+        out.append(align_faces(model, images, np.arange(len(images)), jittered).landmarks - origin)
+    return out
+
+
+def _load_faces(cfg: RefinerConfig, model) -> _Faces:
+    records, errors = load_many(cfg.data)
+    if not records:
+        raise AsmnetError(f"no faces in {', '.join(cfg.data)}" + (f" ({errors[0]})" if errors else ""))
+    keys = [r.key for r in records]
+    train, val, _ = split_keys(keys, cfg.val_fraction, cfg.group_pattern, cfg.split_seed)
+    images = [read_image(r.image) for r in records]
+    truth = np.stack([r.points for r in records]) - cfg.label_origin
+    first = _first_predictions(model, images, truth + cfg.label_origin, cfg.label_origin, cfg.seed)
+    return _Faces(records, keys, images, truth, first, np.array(train), np.array(val))
+
+
+class _PatchMaker:
+    """Patches and targets of one kind (training draws jitter and colour from ``rng``)."""
+
+    def __init__(self, kind: RegionKind, face: np.ndarray, faces: _Faces, cfg: RefinerConfig):
+        self.kind, self.faces, self.cfg = kind, faces, cfg
+        self.markup = markup_for(faces.truth.shape[1])
+        self.instances = kind.instances(self.markup)
+        self.template = template_pixels(kind, face)
+
+    def batch(self, items: np.ndarray, starts: np.ndarray | list, rng: np.random.Generator | None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patches (B, 3, S, S) and targets (B, 2n) of (face, instance) ``items`` framed from ``starts``."""
+        size = self.kind.size
+        patches, targets = [], []
+        for (face, inst), start in zip(items, starts):
+            indices, mirrored = self.instances[inst]
+            points = start[indices]
+            if rng is not None:
+                points = self._jitter(points, face, rng)
+            matrix = patch_matrix(points, self.template, mirrored)
+            patch = cut_patch(self.faces.images[face], matrix, size)[:, :, ::-1].astype(np.float32)  # BGR -> RGB
+            if rng is not None:
+                patch = self._recolour(patch, rng)
+            patches.append(patch.transpose(2, 0, 1))
+            targets.append((transform_points(self.faces.truth[face, indices], matrix) - self.template) / size)
+        return (torch.from_numpy(np.ascontiguousarray(np.stack(patches))),
+                torch.from_numpy(np.stack(targets).reshape(len(items), -1).astype(np.float32)))
+
+    def _jitter(self, points: np.ndarray, face: int, rng: np.random.Generator) -> np.ndarray:
+        iod = inter_ocular(self.faces.truth[face][None], self.markup)[0]
+        angle = np.deg2rad(rng.normal(0, self.cfg.jitter_rotation))
+        scale = np.exp(rng.normal(0, self.cfg.jitter_scale))
+        turn = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        centre = points.mean(0)
+        return (points - centre) @ turn.T + centre + rng.normal(0, self.cfg.jitter_shift, 2) * iod
+
+    @staticmethod
+    def _recolour(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        patch = np.clip(patch * rng.uniform(0.7, 1.3) + rng.uniform(-25, 25), 0, 255)
+        if rng.random() < 0.15:
+            patch = cv2.GaussianBlur(patch, (0, 0), rng.uniform(0.5, 1.5))
+        return patch
+
+
+def _train_kind(kind_index: int, maker: _PatchMaker, cfg: RefinerConfig, out: Path, log,
+                stop_after: int | None = None) -> PatchNet | None:
+    """Train (or resume) one kind's network; checkpoints OUT/<kind>.pt after every epoch. Returns
+    None when ``stop_after`` ended it before its last epoch."""
+    faces = maker.faces
+    torch.manual_seed(cfg.seed + 1000 * kind_index)
+    net = PatchNet(len(maker.kind.points), cfg.width)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    items = np.array([(f, i) for f in faces.train for i in range(len(maker.instances))])
+    steps = math.ceil(len(items) / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.1)
+    path, done = out / f"{maker.kind.name}.pt", 0
+    if path.exists():
+        state = _load_state(path)
+        net.load_state_dict(state["state_dict"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        done = int(state["epoch"])
+    for epoch in range(done, cfg.epochs):
+        rng = np.random.default_rng([cfg.seed, kind_index, epoch])  # resumable: one stream per epoch
+        net.train()
+        order, total, t0 = rng.permutation(len(items)), 0.0, time.time()
+        for step in range(steps):
+            chosen = items[order[step * cfg.batch_size:(step + 1) * cfg.batch_size]]
+            source = faces.first[int(rng.integers(len(faces.first)))]
+            x, y = maker.batch(chosen, [source[f] for f, _ in chosen], rng)
+            loss = F.l1_loss(net(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item()
+        _save_state(path, {"state_dict": net.state_dict(), "optimizer": opt.state_dict(),
+                               "scheduler": sched.state_dict(), "epoch": epoch + 1, "config": asdict(cfg)})
+        log(f"{maker.kind.name} epoch {epoch + 1}/{cfg.epochs}: loss {total / steps:.4f} ({time.time() - t0:.0f} s)")
+        if stop_after is not None and epoch + 1 >= stop_after < cfg.epochs:
+            return None
+    net.eval()
+    return net
+
+
+def _save_state(path: Path, state: dict) -> None:
+    """One kind's training state, written atomically (a kill leaves the previous epoch's)."""
+    try:
+        write_atomic(path, lambda tmp: torch.save(state, tmp))
+    except RuntimeError as exc:  # torch.save reports a full disk as a RuntimeError
+        raise OutputError(path, f"cannot write ({exc})") from None
+
+
+def _load_state(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: one line, not a traceback
+        raise AsmnetError(f"{path}: not a refiner checkpoint ({type(exc).__name__})") from None
+
+
+def _refine_with(nets: dict[str, PatchNet], makers: dict[str, _PatchMaker], starts: np.ndarray,
+                 faces_idx: np.ndarray) -> np.ndarray:
+    """Points (K, N, 2, 0-based) after every kind's network moved its parts (PyTorch, no gating)."""
+    out = starts.copy()
+    with torch.no_grad():
+        for name, net in nets.items():
+            maker = makers[name]
+            for inst, (indices, _) in enumerate(maker.instances):
+                items = np.array([(f, inst) for f in faces_idx])
+                x, _ = maker.batch(items, list(starts), None)
+                offsets = net(x).numpy().reshape(len(items), -1, 2) * maker.kind.size + maker.template
+                for k in range(len(items)):
+                    matrix = patch_matrix(starts[k, indices], maker.template, maker.instances[inst][1])
+                    out[k, indices] = transform_points(offsets[k], cv2.invertAffineTransform(matrix))
+    return out
+
+
+def _export(nets: dict[str, PatchNet], makers: dict[str, _PatchMaker], folder: Path) -> None:
+    """One ONNX graph per kind (input ``patches``, output ``points``, dynamic batch)."""
+    from ..fileio import write_atomic
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, net in nets.items():
+        size = makers[name].kind.size
+        dummy = torch.zeros(1, 3, size, size)
+
+        def write(tmp: Path, net=net, dummy=dummy) -> None:
+            torch.onnx.export(net, (dummy,), str(tmp), input_names=["patches"], output_names=["points"],
+                              dynamic_axes={"patches": {0: "batch"}, "points": {0: "batch"}}, opset_version=17,
+                              dynamo=False)
+
+        write_atomic(folder / f"{name}.onnx", write)
+
+
+def _validation_rows(pred: np.ndarray, truth: np.ndarray, folders: np.ndarray) -> dict[str, Any]:
+    per_face = nme(pred, truth)
+    rows = {"all": round(float(per_face.mean()), 4)}
+    photos = folders != "udacity_train"
+    if photos.any():
+        rows["photos"] = round(float(per_face[photos].mean()), 4)
+    rows.update({str(f): round(float(per_face[folders == f].mean()), 4) for f in sorted(set(folders))})
+    return rows
+
+
+def train_refiner(cfg: RefinerConfig, resume: bool = False, log=print, stop_after: int | None = None) -> dict | None:
+    """Train, export and validate a refiner; returns the validation summary (also
+    OUT/refiner_validation.json), or None when ``stop_after`` (an epoch) stopped every kind early
+    (``resume`` continues it).
+
+    Raises :class:`AsmnetError` for unusable data or an OUT that holds another run without ``resume``.
+    """
+    from ..detection import make_detector
+    from ..evaluation import reference_box
+    from ..inference import DEFAULT_REFINE, EARLY_STOP, align_faces
+    from ..runtime import load_model
+
+    out = Path(cfg.out)
+    if out.exists() and any(out.glob("*.pt")) and not resume:
+        raise AsmnetError(f"{out}: holds a refiner run; continue it with --resume or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "refiner_config.json", asdict(cfg))
+    model = load_model(cfg.base, threads=2)
+    faces = _load_faces(cfg, model)
+    markup = markup_for(faces.truth.shape[1])
+    face = mean_face(faces.truth[faces.train], markup)
+    log(f"{len(faces.train)} training / {len(faces.val)} validation faces; base {cfg.base}")
+    kinds = [k for k in KINDS_68 if k.name in cfg.kinds]
+    makers = {k.name: _PatchMaker(k, face, faces, cfg) for k in kinds}
+    nets = {k.name: _train_kind(i, makers[k.name], cfg, out, log, stop_after) for i, k in enumerate(kinds)}
+    if any(net is None for net in nets.values()):
+        log(f"stopped after epoch {stop_after}; --resume continues")
+        return None
+
+    # validation starts as users run it: the detector's box (or the true one), then the default second look
+    detector = None if cfg.detector == "none" else make_detector(cfg.detector)
+    val = faces.val
+    val_images = [faces.images[i] for i in val]
+    boxes = [reference_box(faces.records[i], faces.images[i], model, detector) for i in val]
+    found = np.array([b is not None for b in boxes])
+    if not found.any():
+        raise AsmnetError(f"the detector {cfg.detector} found none of the {len(val)} validation faces "
+                          "(--detector none starts them from their true boxes)")
+    kept = np.flatnonzero(found)
+    start = align_faces(model, [val_images[k] for k in kept], np.arange(len(kept)), np.stack([boxes[k] for k in kept]),
+                        refine=DEFAULT_REFINE, straighten=True, early_stop=EARLY_STOP).landmarks - cfg.label_origin
+    val_faces = val[kept]
+    refined = _refine_with(nets, makers, start, val_faces)
+    truth, folders = faces.truth[val_faces], np.array([key_folder(faces.keys[i]) for i in val_faces])
+    iod = inter_ocular(start, markup)
+    scores = {}
+    for limit in MIN_IOD_CANDIDATES:
+        gated = np.where((iod >= limit)[:, None, None], refined, start)
+        scores[limit] = float(nme(gated, truth).mean())
+    min_iod = min(scores, key=scores.get)
+    gated = np.where((iod >= min_iod)[:, None, None], refined, start)
+    _export(nets, makers, out / "refiner")
+    summary = {"base": cfg.base, "detector": cfg.detector, "faces": int(len(val_faces)),
+               "detector_misses": int((~found).sum()), "min_iod": min_iod,
+               "nme_by_min_iod": {str(k): round(v, 4) for k, v in scores.items()},
+               "before": _validation_rows(start, truth, folders), "after": _validation_rows(gated, truth, folders),
+               "regions_before": {n: round(float(np.linalg.norm(start[:, list(i)] - truth[:, list(i)], axis=2).mean()), 4)
+                                  for n, i in markup.regions},
+               "regions_after": {n: round(float(np.linalg.norm(gated[:, list(i)] - truth[:, list(i)], axis=2).mean()), 4)
+                                 for n, i in markup.regions}}
+    write_refiner_json(out / "refiner", kinds, face, min_iod,
+                       {"base": cfg.base, "config": asdict(cfg), "validation": summary})
+    # the exported graphs must give what the networks gave
+    check = RegionRefiner(out / "refiner", threads=2).refine(val_images, np.array(kept), start + cfg.label_origin,
+                                                               cfg.label_origin)
+    summary["onnx_max_difference_px"] = float(np.abs(check - cfg.label_origin - gated).max())
+    write_json_atomic(out / "refiner_validation.json", summary)
+    log(f"validation ({cfg.detector} + second look): NME {summary['before']} -> {summary['after']}; "
+        f"min_iod {min_iod:g} px")
+    return summary

@@ -1,0 +1,51 @@
+"""What defines a region-refiner run: :class:`RefinerConfig` (torch-free, so ``asmnet refiner
+--help`` and argument checks work before PyTorch is imported; :mod:`asmnet.training.refiner` trains)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..errors import AsmnetError
+from ..regions import KINDS_68
+from .config import setting
+from .split import ALL_DATA_PATTERN
+
+
+@dataclass
+class RefinerConfig:
+    """Everything that defines a refiner run (recorded in OUT/refiner_config.json)."""
+
+    data: list[str] = field(metadata={"help": "a 300W-layout folder; repeatable", "metavar": "DIR"})
+    out: str = field(metadata={"help": "run folder (checkpoints, refiner/, validation)", "metavar": "DIR"})
+    base: str = setting("default", "the landmark model whose predictions the refiner corrects", metavar="MODEL")
+    kinds: list[str] = field(default_factory=lambda: [k.name for k in KINDS_68], metadata={
+        "help": f"face-part kinds to refine ({', '.join(k.name for k in KINDS_68)}); repeatable", "metavar": "KIND"})
+    epochs: int = setting(12, "epochs per kind")
+    batch_size: int = setting(128, "patches per step")
+    lr: float = setting(2e-3, "peak AdamW learning rate (one cycle)")
+    width: int = setting(16, "channels of the first layer of each part network")
+    jitter_shift: float = setting(0.04, "SD of a part's extra shift, in inter-ocular units")
+    jitter_scale: float = setting(0.05, "SD of a part's extra log-scale")
+    jitter_rotation: float = setting(4.0, "SD of a part's extra rotation in degrees")
+    label_origin: float = setting(1.0, "first pixel's centre in the annotations (iBUG .pts: 1)")
+    val_fraction: float = setting(0.12, "share of the groups held out (as asmnet train)")
+    group_pattern: str | None = setting(ALL_DATA_PATTERN, "split groups (as asmnet train --group-pattern)",
+                                        metavar="REGEX")
+    split_seed: int = setting(0, "seed of the validation split")
+    seed: int = setting(0, "seed of sampling and augmentation")
+    detector: str = setting("mtcnn", "detector that starts the validation faces (choice of min_iod); none: "
+                            "their ground-truth boxes")
+
+    def __post_init__(self) -> None:
+        known = {k.name for k in KINDS_68}
+        if not self.kinds or any(k not in known for k in self.kinds):
+            raise AsmnetError(f"--kinds {self.kinds!r}: each must be one of {', '.join(sorted(known))}")
+        for name, low, high in (("epochs", 1, 10_000), ("batch_size", 1, 65_536), ("width", 4, 256)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise AsmnetError(f"--{name.replace('_', '-')} {value!r}: must be a whole number in {low}..{high}")
+        for name in ("lr", "jitter_shift", "jitter_scale", "jitter_rotation", "val_fraction"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise AsmnetError(f"--{name.replace('_', '-')} {value!r}: must be a finite number >= 0")

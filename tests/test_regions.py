@@ -1,0 +1,127 @@
+"""The region refiner: patch geometry, training that resumes exactly, the exported graphs, and the
+``refine_regions`` switch of the API and the command line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from asmnet.errors import AsmnetError, ModelError
+from asmnet.geometry import transform_points
+from asmnet.markup import IBUG_68
+from asmnet.regions import KINDS_68, RegionRefiner, load_refiner, mean_face, patch_matrix, template_pixels
+
+from conftest import make_synthetic_set, template_face
+
+
+def similarity(points: np.ndarray, scale: float, angle_deg: float, shift: tuple[float, float]) -> np.ndarray:
+    a = np.deg2rad(angle_deg)
+    turn = scale * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    return points @ turn.T + np.asarray(shift)
+
+
+def test_a_part_moved_by_a_similarity_is_framed_exactly_on_its_template():
+    face = mean_face(np.stack([template_face() * 100, template_face() * 90 + 5]), IBUG_68)
+    image_face = similarity(face, 80.0, 12.0, (200.0, 150.0))
+    for kind in KINDS_68:
+        template = template_pixels(kind, face)
+        for indices, mirrored in kind.instances(IBUG_68):
+            matrix = patch_matrix(image_face[indices], template, mirrored)
+            placed = transform_points(image_face[indices], matrix)
+            if mirrored:  # the right part, mirrored, lies on the left part's template
+                np.testing.assert_allclose(placed, template, atol=0.5 * kind.size * 0.05)
+            else:
+                np.testing.assert_allclose(placed, template, atol=1e-6)
+            assert np.linalg.det(matrix[:, :2]) * (-1 if mirrored else 1) > 0  # a mirror exactly when asked
+
+
+def test_mean_face_has_unit_eye_distance_and_no_offset():
+    shapes = np.stack([similarity(template_face(), s, a, (s, a)) for s, a in ((50, 0), (80, 10), (120, -20))])
+    face = mean_face(shapes, IBUG_68)
+    assert np.isclose(np.linalg.norm(face[45] - face[36]), 1.0)
+    np.testing.assert_allclose(face.mean(0), 0.0, atol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A refiner trained for two epochs on synthetic faces, and the same run killed after one and resumed."""
+    from asmnet.training.refiner import train_refiner
+    from asmnet.training.refiner_config import RefinerConfig
+
+    root = tmp_path_factory.mktemp("refiner")
+    data = make_synthetic_set(root / "synth", 24, seed=5, size=128)
+
+    def config(out: str, epochs: int) -> RefinerConfig:
+        return RefinerConfig(data=[str(data)], out=str(root / out), kinds=["eye", "nose"], epochs=epochs,
+                             batch_size=16, width=4, label_origin=0.0, val_fraction=0.3, detector="none")
+
+    summary = train_refiner(config("full", 2), log=lambda line: None)
+    assert train_refiner(config("killed", 2), log=lambda line: None, stop_after=1) is None  # as if killed
+    state = torch.load(root / "killed" / "eye.pt", weights_only=True)
+    assert state["epoch"] == 1
+    with pytest.raises(AsmnetError, match="--resume"):
+        train_refiner(config("killed", 2), log=lambda line: None)
+    train_refiner(config("killed", 2), resume=True, log=lambda line: None)
+    return root, summary
+
+
+def test_training_resumes_exactly(tiny_run):
+    root, _ = tiny_run
+    for kind in ("eye", "nose"):
+        full = torch.load(root / "full" / f"{kind}.pt", weights_only=True)["state_dict"]
+        resumed = torch.load(root / "killed" / f"{kind}.pt", weights_only=True)["state_dict"]
+        assert full.keys() == resumed.keys()
+        for name in full:
+            assert torch.equal(full[name], resumed[name]), name
+
+
+def test_exported_graphs_give_what_the_networks_gave(tiny_run):
+    root, summary = tiny_run
+    assert summary["onnx_max_difference_px"] < 1e-3
+    refiner = RegionRefiner(root / "full" / "refiner")
+    assert [k.name for k in refiner.kinds] == ["eye", "nose"] and refiner.min_iod == summary["min_iod"]
+    meta = json.loads((root / "full" / "refiner" / "refiner.json").read_text())
+    assert meta["validation"]["faces"] == summary["faces"] > 0
+
+
+def test_refine_moves_only_the_refined_parts_of_large_enough_faces(tiny_run):
+    root, _ = tiny_run
+    refiner = RegionRefiner(root / "full" / "refiner")
+    refiner.min_iod = 0.0
+    image = np.full((160, 160, 3), 120, np.uint8)
+    points = similarity(template_face(), 90.0, 0.0, (35.0, 30.0))[None]
+    moved = refiner.refine([image], np.zeros(1, int), points, origin=0.0)
+    touched = sorted(set(range(36, 48)) | set(range(27, 36)))
+    untouched = [i for i in range(68) if i not in touched]
+    np.testing.assert_array_equal(moved[0, untouched], points[0, untouched])
+    assert np.all(np.isfinite(moved))
+    refiner.min_iod = 1e6  # every face below the limit: nothing moves
+    np.testing.assert_array_equal(refiner.refine([image], np.zeros(1, int), points, origin=0.0), points)
+
+
+def test_a_broken_refiner_folder_is_one_line(tiny_run, tmp_path):
+    import shutil
+
+    root, _ = tiny_run
+    folder = tmp_path / "refiner"
+    shutil.copytree(root / "full" / "refiner", folder)
+    (folder / "nose.onnx").write_bytes(b"not onnx")
+    with pytest.raises(ModelError, match="nose.onnx: not a loadable ONNX graph"):
+        RegionRefiner(folder)
+    meta = json.loads((folder / "refiner.json").read_text())
+    meta["min_iod"] = float("nan")
+    (folder / "refiner.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="must be finite"):
+        RegionRefiner(folder)
+
+
+def test_a_model_without_a_refiner_says_so(tmp_path):
+    from asmnet import FaceAligner
+
+    with pytest.raises(ModelError, match="has no region refiner"):
+        load_refiner("paper224")
+    with pytest.raises(ModelError, match="has no region refiner"):
+        FaceAligner("paper224", detector=None, refine_regions=True)
