@@ -301,3 +301,4 @@ def test_kill_9_of_the_parent_ends_the_workers_quietly(tmp_path):
     while any(alive(w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(alive(w) for w in workers)
+

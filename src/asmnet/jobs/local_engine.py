@@ -9,6 +9,8 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from multiprocessing.context import SpawnProcess
+from multiprocessing.pool import Pool
 from typing import Any
 
 import cv2
@@ -35,10 +37,27 @@ def run_in_pool(tasks: list[Task], work: Work, settings: AlignerSettings, worker
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")  # a fresh interpreter per worker: no inherited thread pools
-    with _sigint_ignored():  # workers start ignoring Ctrl-C: the parent stops them
-        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(settings, work, os.getpid()))
-    with pool:
+    with _QuietStartPool(workers, initializer=_init_worker, initargs=(settings, work, os.getpid()),
+                         context=ctx) as pool:
         yield from pool.imap_unordered(_run_task, list(enumerate(tasks)), chunksize=8)
+
+
+class _QuietStartProcess(SpawnProcess):
+    """A spawned worker that starts with Ctrl-C ignored (inherited through exec, so a Ctrl-C while it
+    imports prints no traceback; the parent stops the pool). Only the start itself ignores it in
+    the parent: a Ctrl-C is lost for no longer than a fork and exec."""
+
+    def start(self) -> None:
+        with _sigint_ignored():
+            super().start()
+
+
+class _QuietStartPool(Pool):
+    """multiprocessing's Pool with :class:`_QuietStartProcess` workers."""
+
+    @staticmethod
+    def Process(ctx, *args, **kwds):  # noqa: N802 - multiprocessing's name
+        return _QuietStartProcess(*args, **kwds)
 
 
 # -- per-process state of a pool's workers -----------------------------------------------------
@@ -92,7 +111,7 @@ def _die_with_parent(parent: int | None) -> None:
 @contextmanager
 def _sigint_ignored() -> Iterator[None]:
     """SIGINT ignored inside (in the main thread; elsewhere nothing changes): processes started
-    here inherit that through exec, so a Ctrl-C while they import prints no traceback either."""
+    here inherit that through exec."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():
