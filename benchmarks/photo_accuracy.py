@@ -38,6 +38,7 @@ from asmnet.geometry import tight_box
 from asmnet.inference import DEFAULT_REFINE, EARLY_STOP, align_faces
 from asmnet.markup import markup_for
 from asmnet.metrics import failure_rate, nme, normalising_distance, pose_mae
+from asmnet.regions import RegionRefiner
 from asmnet.runtime import load_model, resolve_model
 
 VIDEO_FOLDERS = ("udacity_train",)  # everything else counts as a photo
@@ -67,8 +68,10 @@ def protocol_row(pred: np.ndarray, gt: np.ndarray, folders: np.ndarray) -> dict:
     return row
 
 
-def measure(model_name: str, records: list, images: list[np.ndarray], detector, flip_tta: bool = False) -> dict:
-    """Both protocols of one model (see the module docstring)."""
+def measure(model_name: str, records: list, images: list[np.ndarray], detector, flip_tta: bool = False,
+            refiner: RegionRefiner | None = None) -> dict:
+    """Both protocols of one model (see the module docstring); with ``refiner``, each also after
+    the region refiner (rows ``gt+regions``, ``<detector>+regions``; ``refiner_ms_per_face``)."""
     model = load_model(model_name, threads=1)
     gt = np.stack([r.points for r in records])
     folders = np.array([key_folder(r.key) for r in records])
@@ -87,6 +90,14 @@ def measure(model_name: str, records: list, images: list[np.ndarray], detector, 
                          np.stack([b for b in boxes if b is not None]), flip_tta=flip_tta, **SECOND_LOOK)
     out[detector.name] = protocol_row(result.landmarks, gt[found], folders[found])
     out[detector.name]["misses"] = int((~found).sum())
+    if refiner is not None:
+        origin = model.info.label_origin
+        out["gt+regions"] = protocol_row(refiner.refine(images, owner, first.landmarks, origin), gt, folders)
+        t0 = time.perf_counter()
+        refined = refiner.refine([images[i] for i in kept], np.arange(len(kept)), result.landmarks, origin)
+        out["refiner_ms_per_face"] = round(1000 * (time.perf_counter() - t0) / max(1, len(kept)), 3)
+        out[f"{detector.name}+regions"] = protocol_row(refined, gt[found], folders[found])
+        out["refiner"] = str(refiner.folder)
     return out
 
 
@@ -98,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="model name or package folder; repeatable (default: default)")
     ap.add_argument("--detector", default="mtcnn")
     ap.add_argument("--flip-tta", action="store_true", help="every pass also on the mirrored crop (2x network time)")
+    ap.add_argument("--refiner", default=None, metavar="DIR",
+                    help="also score the points after this region refiner (a refiner/ folder; one thread)")
     ap.add_argument("--out", default="benchmarks/results/photo_accuracy.json")
     args = ap.parse_args(argv)
     try:
@@ -119,9 +132,12 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for name in args.model or ["default"]:
         t0 = time.time()
-        result = measure(name, records, images, detector, args.flip_tta)
+        refiner = RegionRefiner(args.refiner, threads=1) if args.refiner else None
+        result = measure(name, records, images, detector, args.flip_tta, refiner)
         results.append(result)
-        for proto in ("gt", detector.name):
+        for proto in ("gt", detector.name, "gt+regions", f"{detector.name}+regions"):
+            if proto not in result:
+                continue
             row = result[proto]
             folders = " ".join(f"{f.split('_')[0]} {v:.3f}" for f, v in row["nme_per_folder"].items())
             print(f"{name} {proto}: photos {row.get('nme_photos', float('nan')):.3f}, all {row['nme']:.3f} "
