@@ -28,12 +28,13 @@ from pathlib import Path
 
 import numpy as np
 from stamp import stamp  # benchmarks/stamp.py: command, commit, date, machine
+from validation_set import validation_faces
 
 from asmnet.detection import make_detector
 from asmnet.errors import AsmnetError, first_line
-from asmnet.evaluation import read_keys, reference_box
+from asmnet.evaluation import reference_box
 from asmnet.fileio import write_json_atomic
-from asmnet.formats import key_folder, load_many, read_image
+from asmnet.formats import key_folder
 from asmnet.geometry import tight_box
 from asmnet.inference import DEFAULT_REFINE, EARLY_STOP, align_faces
 from asmnet.markup import markup_for
@@ -122,12 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Measure every ``--model`` and write ``--out``."""
-    keys = read_keys(args.keys)
-    records = [r for r in load_many(args.data)[0] if r.key in keys]
-    if not records:
-        print(f"error: no face of {args.keys} in {', '.join(args.data)}", file=sys.stderr)
-        return 1
-    images = [read_image(r.image) for r in records]
+    records, images = validation_faces(args.data, args.keys)
     detector = make_detector(args.detector)
     results = []
     for name in args.model or ["default"]:
