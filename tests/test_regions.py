@@ -4,17 +4,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
+from conftest import make_synthetic_set, template_face
 
 from asmnet.errors import AsmnetError, ModelError
 from asmnet.geometry import transform_points
 from asmnet.markup import IBUG_68
 from asmnet.regions import KINDS_68, RegionRefiner, load_refiner, mean_face, patch_matrix, template_pixels
-
-from conftest import make_synthetic_set, template_face
 
 
 def similarity(points: np.ndarray, scale: float, angle_deg: float, shift: tuple[float, float]) -> np.ndarray:
@@ -56,7 +56,8 @@ def tiny_run(tmp_path_factory):
 
     def config(out: str, epochs: int) -> RefinerConfig:
         return RefinerConfig(data=[str(data)], out=str(root / out), kinds=["eye", "nose"], epochs=epochs,
-                             batch_size=16, width=4, label_origin=0.0, val_fraction=0.3, detector="none")
+                             batch_size=16, width=4, label_origin=0.0, val_fraction=0.3, detector="none",
+                             select_kinds=False)
 
     summary = train_refiner(config("full", 2), log=lambda line: None)
     assert train_refiner(config("killed", 2), log=lambda line: None, stop_after=1) is None  # as if killed
@@ -82,7 +83,9 @@ def test_exported_graphs_give_what_the_networks_gave(tiny_run):
     root, summary = tiny_run
     assert summary["onnx_max_difference_px"] < 1e-3
     refiner = RegionRefiner(root / "full" / "refiner")
-    assert [k.name for k in refiner.kinds] == ["eye", "nose"] and refiner.min_iod == summary["min_iod"]
+    # only the kinds that lowered the validation NME are kept, each with its own smallest face
+    assert {k.name: k.min_iod for k in refiner.kinds} == summary["kinds"]
+    assert set(summary["kinds"]) == {"eye", "nose"}  # --no-select-kinds: every kind kept
     meta = json.loads((root / "full" / "refiner" / "refiner.json").read_text())
     assert meta["validation"]["faces"] == summary["faces"] > 0
 
@@ -90,7 +93,7 @@ def test_exported_graphs_give_what_the_networks_gave(tiny_run):
 def test_refine_moves_only_the_refined_parts_of_large_enough_faces(tiny_run):
     root, _ = tiny_run
     refiner = RegionRefiner(root / "full" / "refiner")
-    refiner.min_iod = 0.0
+    refiner.kinds = [replace(k, min_iod=0.0) for k in refiner.kinds]
     image = np.full((160, 160, 3), 120, np.uint8)
     points = similarity(template_face(), 90.0, 0.0, (35.0, 30.0))[None]
     moved = refiner.refine([image], np.zeros(1, int), points, origin=0.0)
@@ -98,7 +101,7 @@ def test_refine_moves_only_the_refined_parts_of_large_enough_faces(tiny_run):
     untouched = [i for i in range(68) if i not in touched]
     np.testing.assert_array_equal(moved[0, untouched], points[0, untouched])
     assert np.all(np.isfinite(moved))
-    refiner.min_iod = 1e6  # every face below the limit: nothing moves
+    refiner.kinds = [replace(k, min_iod=1e6) for k in refiner.kinds]  # every face below the limits: nothing moves
     np.testing.assert_array_equal(refiner.refine([image], np.zeros(1, int), points, origin=0.0), points)
 
 
@@ -112,9 +115,9 @@ def test_a_broken_refiner_folder_is_one_line(tiny_run, tmp_path):
     with pytest.raises(ModelError, match="nose.onnx: not a loadable ONNX graph"):
         RegionRefiner(folder)
     meta = json.loads((folder / "refiner.json").read_text())
-    meta["min_iod"] = float("nan")
+    meta["kinds"][0]["min_iod"] = float("nan")
     (folder / "refiner.json").write_text(json.dumps(meta))
-    with pytest.raises(ModelError, match="must be finite"):
+    with pytest.raises(ModelError, match="out of range"):
         RegionRefiner(folder)
 
 

@@ -44,6 +44,9 @@ class RegionKind:
     side: float
     size: int
     mirrored: bool
+    # the smallest face (inter-ocular pixels) it is used on: below that the image holds no more
+    # detail than the landmark network's crop (chosen on validation faces by asmnet refiner)
+    min_iod: float = 0.0
 
     def instances(self, markup: Markup) -> list[tuple[np.ndarray, bool]]:
         """(point indices, mirrored) of each instance: the left one, then the mirrored right one."""
@@ -55,7 +58,7 @@ class RegionKind:
 
     def to_json(self) -> dict:
         return {"name": self.name, "points": list(self.points), "side": self.side, "size": self.size,
-                "mirrored": self.mirrored}
+                "mirrored": self.mirrored, "min_iod": self.min_iod}
 
 
 #: The parts of the 68-point markup (patch sides chosen so that a part and its surroundings fit
@@ -110,8 +113,8 @@ def inter_ocular(points: np.ndarray, markup: Markup) -> np.ndarray:
 
 class RegionRefiner:
     """The exported refiner of one landmark model: ``refine`` moves each part's points to where
-    its network puts them, for faces whose inter-ocular distance is at least ``min_iod`` pixels
-    (below that the image holds no more detail than the landmark network's crop)."""
+    its network puts them, for faces whose inter-ocular distance is at least that kind's
+    ``min_iod`` pixels (below that the image holds no more detail than the landmark network's crop)."""
 
     def __init__(self, folder: str | Path, threads: int | None = 1):
         import onnxruntime as ort
@@ -128,16 +131,16 @@ class RegionRefiner:
         try:
             self.markup = markup_for(int(meta["num_points"]))
             self.kinds = [RegionKind(k["name"], tuple(int(i) for i in k["points"]), float(k["side"]), int(k["size"]),
-                                     bool(k["mirrored"])) for k in meta["kinds"]]
+                                     bool(k["mirrored"]), float(k["min_iod"])) for k in meta["kinds"]]
             self.face = np.asarray(meta["mean_face"], dtype=np.float64).reshape(self.markup.n_points, 2)
-            self.min_iod = float(meta["min_iod"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(meta_path, f"malformed refiner description ({exc})") from None
-        if not (np.isfinite(self.face).all() and math.isfinite(self.min_iod) and self.min_iod >= 0):
-            raise ModelError(meta_path, "mean_face and min_iod must be finite")
+        if not np.isfinite(self.face).all():
+            raise ModelError(meta_path, "mean_face must be finite")
         for kind in self.kinds:
-            if not (0 < kind.side < 10 and 8 <= kind.size <= 256 and all(0 <= i < self.markup.n_points for i in kind.points)):
-                raise ModelError(meta_path, f"kind {kind.name!r} out of range")
+            if not (0 < kind.side < 10 and 8 <= kind.size <= 256 and all(0 <= i < self.markup.n_points for i in kind.points)
+                    and math.isfinite(kind.min_iod) and kind.min_iod >= 0):
+                raise ModelError(meta_path, f"kind {kind.name!r} out of range (side, size, points, min_iod)")
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -158,15 +161,16 @@ class RegionRefiner:
     def refine(self, images: Sequence[np.ndarray], owner: np.ndarray, points: np.ndarray, origin: float,
                channel_order: str = "bgr") -> np.ndarray:
         """Refined copy of ``points`` (K, N, 2; face k in ``images[owner[k]]``, pixel centres at
-        ``origin``). Faces below ``min_iod`` keep their points."""
+        ``origin``). A face below a kind's ``min_iod`` keeps that part's points."""
         from .formats.image import to_channels
 
         out = np.array(points, dtype=np.float64)
         zero_based = out - origin
-        chosen = np.flatnonzero(inter_ocular(zero_based, self.markup) >= self.min_iod)
-        if len(chosen) == 0:
-            return out
+        iod = inter_ocular(zero_based, self.markup)
         for kind in self.kinds:
+            chosen = np.flatnonzero(iod >= kind.min_iod)
+            if len(chosen) == 0:
+                continue
             template = template_pixels(kind, self.face)
             for indices, mirrored in kind.instances(self.markup):
                 matrices = [patch_matrix(zero_based[k, indices], template, mirrored) for k in chosen]
@@ -180,13 +184,12 @@ class RegionRefiner:
         return out
 
 
-def write_refiner_json(folder: Path, kinds: Sequence[RegionKind], face: np.ndarray, min_iod: float, extra: dict) -> None:
+def write_refiner_json(folder: Path, kinds: Sequence[RegionKind], face: np.ndarray, extra: dict) -> None:
     """Write ``folder/refiner.json`` (atomically)."""
     from .fileio import write_json_atomic
 
     doc = {"format": REFINER_FORMAT, "version": REFINER_VERSION, "num_points": int(len(face)),
-           "kinds": [k.to_json() for k in kinds], "mean_face": np.asarray(face).round(6).tolist(),
-           "min_iod": float(min_iod), **extra}
+           "kinds": [k.to_json() for k in kinds], "mean_face": np.asarray(face).round(6).tolist(), **extra}
     json.dumps(doc)  # fail before writing anything unserialisable
     write_json_atomic(folder / "refiner.json", doc)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +46,9 @@ from .refiner_config import RefinerConfig
 from .split import split_keys
 
 # smallest faces (inter-ocular pixels) the refiner may be limited to; chosen on validation
-MIN_IOD_CANDIDATES = (0.0, 20.0, 30.0, 40.0, 50.0, 60.0, 80.0)
-BOX_JITTER = (0.03, 0.04)  # detector-like box error of the first predictions: centre and log-side SD
+MIN_IOD_CANDIDATES = (0.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 100.0, 120.0)
+BOX_JITTER = (0.03, 0.04)
+PATCHES_PER_FACE = 2  # per kind and epoch  # detector-like box error of the first predictions: centre and log-side SD
 
 
 @dataclass
@@ -144,7 +145,9 @@ def _train_kind(kind_index: int, maker: _PatchMaker, cfg: RefinerConfig, out: Pa
     torch.manual_seed(cfg.seed + 1000 * kind_index)
     net = PatchNet(len(maker.kind.points), cfg.width)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    items = np.array([(f, i) for f in faces.train for i in range(len(maker.instances))])
+    # every kind sees the same number of patches per epoch: a kind without a mirrored instance
+    # draws each face twice (with different jitter), as a mirrored kind draws both sides
+    items = np.array([(f, i % len(maker.instances)) for f in faces.train for i in range(PATCHES_PER_FACE)])
     steps = math.ceil(len(items) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.1)
     path, done = out / f"{maker.kind.name}.pt", 0
@@ -281,28 +284,40 @@ def train_refiner(cfg: RefinerConfig, resume: bool = False, log=print, stop_afte
     refined = _refine_with(nets, makers, start, val_faces)
     truth, folders = faces.truth[val_faces], np.array([key_folder(faces.keys[i]) for i in val_faces])
     iod = inter_ocular(start, markup)
-    scores = {}
-    for limit in MIN_IOD_CANDIDATES:
-        gated = np.where((iod >= limit)[:, None, None], refined, start)
-        scores[limit] = float(nme(gated, truth).mean())
-    min_iod = min(scores, key=scores.get)
-    gated = np.where((iod >= min_iod)[:, None, None], refined, start)
-    _export(nets, makers, out / "refiner")
+    # each kind moves its own points only, so each kind's limit (or its absence) is chosen alone
+    chosen_kinds, scores, gated = [], {}, start.copy()
+    for kind in kinds:
+        part = list(kind.points) + ([] if not kind.mirrored else list(np.asarray(markup.flip)[list(kind.points)]))
+        scores[kind.name] = {}
+        for limit in MIN_IOD_CANDIDATES:
+            trial = start.copy()
+            use = iod >= limit
+            trial[np.ix_(use, part)] = refined[np.ix_(use, part)]
+            scores[kind.name][limit] = float(nme(trial, truth).mean())
+        limit = min(scores[kind.name], key=scores[kind.name].get)
+        helps = scores[kind.name][limit] < float(nme(start, truth).mean())
+        if helps or not cfg.select_kinds:  # a kind that never helps is left out
+            chosen_kinds.append(replace(kind, min_iod=limit))
+            use = iod >= limit
+            gated[np.ix_(use, part)] = refined[np.ix_(use, part)]
+    if not chosen_kinds:
+        raise AsmnetError("no face-part kind lowered the validation NME: no refiner written")
+    _export({k.name: nets[k.name] for k in chosen_kinds}, makers, out / "refiner")
     summary = {"base": cfg.base, "detector": cfg.detector, "faces": int(len(val_faces)),
-               "detector_misses": int((~found).sum()), "min_iod": min_iod,
-               "nme_by_min_iod": {str(k): round(v, 4) for k, v in scores.items()},
+               "detector_misses": int((~found).sum()),
+               "kinds": {k.name: k.min_iod for k in chosen_kinds},
+               "nme_by_kind_and_min_iod": {n: {str(k): round(v, 4) for k, v in row.items()} for n, row in scores.items()},
                "before": _validation_rows(start, truth, folders), "after": _validation_rows(gated, truth, folders),
                "regions_before": {n: round(float(np.linalg.norm(start[:, list(i)] - truth[:, list(i)], axis=2).mean()), 4)
                                   for n, i in markup.regions},
                "regions_after": {n: round(float(np.linalg.norm(gated[:, list(i)] - truth[:, list(i)], axis=2).mean()), 4)
                                  for n, i in markup.regions}}
-    write_refiner_json(out / "refiner", kinds, face, min_iod,
-                       {"base": cfg.base, "config": asdict(cfg), "validation": summary})
+    write_refiner_json(out / "refiner", chosen_kinds, face, {"base": cfg.base, "config": asdict(cfg), "validation": summary})
     # the exported graphs must give what the networks gave
     check = RegionRefiner(out / "refiner", threads=2).refine(val_images, np.array(kept), start + cfg.label_origin,
                                                                cfg.label_origin)
     summary["onnx_max_difference_px"] = float(np.abs(check - cfg.label_origin - gated).max())
     write_json_atomic(out / "refiner_validation.json", summary)
     log(f"validation ({cfg.detector} + second look): NME {summary['before']} -> {summary['after']}; "
-        f"min_iod {min_iod:g} px")
+        f"kinds used (smallest face, inter-ocular px): {summary['kinds']}")
     return summary

@@ -34,6 +34,8 @@ class RefinerConfig:
                                         metavar="REGEX")
     split_seed: int = setting(0, "seed of the validation split")
     seed: int = setting(0, "seed of sampling and augmentation")
+    select_kinds: bool = setting(True, "keep only the kinds that lower the validation NME (--no-select-kinds: "
+                                 "export every kind, each with its best smallest face)")
     detector: str = setting("mtcnn", "detector that starts the validation faces (choice of min_iod); none: "
                             "their ground-truth boxes")
 
