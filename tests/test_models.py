@@ -30,7 +30,7 @@ def test_an_existing_path_wins_over_a_name_and_unknown_names_are_one_line(tmp_pa
     (tmp_path / "paper224").mkdir()  # a folder of that name here is what the user means
     with pytest.raises(ModelError, match="model.json"):
         load_model("paper224")
-    with pytest.raises(ModelError, match="nor a shipped model .default, default-fp32, paper224"):
+    with pytest.raises(ModelError, match="nor a shipped model .default, accurate, default-fp32, paper224"):
         load_model("nonesuch")
 
 

@@ -128,3 +128,24 @@ def test_a_model_without_a_refiner_says_so(tmp_path):
         load_refiner("paper224")
     with pytest.raises(ModelError, match="has no region refiner"):
         FaceAligner("paper224", detector=None, refine_regions=True)
+
+
+def test_the_shipped_accurate_model_is_default_plus_its_refiner(astronaut):
+    from asmnet import FaceAligner
+
+    image, _ = astronaut
+    default = FaceAligner("default", threads=1)(image)
+    plain = FaceAligner("accurate", refine_regions=False, threads=1)(image)
+    refined = FaceAligner("accurate", threads=1)(image)  # the package has a refiner: used
+    assert len(default) == len(plain) == len(refined) == 1
+    np.testing.assert_array_equal(plain[0].landmarks, default[0].landmarks)  # the same network
+    moved = np.abs(refined[0].landmarks - plain[0].landmarks).max(axis=1) > 0
+    iod = np.linalg.norm(plain[0].landmarks[45] - plain[0].landmarks[36])  # 57 px here
+    used = {k.name for k in load_refiner("accurate").kinds if k.min_iod <= iod}
+    assert used  # a kind that a 57-px face gets
+    parts = {"eye": range(36, 48), "brow": range(17, 27), "nose": range(27, 36), "mouth": range(48, 68),
+             "jaw": range(0, 17)}
+    expected = sorted(i for name in used for i in parts[name])
+    assert np.flatnonzero(moved).tolist() == expected  # the parts of the kinds for a face of this size, only
+    assert np.abs(refined[0].landmarks - plain[0].landmarks).max() < 8.0  # a correction, not a new face
+    assert refined[0].quality == plain[0].quality and refined[0].pose.tolist() == plain[0].pose.tolist()

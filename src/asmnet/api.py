@@ -211,7 +211,7 @@ class AlignerSettings:
     straighten: bool = True  # second look: turn the crop upright
     rotation_search: bool = False  # no face upright: search the image turned by 90/180/270 degrees
     early_stop: bool = True  # second look: stop after one re-crop that moved the face little
-    refine_regions: bool = False  # the model's region refiner: each face part again at full resolution
+    refine_regions: bool | None = None  # the package's region refiner (None: when it has one)
     detector_options: dict = field(default_factory=dict)  # make_detector keywords (model_path, min_face, upsample)
 
     def aligner_settings(self) -> AlignerSettings:
@@ -255,6 +255,12 @@ class FaceAligner:
     re-crop moved and turned only a little stops after it, its result the mean of both crops
     (cheaper and, on the validation faces, as accurate or better: see benchmarks/README.md).
 
+    ``refine_regions``: last, each face part (eyes, brows, nose, mouth) is looked at again at the
+    image's own resolution by the model package's region refiner (:mod:`asmnet.regions`), on
+    faces large enough to hold more detail than the network's crop. None (the default) uses it
+    when the package has one (the shipped ``"accurate"``); True requires one (ModelError
+    without); False never uses it.
+
     ``preset="recall"`` gives the detector the options that find more tilted faces (MTCNN: the
     image also searched turned by +-30 degrees; dlib's HOG: threshold -0.4), at 2-4 times the
     detector's cost, so it is not the default (:mod:`asmnet.detection.presets`; options given
@@ -275,17 +281,20 @@ class FaceAligner:
         straighten: bool = True,
         rotation_search: bool = False,
         early_stop: bool = True,
-        refine_regions: bool = False,
+        refine_regions: bool | None = None,
         preset: str | None = None,
         **detector_options: Any,
     ):
         _check_settings(model, detector, backend, threads, asm_blend, min_score, pixel_origin, refine,
                         {"flip_tta": flip_tta, "straighten": straighten, "rotation_search": rotation_search,
-                         "early_stop": early_stop, "refine_regions": refine_regions})
+                         "early_stop": early_stop})
+        if refine_regions is not None and not isinstance(refine_regions, bool):
+            raise SettingError(None, f"refine_regions must be True, False or None (the model's choice), got {refine_regions!r}")
         self.pixel_origin = float(pixel_origin)  # the first pixel's centre in every coordinate in and out
         self.model = load_model(model, backend=backend, threads=threads)
-        # each face part looked at again at the image's resolution (the model package's refiner/)
-        self._refiner = load_refiner(model, threads) if refine_regions else None
+        # each face part looked at again at the image's resolution: the model package's refiner/,
+        # used when the package has one (the shipped 'accurate') unless refine_regions=False
+        self._refiner = None if refine_regions is False else load_refiner(model, threads, required=bool(refine_regions))
         self.asm_blend = float(asm_blend)
         self.flip_tta = bool(flip_tta)  # average with the mirrored crop: 2x network time, ~2 % lower NME
         # the second look: re-crop from the predicted points (and turn the crop upright), then predict again

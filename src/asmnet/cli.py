@@ -500,9 +500,12 @@ def add_second_look(p: argparse.ArgumentParser, default_refine: int) -> None:
     p.add_argument("--no-early-stop", action="store_true",
                    help="second look: always run every --refine pass (by default a face the first re-crop "
                    "moved by <= 3 %% of its eye distance and turned by <= 10 degrees stops there)")
-    p.add_argument("--refine-regions", action="store_true",
+    p.add_argument("--refine-regions", action="store_true", default=None,
                    help="last, look at each face part (eyes, brows, nose, mouth) again at the image's own "
-                   "resolution with the model's region refiner (its package's refiner/; asmnet refiner trains one)")
+                   "resolution with the model's region refiner (its package's refiner/: the shipped 'accurate' "
+                   "has one and uses it unless --no-refine-regions; asmnet refiner trains one)")
+    p.add_argument("--no-refine-regions", dest="refine_regions", action="store_false",
+                   help="do not use the model's region refiner")
 
 
 def add_predict(sub: argparse._SubParsersAction) -> None:
@@ -700,7 +703,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                    annotation_origin=args.annotation_origin, keep_off_image=args.keep_off_image,
                    refine=args.refine, straighten=not args.no_straighten,
                    early_stop=None if args.no_early_stop else EARLY_STOP,
-                   training=training, refiner=load_refiner(args.model) if args.refine_regions else None)
+                   training=training, refiner=None if args.refine_regions is False else
+                   load_refiner(args.model, required=bool(args.refine_regions)))
     res.annotation_errors = [str(e) for e in errors]
     res.annotation_notes = [str(e) for e in notes]
     for line in res.unreadable:

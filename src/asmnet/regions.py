@@ -194,15 +194,17 @@ def write_refiner_json(folder: Path, kinds: Sequence[RegionKind], face: np.ndarr
     write_json_atomic(folder / "refiner.json", doc)
 
 
-def load_refiner(model: str | Path | None, threads: int | None = 1) -> RegionRefiner:
+def load_refiner(model: str | Path | None, threads: int | None = 1, required: bool = True) -> RegionRefiner | None:
     """The region refiner of a landmark model: the ``refiner/`` folder of its package (a shipped
-    name, a package folder, or None for the default model). Raises :class:`ModelError` (one line)
-    when the model has none."""
+    name, a package folder, or None for the default model). Without one: None, or with
+    ``required`` a :class:`ModelError` (one line)."""
     from .runtime import resolve_model
 
     package = resolve_model(model)
     folder = package / "refiner" if package.is_dir() else package.with_name("refiner")
     if not (folder / "refiner.json").is_file():
-        raise ModelError(folder, f"model {package.name!r} has no region refiner (train one: asmnet refiner "
-                         "--base MODEL ..., then copy its refiner/ folder into the model package)")
+        if not required:
+            return None
+        raise ModelError(folder, f"model {package.name!r} has no region refiner (the shipped 'accurate' has one; "
+                         "train one: asmnet refiner --base MODEL ..., then copy its refiner/ folder into the package)")
     return RegionRefiner(folder, threads=threads)

@@ -1,0 +1,129 @@
+"""A model package that is another package's landmark network plus a region refiner.
+
+The new package (``--out``) holds the base package's ONNX graph, its ``model.json`` renamed (through
+``asmnet.package``, so it is checked like every package), the refiner folder of an ``asmnet refiner``
+run, and a model card. Its card's ``validation`` is measured here as ``asmnet models`` shows every
+model's: the base's validation faces (``--keys``), ground-truth boxes, one pass, then the refiner;
+``validation.json`` holds the whole evaluation. Loading the package uses the refiner (it has one):
+
+    python scripts/add_refiner.py --base default --refiner runs/refiner3/refiner --name accurate \\
+        --data ../shared/data/lfpw_train --data ../shared/data/udacity_train \\
+        --keys src/asmnet/models/default/val_keys.txt --out src/asmnet/models/accurate
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from asmnet.evaluation import evaluate, read_keys
+from asmnet.fileio import read_small_json, write_json_atomic, write_text_atomic
+from asmnet.formats import load_many
+from asmnet.package import read_model_document, write_model_json
+from asmnet.regions import RegionRefiner
+from asmnet.runtime import load_model, resolve_model
+
+VALIDATION_KEYS = ("n", "nme_mean", "nme_median", "fr_0.08", "fr_0.10", "auc_0.08", "auc_0.10", "pose_mae", "per_folder")
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def card_text(name: str, base: str, validation: dict, refiner_meta: dict, base_validation: dict) -> str:
+    """MODEL_CARD.md of the new package."""
+    summary, cfg = refiner_meta["validation"], refiner_meta["config"]
+    rows = "\n".join(f"| {part} | {summary['before'][part]:.3f} | {summary['after'][part]:.3f} |"
+                     for part in summary["before"])
+    regions = "\n".join(f"| {r} | {summary['regions_before'][r]:.3f} | {summary['regions_after'][r]:.3f} |"
+                        for r in summary["regions_before"])
+    kinds = ", ".join(f"{k} (faces from {v:g} px between the outer eye corners)" for k, v in summary["kinds"].items())
+    folders = "\n".join(f"| {f} | {v['n']} | {base_validation['per_folder'][f]['nme_mean']:.3f} | {v['nme_mean']:.3f} |"
+                        for f, v in validation["per_folder"].items())
+    return f"""# Model card: {name}
+
+The `{base}` landmark network (its card: `../{base}/MODEL_CARD.md`; the same ONNX graph, pose head,
+error head and quality thresholds) followed by a **region refiner**: one small network per face-part
+kind looks at each part again, cut from the image at its own resolution around the network's
+points ({kinds}). Parts of smaller faces keep the network's points.
+
+## Refiner training
+- Data: {', '.join(Path(d).name for d in cfg['data'])}; the split of `asmnet train` (fraction
+  {cfg['val_fraction']}, group pattern `{cfg['group_pattern']}`, split seed {cfg['split_seed']}):
+  HELEN and AFW faces of one photo and Udacity frames of one clip stay on one side.
+- Starts: the `{cfg['base']}` model's points from ground-truth boxes moved and resized like a
+  detector's; each part's frame moved again (shift {cfg['jitter_shift']} of the eye distance, scale
+  {cfg['jitter_scale']}, rotation {cfg['jitter_rotation']} degrees, standard deviations).
+- Config: {cfg['epochs']} epochs per kind, two patches per face and epoch, batch {cfg['batch_size']},
+  AdamW one-cycle at {cfg['lr']}, width {cfg['width']}, seed {cfg['seed']}; L1 on the part's points
+  in its patch. Trained with `asmnet refiner` (commit {commit()[:12]} built this package).
+
+## Validation as users run it ({summary['detector']} box + the default second look, then the refiner; {summary['faces']} faces, inter-ocular NME %)
+The smallest face of each kind (and which kinds are used at all) was chosen on these faces.
+
+| faces | before | after |
+|---|---|---|
+{rows}
+
+Mean point error by part (pixels):
+
+| part | before | after |
+|---|---|---|
+{regions}
+
+## Validation (ground-truth box protocol, the models table's: {validation['n']} faces, one pass)
+All faces: NME mean {validation['nme_mean']:.2f} % (`{base}`: {base_validation['nme_mean']:.2f} %), FR@10 % {validation['fr_0.10']:.2f}.
+
+| part | faces | `{base}` NME % | `{name}` NME % |
+|---|---|---|---|
+{folders}
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--base", required=True, help="the landmark model package (a shipped name or a folder)")
+    p.add_argument("--refiner", required=True, metavar="DIR", help="an asmnet refiner run's refiner/ folder")
+    p.add_argument("--name", required=True)
+    p.add_argument("--data", action="append", required=True, metavar="DIR", help="the validation faces' folders")
+    p.add_argument("--keys", required=True, help="the validation keys of the models table")
+    p.add_argument("--out", required=True, metavar="DIR")
+    args = p.parse_args(argv)
+
+    base, out = resolve_model(args.base), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(base / "model.onnx", out / "model.onnx")
+    shutil.copyfile(Path(args.keys), out / "val_keys.txt")
+    if (out / "refiner").exists():
+        shutil.rmtree(out / "refiner")
+    shutil.copytree(args.refiner, out / "refiner")
+    refiner = RegionRefiner(out / "refiner", threads=1)  # checks what was copied
+    keys = read_keys(args.keys)
+    records = [r for r in load_many(args.data)[0] if r.key in keys]
+    model = load_model(base, threads=1)
+    before = evaluate(model, records, progress=False).to_dict()
+    after = evaluate(model, records, progress=False, refiner=refiner).to_dict()
+    document = read_model_document(base / "model.json")
+    document["name"] = args.name
+    document["card"] = {**document.get("card", {}), "name": args.name,
+                        "validation": {k: after[k] for k in VALIDATION_KEYS},
+                        "refiner": read_small_json(out / "refiner" / "refiner.json")["validation"],
+                        "base": base.name}
+    write_model_json(out / "model.json", document)
+    # each face's NME and quality (its 68 points would make the file 30 times larger)
+    after["per_image"] = [{k: v for k, v in item.items() if k != "landmarks"} for item in after["per_image"]]
+    write_json_atomic(out / "validation.json", after)
+    meta = read_small_json(out / "refiner" / "refiner.json")
+    write_text_atomic(out / "MODEL_CARD.md", card_text(args.name, base.name, after, meta, before))
+    print(f"{out}: GT box NME {before['nme_mean']:.3f} -> {after['nme_mean']:.3f} % on {after['n']} faces")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
