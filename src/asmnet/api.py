@@ -23,7 +23,7 @@ from .formats.image import (
 )
 from .geometry import invert_affine, tight_box, transform_points
 from .inference import DEFAULT_REFINE, EARLY_STOP, align_boxes, model_quality_kind
-from .regions import load_refiner
+from .regions import RegionRefiner, load_refiner
 from .runtime import load_model
 
 MAX_REFINE = 5  # second-look passes, as asmnet predict --refine takes them
@@ -334,6 +334,11 @@ class FaceAligner:
         except (AttributeError, TypeError) as exc:  # an object without FaceDetector's options() / box_options
             raise SettingError(None, f"detector {getattr(detector, 'name', detector)!r} is not a FaceDetector "
                                f"(asmnet.detection.FaceDetector: detect, name, options, box_options): {exc}") from None
+
+    @property
+    def refiner(self) -> RegionRefiner | None:
+        """The region refiner these settings use (the model package's), or None."""
+        return self._refiner
 
     @property
     def quality_threshold(self) -> float | None:
