@@ -172,15 +172,16 @@ class RegionRefiner:
             if len(chosen) == 0:
                 continue
             template = template_pixels(kind, self.face)
-            for indices, mirrored in kind.instances(self.markup):
-                matrices = [patch_matrix(zero_based[k, indices], template, mirrored) for k in chosen]
-                patches = np.stack([to_channels(cut_patch(images[owner[k]], m, kind.size), channel_order, "rgb")
-                                    for k, m in zip(chosen, matrices)])
-                batch = np.ascontiguousarray(patches.transpose(0, 3, 1, 2), dtype=np.float32)
-                offsets = self.sessions[kind.name].run(None, {"patches": batch})[0]
-                in_patch = offsets.reshape(len(chosen), -1, 2) * kind.size + template
-                for k, m, p in zip(chosen, matrices, in_patch):
-                    out[k, indices] = transform_points(p, cv2.invertAffineTransform(m)) + origin
+            # every instance (left, mirrored right) of every chosen face in one batch: one run per kind
+            jobs = [(k, indices, patch_matrix(zero_based[k, indices], template, mirrored))
+                    for indices, mirrored in kind.instances(self.markup) for k in chosen]
+            patches = np.stack([to_channels(cut_patch(images[owner[k]], m, kind.size), channel_order, "rgb")
+                                for k, _, m in jobs])
+            batch = np.ascontiguousarray(patches.transpose(0, 3, 1, 2), dtype=np.float32)
+            offsets = self.sessions[kind.name].run(None, {"patches": batch})[0]
+            in_patch = offsets.reshape(len(jobs), -1, 2) * kind.size + template
+            for (k, indices, m), p in zip(jobs, in_patch):
+                out[k, indices] = transform_points(p, cv2.invertAffineTransform(m)) + origin
         return out
 
 
