@@ -255,7 +255,7 @@ class FaceAligner:
     re-crop moved and turned only a little stops after it, its result the mean of both crops
     (cheaper and, on the validation faces, as accurate or better: see benchmarks/README.md).
 
-    ``refine_regions``: last, each face part (eyes, brows, nose, mouth) is looked at again at the
+    ``refine_regions``: last, each face part (eyes, brows, nose, mouth, jaw) is looked at again at the
     image's own resolution by the model package's region refiner (:mod:`asmnet.regions`), on
     faces large enough to hold more detail than the network's crop. None (the default) uses it
     when the package has one (the shipped ``"accurate"``); True requires one (ModelError

@@ -501,7 +501,7 @@ def add_second_look(p: argparse.ArgumentParser, default_refine: int) -> None:
                    help="second look: always run every --refine pass (by default a face the first re-crop "
                    "moved by <= 3 %% of its eye distance and turned by <= 10 degrees stops there)")
     p.add_argument("--refine-regions", action="store_true", default=None,
-                   help="last, look at each face part (eyes, brows, nose, mouth) again at the image's own "
+                   help="last, look at each face part (eyes, brows, nose, mouth, jaw) again at the image's own "
                    "resolution with the model's region refiner (its package's refiner/: the shipped 'accurate' "
                    "has one and uses it unless --no-refine-regions; asmnet refiner trains one)")
     p.add_argument("--no-refine-regions", dest="refine_regions", action="store_false",
