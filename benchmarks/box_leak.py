@@ -32,10 +32,10 @@ from pathlib import Path
 
 import numpy as np
 from stamp import stamp  # benchmarks/stamp.py: command, commit, date, machine
-from validation_set import validation_faces
+from validation_set import run_reporting_errors, validation_faces
 
 from asmnet.detection import make_detector
-from asmnet.errors import AsmnetError, ModelError, first_line
+from asmnet.errors import ModelError, first_line
 from asmnet.evaluation import reference_box
 from asmnet.fileio import write_json_atomic
 from asmnet.formats import key_folder
@@ -129,12 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="model name, package folder or .pt checkpoint; repeatable (default: default)")
     ap.add_argument("--detector", default=None, help="also run from this detector's boxes (e.g. mtcnn)")
     ap.add_argument("--out", default="benchmarks/results/box_leak.json")
-    args = ap.parse_args(argv)
-    try:
-        return run(args)
-    except AsmnetError as exc:  # a missing key list, model or detector: one line, not a traceback
-        print(f"error: {first_line(exc)}", file=sys.stderr)
-        return 1
+    return run_reporting_errors(run, ap.parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -28,10 +28,9 @@ from pathlib import Path
 
 import numpy as np
 from stamp import stamp  # benchmarks/stamp.py: command, commit, date, machine
-from validation_set import validation_faces
+from validation_set import run_reporting_errors, validation_faces
 
 from asmnet.detection import make_detector
-from asmnet.errors import AsmnetError, first_line
 from asmnet.evaluation import reference_box
 from asmnet.fileio import write_json_atomic
 from asmnet.formats import key_folder
@@ -113,12 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--refiner", default=None, metavar="DIR",
                     help="also score the points after this region refiner (a refiner/ folder; one thread)")
     ap.add_argument("--out", default="benchmarks/results/photo_accuracy.json")
-    args = ap.parse_args(argv)
-    try:
-        return run(args)
-    except AsmnetError as exc:  # a missing key list, model or detector: one line, not a traceback
-        print(f"error: {first_line(exc)}", file=sys.stderr)
-        return 1
+    return run_reporting_errors(run, ap.parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> int:
