@@ -111,15 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     after = evaluate(model, records, progress=False, refiner=refiner).to_dict()
     document = read_model_document(base / "model.json")
     document["name"] = args.name
+    meta = read_small_json(out / "refiner" / "refiner.json")
     document["card"] = {**document.get("card", {}), "name": args.name,
                         "validation": {k: after[k] for k in VALIDATION_KEYS},
-                        "refiner": read_small_json(out / "refiner" / "refiner.json")["validation"],
-                        "base": base.name}
+                        "refiner": meta["validation"], "base": base.name}
     write_model_json(out / "model.json", document)
     # each face's NME and quality (its 68 points would make the file 30 times larger)
     after["per_image"] = [{k: v for k, v in item.items() if k != "landmarks"} for item in after["per_image"]]
     write_json_atomic(out / "validation.json", after)
-    meta = read_small_json(out / "refiner" / "refiner.json")
     write_text_atomic(out / "MODEL_CARD.md", card_text(args.name, base.name, after, meta, before))
     print(f"{out}: GT box NME {before['nme_mean']:.3f} -> {after['nme_mean']:.3f} % on {after['n']} faces")
     return 0

@@ -28,6 +28,7 @@ from .errors import ModelError
 from .fileio import read_small_json
 from .geometry import similarity_transform, transform_points
 from .markup import Markup
+from .metrics import normalising_distance
 
 REFINER_FORMAT = "asmnet-region-refiner"
 REFINER_VERSION = 1
@@ -105,10 +106,12 @@ def cut_patch(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def inter_ocular(points: np.ndarray, markup: Markup) -> np.ndarray:
-    """Inter-ocular distance (K,) in pixels of shapes (K, N, 2)."""
-    a, b = markup.outer_eye_corners
-    return np.linalg.norm(points[:, b] - points[:, a], axis=-1)
+def points_from_patches(offsets: np.ndarray, template: np.ndarray, size: int, matrices: Sequence[np.ndarray]
+                        ) -> np.ndarray:
+    """Image points (B, n, 2), 0-based, of a part network's outputs ``offsets`` (B, 2n: offsets from
+    ``template`` in units of the patch ``size``) for patches cut with ``matrices``."""
+    in_patch = np.asarray(offsets).reshape(len(matrices), -1, 2) * size + template
+    return np.stack([transform_points(p, cv2.invertAffineTransform(m)) for p, m in zip(in_patch, matrices)])
 
 
 class RegionRefiner:
@@ -166,7 +169,7 @@ class RegionRefiner:
 
         out = np.array(points, dtype=np.float64)
         zero_based = out - origin
-        iod = inter_ocular(zero_based, self.markup)
+        iod = normalising_distance(zero_based, self.markup)
         for kind in self.kinds:
             chosen = np.flatnonzero(iod >= kind.min_iod)
             if len(chosen) == 0:
@@ -179,9 +182,9 @@ class RegionRefiner:
                                 for k, _, m in jobs])
             batch = np.ascontiguousarray(patches.transpose(0, 3, 1, 2), dtype=np.float32)
             offsets = self.sessions[kind.name].run(None, {"patches": batch})[0]
-            in_patch = offsets.reshape(len(jobs), -1, 2) * kind.size + template
-            for (k, indices, m), p in zip(jobs, in_patch):
-                out[k, indices] = transform_points(p, cv2.invertAffineTransform(m)) + origin
+            moved = points_from_patches(offsets, template, kind.size, [m for _, _, m in jobs])
+            for (k, indices, _), p in zip(jobs, moved):
+                out[k, indices] = p + origin
         return out
 
 

@@ -29,16 +29,16 @@ from ..fileio import write_atomic, write_json_atomic
 from ..formats import FaceRecord, key_folder, load_many, read_image
 from ..geometry import tight_box, transform_points
 from ..markup import markup_for
-from ..metrics import nme
+from ..metrics import nme, normalising_distance
 from ..nn.refiner import PatchNet
 from ..regions import (
     KINDS_68,
     RegionKind,
     RegionRefiner,
     cut_patch,
-    inter_ocular,
     mean_face,
     patch_matrix,
+    points_from_patches,
     template_pixels,
     write_refiner_json,
 )
@@ -103,10 +103,11 @@ class _PatchMaker:
         self.template = template_pixels(kind, face)
 
     def batch(self, items: np.ndarray, starts: np.ndarray | list, rng: np.random.Generator | None
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Patches (B, 3, S, S) and targets (B, 2n) of (face, instance) ``items`` framed from ``starts``."""
+              ) -> tuple[torch.Tensor, torch.Tensor, list[np.ndarray]]:
+        """Patches (B, 3, S, S), targets (B, 2n) and the image -> patch matrices of (face, instance)
+        ``items`` framed from ``starts``."""
         size = self.kind.size
-        patches, targets = [], []
+        patches, targets, matrices = [], [], []
         for (face, inst), start in zip(items, starts):
             indices, mirrored = self.instances[inst]
             points = start[indices]
@@ -118,11 +119,12 @@ class _PatchMaker:
                 patch = self._recolour(patch, rng)
             patches.append(patch.transpose(2, 0, 1))
             targets.append((transform_points(self.faces.truth[face, indices], matrix) - self.template) / size)
+            matrices.append(matrix)
         return (torch.from_numpy(np.ascontiguousarray(np.stack(patches))),
-                torch.from_numpy(np.stack(targets).reshape(len(items), -1).astype(np.float32)))
+                torch.from_numpy(np.stack(targets).reshape(len(items), -1).astype(np.float32)), matrices)
 
     def _jitter(self, points: np.ndarray, face: int, rng: np.random.Generator) -> np.ndarray:
-        iod = inter_ocular(self.faces.truth[face][None], self.markup)[0]
+        iod = normalising_distance(self.faces.truth[face], self.markup)[0]
         angle = np.deg2rad(rng.normal(0, self.cfg.jitter_rotation))
         scale = np.exp(rng.normal(0, self.cfg.jitter_scale))
         turn = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
@@ -164,7 +166,7 @@ def _train_kind(kind_index: int, maker: _PatchMaker, cfg: RefinerConfig, out: Pa
         for step in range(steps):
             chosen = items[order[step * cfg.batch_size:(step + 1) * cfg.batch_size]]
             source = faces.first[int(rng.integers(len(faces.first)))]
-            x, y = maker.batch(chosen, [source[f] for f, _ in chosen], rng)
+            x, y, _ = maker.batch(chosen, [source[f] for f, _ in chosen], rng)
             loss = F.l1_loss(net(x), y)
             opt.zero_grad()
             loss.backward()
@@ -204,11 +206,8 @@ def _refine_with(nets: dict[str, PatchNet], makers: dict[str, _PatchMaker], star
             maker = makers[name]
             for inst, (indices, _) in enumerate(maker.instances):
                 items = np.array([(f, inst) for f in faces_idx])
-                x, _ = maker.batch(items, list(starts), None)
-                offsets = net(x).numpy().reshape(len(items), -1, 2) * maker.kind.size + maker.template
-                for k in range(len(items)):
-                    matrix = patch_matrix(starts[k, indices], maker.template, maker.instances[inst][1])
-                    out[k, indices] = transform_points(offsets[k], cv2.invertAffineTransform(matrix))
+                x, _, matrices = maker.batch(items, list(starts), None)
+                out[:, indices] = points_from_patches(net(x).numpy(), maker.template, maker.kind.size, matrices)
     return out
 
 
@@ -283,11 +282,11 @@ def train_refiner(cfg: RefinerConfig, resume: bool = False, log=print, stop_afte
     val_faces = val[kept]
     refined = _refine_with(nets, makers, start, val_faces)
     truth, folders = faces.truth[val_faces], np.array([key_folder(faces.keys[i]) for i in val_faces])
-    iod = inter_ocular(start, markup)
+    iod = normalising_distance(start, markup)
     # each kind moves its own points only, so each kind's limit (or its absence) is chosen alone
     chosen_kinds, scores, gated = [], {}, start.copy()
     for kind in kinds:
-        part = list(kind.points) + ([] if not kind.mirrored else list(np.asarray(markup.flip)[list(kind.points)]))
+        part = np.concatenate([indices for indices, _ in kind.instances(markup)])
         scores[kind.name] = {}
         for limit in MIN_IOD_CANDIDATES:
             trial = start.copy()
