@@ -26,8 +26,9 @@ import numpy as np
 
 from .errors import ModelError
 from .fileio import read_small_json
+from .formats.image import to_channels
 from .geometry import similarity_transform, transform_points
-from .markup import Markup
+from .markup import Markup, markup_for
 from .metrics import normalising_distance
 
 REFINER_FORMAT = "asmnet-region-refiner"
@@ -122,8 +123,6 @@ class RegionRefiner:
     def __init__(self, folder: str | Path, threads: int | None = 1):
         import onnxruntime as ort
 
-        from .markup import markup_for
-
         self.folder = Path(folder)
         meta_path = self.folder / "refiner.json"
         meta = read_small_json(meta_path)
@@ -165,8 +164,6 @@ class RegionRefiner:
                channel_order: str = "bgr") -> np.ndarray:
         """Refined copy of ``points`` (K, N, 2; face k in ``images[owner[k]]``, pixel centres at
         ``origin``). A face below a kind's ``min_iod`` keeps that part's points."""
-        from .formats.image import to_channels
-
         out = np.array(points, dtype=np.float64)
         zero_based = out - origin
         iod = normalising_distance(zero_based, self.markup)
