@@ -54,10 +54,10 @@ def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("refiner")
     data = make_synthetic_set(root / "synth", 24, seed=5, size=128)
 
-    def config(out: str, epochs: int) -> RefinerConfig:
-        return RefinerConfig(data=[str(data)], out=str(root / out), kinds=["eye", "nose"], epochs=epochs,
-                             batch_size=16, width=4, label_origin=0.0, val_fraction=0.3, detector="none",
-                             select_kinds=False)
+    def config(out: str, epochs: int, **more) -> RefinerConfig:
+        settings = {"kinds": ["eye", "nose"], "batch_size": 16, "width": 4, "label_origin": 0.0, "val_fraction": 0.3,
+                    "detector": "none", "select_kinds": False, **more}
+        return RefinerConfig(data=[str(data)], out=str(root / out), epochs=epochs, **settings)
 
     summary = train_refiner(config("full", 2), log=lambda line: None)
     assert train_refiner(config("killed", 2), log=lambda line: None, stop_after=1) is None  # as if killed
@@ -66,6 +66,8 @@ def tiny_run(tmp_path_factory):
     with pytest.raises(AsmnetError, match="--resume"):
         train_refiner(config("killed", 2), log=lambda line: None)
     train_refiner(config("killed", 2), resume=True, log=lambda line: None)
+    # a second cascade stage, trained on the first one's output
+    train_refiner(config("stage2", 1, kinds=["eye"], after=str(root / "full" / "refiner")), log=lambda line: None)
     return root, summary
 
 
@@ -118,6 +120,29 @@ def test_a_broken_refiner_folder_is_one_line(tiny_run, tmp_path):
     meta["kinds"][0]["min_iod"] = float("nan")
     (folder / "refiner.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="out of range"):
+        RegionRefiner(folder)
+
+
+def test_a_cascade_stage_refines_what_the_stage_before_it_gave(tiny_run, tmp_path):
+    import shutil
+
+    root, _ = tiny_run
+    first = RegionRefiner(root / "full" / "refiner")
+    cascade = RegionRefiner(root / "stage2" / "refiner")  # the first stage, copied, with next/ after it
+    assert (first.stages, cascade.stages) == (1, 2)
+    assert [k.name for k in cascade.next.kinds] == ["eye"]
+    for refiner in (first, cascade, cascade.next):
+        refiner.kinds = [replace(k, min_iod=0.0) for k in refiner.kinds]
+    image = np.random.default_rng(3).integers(0, 255, (160, 160, 3), dtype=np.uint8)
+    points = similarity(template_face(), 90.0, 0.0, (35.0, 30.0))[None]
+    once = first.refine([image], np.zeros(1, int), points, origin=0.0)
+    np.testing.assert_allclose(cascade.refine([image], np.zeros(1, int), points, origin=0.0),
+                               cascade.next.refine([image], np.zeros(1, int), once, origin=0.0))
+    folder = tmp_path / "refiner"
+    shutil.copytree(root / "stage2" / "refiner", folder)
+    meta = json.loads((folder / "refiner.json").read_text())
+    (folder / "refiner.json").write_text(json.dumps({**meta, "next": "../elsewhere"}))
+    with pytest.raises(ModelError, match="'next' must be"):
         RegionRefiner(folder)
 
 

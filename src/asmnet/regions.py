@@ -10,7 +10,9 @@ and inference, and :class:`RegionRefiner`, which runs the exported per-kind ONNX
 
 A refiner folder holds ``refiner.json`` (format ``asmnet-region-refiner``) and ``<kind>.onnx``
 for each kind. Patches are RGB float32 (B, 3, S, S) with values 0..255; a graph's output
-``points`` (B, 2n) holds each point's offset from its template position, in units of S.
+``points`` (B, 2n) holds each point's offset from its template position, in units of S. A
+cascade's later stage (trained on the earlier one's output) is the folder ``next/`` inside it, named
+by ``"next": "next"`` in ``refiner.json``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from .metrics import normalising_distance
 
 REFINER_FORMAT = "asmnet-region-refiner"
 REFINER_VERSION = 1
+MAX_STAGES = 4
 MIRROR_X = np.array([[-1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
 
 
@@ -120,7 +123,7 @@ class RegionRefiner:
     its network puts them, for faces whose inter-ocular distance is at least that kind's
     ``min_iod`` pixels (below that the image holds no more detail than the landmark network's crop)."""
 
-    def __init__(self, folder: str | Path, threads: int | None = 1):
+    def __init__(self, folder: str | Path, threads: int | None = 1, _depth: int = 0):
         import onnxruntime as ort
 
         self.folder = Path(folder)
@@ -159,6 +162,19 @@ class RegionRefiner:
             if [i.name for i in session.get_inputs()] != ["patches"]:
                 raise ModelError(path, "not a refiner graph (its input must be 'patches')")
             self.sessions[kind.name] = session
+        # a cascade: the next stage (trained on this one's output) sits in the sub-folder next/
+        self.next: RegionRefiner | None = None
+        if meta.get("next") is not None:
+            if meta["next"] != "next" or _depth >= MAX_STAGES - 1:
+                raise ModelError(meta_path, f"'next' must be \"next\" and a cascade at most {MAX_STAGES} stages")
+            self.next = RegionRefiner(self.folder / "next", threads, _depth + 1)
+            if self.next.markup.n_points != self.markup.n_points:
+                raise ModelError(self.folder / "next", "a stage for another point count")
+
+    @property
+    def stages(self) -> int:
+        """How many refiners run one after the other (this one and its ``next`` stages)."""
+        return 1 + (self.next.stages if self.next is not None else 0)
 
     def refine(self, images: Sequence[np.ndarray], owner: np.ndarray, points: np.ndarray, origin: float,
                channel_order: str = "bgr") -> np.ndarray:
@@ -182,7 +198,7 @@ class RegionRefiner:
             moved = points_from_patches(offsets, template, kind.size, [m for _, _, m in jobs])
             for (k, indices, _), p in zip(jobs, moved):
                 out[k, indices] = p + origin
-        return out
+        return out if self.next is None else self.next.refine(images, owner, out, origin, channel_order)
 
 
 def write_refiner_json(folder: Path, kinds: Sequence[RegionKind], face: np.ndarray, extra: dict) -> None:

@@ -14,6 +14,7 @@ continues after the last finished epoch, with the same random stream (one seed p
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import AsmnetError, OutputError
-from ..fileio import write_atomic, write_json_atomic
+from ..fileio import read_small_json, write_atomic, write_json_atomic
 from ..formats import FaceRecord, key_folder, load_many, read_image
 from ..geometry import tight_box, transform_points
 from ..markup import markup_for
@@ -81,7 +82,7 @@ def _first_predictions(model, images: list[np.ndarray], truth: np.ndarray, origi
     return out
 
 
-def _load_faces(cfg: RefinerConfig, model) -> _Faces:
+def _load_faces(cfg: RefinerConfig, model, previous: RegionRefiner | None) -> _Faces:
     records, errors = load_many(cfg.data)
     if not records:
         raise AsmnetError(f"no faces in {', '.join(cfg.data)}" + (f" ({errors[0]})" if errors else ""))
@@ -90,6 +91,9 @@ def _load_faces(cfg: RefinerConfig, model) -> _Faces:
     images = [read_image(r.image) for r in records]
     truth = np.stack([r.points for r in records]) - cfg.label_origin
     first = _first_predictions(model, images, truth + cfg.label_origin, cfg.label_origin, cfg.seed)
+    if previous is not None:  # a later cascade stage starts where the earlier stages left the points
+        owner = np.arange(len(images))
+        first = [previous.refine(images, owner, f, 0.0) for f in first]
     return _Faces(records, keys, images, truth, first, np.array(train), np.array(val))
 
 
@@ -228,6 +232,22 @@ def _export(nets: dict[str, PatchNet], makers: dict[str, _PatchMaker], folder: P
         write_atomic(folder / f"{name}.onnx", write)
 
 
+def _stage_folder(refiner: Path, previous: RegionRefiner | None) -> Path:
+    """Where this run's stage goes: ``refiner`` itself, or after ``previous`` (copied into ``refiner``
+    with its stages) as the last stage's ``next/``."""
+    if previous is None:
+        return refiner
+    if refiner.exists():
+        shutil.rmtree(refiner)
+    shutil.copytree(previous.folder, refiner)
+    last = refiner
+    while (last / "next" / "refiner.json").is_file():
+        last = last / "next"
+    meta = read_small_json(last / "refiner.json")
+    write_json_atomic(last / "refiner.json", {**meta, "next": "next"})
+    return last / "next"
+
+
 def _validation_rows(pred: np.ndarray, truth: np.ndarray, folders: np.ndarray) -> dict[str, Any]:
     per_face = nme(pred, truth)
     rows = {"all": round(float(per_face.mean()), 4)}
@@ -256,7 +276,8 @@ def train_refiner(cfg: RefinerConfig, resume: bool = False, log=print, stop_afte
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "refiner_config.json", asdict(cfg))
     model = load_model(cfg.base, threads=2)
-    faces = _load_faces(cfg, model)
+    previous = RegionRefiner(cfg.after, threads=2) if cfg.after else None
+    faces = _load_faces(cfg, model, previous)
     markup = markup_for(faces.truth.shape[1])
     face = mean_face(faces.truth[faces.train], markup)
     log(f"{len(faces.train)} training / {len(faces.val)} validation faces; base {cfg.base}")
@@ -279,6 +300,8 @@ def train_refiner(cfg: RefinerConfig, resume: bool = False, log=print, stop_afte
     kept = np.flatnonzero(found)
     start = align_faces(model, [val_images[k] for k in kept], np.arange(len(kept)), np.stack([boxes[k] for k in kept]),
                         refine=DEFAULT_REFINE, straighten=True, early_stop=EARLY_STOP).landmarks - cfg.label_origin
+    if previous is not None:
+        start = previous.refine([val_images[k] for k in kept], np.arange(len(kept)), start, 0.0)
     val_faces = val[kept]
     refined = _refine_with(nets, makers, start, val_faces)
     truth, folders = faces.truth[val_faces], np.array([key_folder(faces.keys[i]) for i in val_faces])
@@ -301,7 +324,8 @@ def train_refiner(cfg: RefinerConfig, resume: bool = False, log=print, stop_afte
             gated[np.ix_(use, part)] = refined[np.ix_(use, part)]
     if not chosen_kinds:
         raise AsmnetError("no face-part kind lowered the validation NME: no refiner written")
-    _export({k.name: nets[k.name] for k in chosen_kinds}, makers, out / "refiner")
+    folder = _stage_folder(out / "refiner", previous)
+    _export({k.name: nets[k.name] for k in chosen_kinds}, makers, folder)
     summary = {"base": cfg.base, "detector": cfg.detector, "faces": int(len(val_faces)),
                "detector_misses": int((~found).sum()),
                "kinds": {k.name: k.min_iod for k in chosen_kinds},
@@ -311,10 +335,10 @@ def train_refiner(cfg: RefinerConfig, resume: bool = False, log=print, stop_afte
                                   for n, i in markup.regions},
                "regions_after": {n: round(float(np.linalg.norm(gated[:, list(i)] - truth[:, list(i)], axis=2).mean()), 4)
                                  for n, i in markup.regions}}
-    write_refiner_json(out / "refiner", chosen_kinds, face, {"base": cfg.base, "config": asdict(cfg), "validation": summary})
+    write_refiner_json(folder, chosen_kinds, face, {"base": cfg.base, "config": asdict(cfg), "validation": summary})
     # the exported graphs must give what the networks gave
-    check = RegionRefiner(out / "refiner", threads=2).refine(val_images, np.array(kept), start + cfg.label_origin,
-                                                               cfg.label_origin)
+    check = RegionRefiner(folder, threads=2).refine(val_images, np.array(kept), start + cfg.label_origin,
+                                                      cfg.label_origin)
     summary["onnx_max_difference_px"] = float(np.abs(check - cfg.label_origin - gated).max())
     write_json_atomic(out / "refiner_validation.json", summary)
     log(f"validation ({cfg.detector} + second look): NME {summary['before']} -> {summary['after']}; "

@@ -19,6 +19,8 @@ class RefinerConfig:
     data: list[str] = field(metadata={"help": "a 300W-layout folder; repeatable", "metavar": "DIR"})
     out: str = field(metadata={"help": "run folder (checkpoints, refiner/, validation)", "metavar": "DIR"})
     base: str = setting("default", "the landmark model whose predictions the refiner corrects", metavar="MODEL")
+    after: str | None = setting(None, "a refiner folder this one follows (a cascade: its points are this stage's "
+                                "starts, and OUT/refiner/ holds both stages)", metavar="DIR")
     kinds: list[str] = field(default_factory=lambda: [k.name for k in KINDS_68], metadata={
         "help": f"face-part kinds to refine ({', '.join(k.name for k in KINDS_68)}); repeatable", "metavar": "KIND"})
     epochs: int = setting(12, "epochs per kind")
