@@ -162,6 +162,7 @@ class RegionRefiner:
             if [i.name for i in session.get_inputs()] != ["patches"]:
                 raise ModelError(path, "not a refiner graph (its input must be 'patches')")
             self.sessions[kind.name] = session
+        self._templates = {kind.name: template_pixels(kind, self.face) for kind in self.kinds}
         # a cascade: the next stage (trained on this one's output) sits in the sub-folder next/
         self.next: RegionRefiner | None = None
         if meta.get("next") is not None:
@@ -187,7 +188,7 @@ class RegionRefiner:
             chosen = np.flatnonzero(iod >= kind.min_iod)
             if len(chosen) == 0:
                 continue
-            template = template_pixels(kind, self.face)
+            template = self._templates[kind.name]
             # every instance (left, mirrored right) of every chosen face in one batch: one run per kind
             jobs = [(k, indices, patch_matrix(zero_based[k, indices], template, mirrored))
                     for indices, mirrored in kind.instances(self.markup) for k in chosen]
