@@ -12,7 +12,9 @@ A refiner folder holds ``refiner.json`` (format ``asmnet-region-refiner``) and `
 for each kind. Patches are RGB float32 (B, 3, S, S) with values 0..255; a graph's output
 ``points`` (B, 2n) holds each point's offset from its template position, in units of S. A
 cascade's later stage (trained on the earlier one's output) is the folder ``next/`` inside it, named
-by ``"next": "next"`` in ``refiner.json``.
+by ``"next": "next"`` in ``refiner.json``. A stage may end with a shape regression
+(:mod:`asmnet.shape_regression`, ``"shape_regression": "shape_regression.npz"``): a linear
+correction of every point from the whole refined shape.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from .formats.image import to_channels
 from .geometry import similarity_transform, transform_points
 from .markup import Markup, markup_for
 from .metrics import normalising_distance
+from .shape_regression import FILE_NAME as SHAPE_FILE
+from .shape_regression import ShapeRegression
 
 REFINER_FORMAT = "asmnet-region-refiner"
 REFINER_VERSION = 1
@@ -163,6 +167,14 @@ class RegionRefiner:
                 raise ModelError(path, "not a refiner graph (its input must be 'patches')")
             self.sessions[kind.name] = session
         self._templates = {kind.name: template_pixels(kind, self.face) for kind in self.kinds}
+        # after the part networks, a linear correction of every point from the whole shape
+        self.shape: ShapeRegression | None = None
+        if meta.get("shape_regression") is not None:
+            if meta["shape_regression"] != SHAPE_FILE:
+                raise ModelError(meta_path, f"'shape_regression' must be {SHAPE_FILE!r}")
+            self.shape = ShapeRegression.load(self.folder / SHAPE_FILE)
+            if self.shape.num_points != self.markup.n_points:
+                raise ModelError(self.folder / SHAPE_FILE, "a shape regression for another point count")
         # a cascade: the next stage (trained on this one's output) sits in the sub-folder next/
         self.next: RegionRefiner | None = None
         if meta.get("next") is not None:
@@ -199,6 +211,8 @@ class RegionRefiner:
             moved = points_from_patches(offsets, template, kind.size, [m for _, _, m in jobs])
             for (k, indices, _), p in zip(jobs, moved):
                 out[k, indices] = p + origin
+        if self.shape is not None:
+            out = self.shape.apply(out, origin)
         return out if self.next is None else self.next.refine(images, owner, out, origin, channel_order)
 
 

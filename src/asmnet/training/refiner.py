@@ -43,13 +43,19 @@ from ..regions import (
     template_pixels,
     write_refiner_json,
 )
+from ..shape_regression import FILE_NAME as SHAPE_FILE
+from ..shape_regression import ShapeRegression
 from .refiner_config import RefinerConfig
+from .shape_regression import fit_shape_regression
 from .split import split_keys
 
 # smallest faces (inter-ocular pixels) the refiner may be limited to; chosen on validation
 MIN_IOD_CANDIDATES = (0.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 100.0, 120.0)
 BOX_JITTER = (0.03, 0.04)
 PATCHES_PER_FACE = 2  # per kind and epoch  # detector-like box error of the first predictions: centre and log-side SD
+# the shape regression's candidates (chosen on validation): size groups (inter-ocular px edges) and ridge strengths
+SHAPE_GROUPS = ((), (50.0,))
+SHAPE_ALPHAS = (3.0, 10.0, 30.0)
 
 
 @dataclass
@@ -209,10 +215,49 @@ def _refine_with(nets: dict[str, PatchNet], makers: dict[str, _PatchMaker], star
         for name, net in nets.items():
             maker = makers[name]
             for inst, (indices, _) in enumerate(maker.instances):
-                items = np.array([(f, inst) for f in faces_idx])
-                x, _, matrices = maker.batch(items, list(starts), None)
-                out[:, indices] = points_from_patches(net(x).numpy(), maker.template, maker.kind.size, matrices)
+                for lo in range(0, len(faces_idx), 512):  # in chunks: training sets run through it too
+                    items = np.array([(f, inst) for f in faces_idx[lo:lo + 512]])
+                    x, _, matrices = maker.batch(items, list(starts[lo:lo + 512]), None)
+                    out[lo:lo + 512, indices] = points_from_patches(net(x).numpy(), maker.template, maker.kind.size,
+                                                                    matrices)
     return out
+
+
+def _gate(start: np.ndarray, refined: np.ndarray, kinds: list[RegionKind], markup) -> np.ndarray:
+    """``start`` with each kind's points taken from ``refined`` on faces of at least its ``min_iod``."""
+    out, iod = start.copy(), normalising_distance(start, markup)
+    for kind in kinds:
+        part = np.concatenate([indices for indices, _ in kind.instances(markup)])
+        use = iod >= kind.min_iod
+        out[np.ix_(use, part)] = refined[np.ix_(use, part)]
+    return out
+
+
+def _choose_shape_regression(faces: _Faces, nets: dict[str, PatchNet], makers: dict[str, _PatchMaker],
+                             kinds: list[RegionKind], face: np.ndarray, val_points: np.ndarray, truth: np.ndarray
+                             ) -> tuple[ShapeRegression | None, dict]:
+    """The shape regression (fitted on the training faces' points after this stage's part networks)
+    whose size groups and ridge strength give the lowest validation NME from ``val_points``, or None
+    when none lowers it; and the scores of every candidate."""
+    markup = markup_for(faces.truth.shape[1])
+    train = faces.train
+    starts = [_gate(f[train], _refine_with({k.name: nets[k.name] for k in kinds}, makers, f[train], train), kinds, markup)
+              for f in faces.first]
+    steps = [v for v in MIN_IOD_CANDIDATES if v > 0]
+    before = float(nme(val_points, truth).mean())
+    best, best_score, scores = None, before, {}
+    for groups in SHAPE_GROUPS:
+        for alpha in SHAPE_ALPHAS:
+            try:
+                regression = fit_shape_regression(starts, faces.truth[train], face, groups, steps, alpha)
+            except ValueError:  # too few training faces in a size group
+                continue
+            score = float(nme(regression.apply(val_points), truth).mean())
+            scores[f"groups {list(groups)}, alpha {alpha:g}"] = round(score, 4)
+            if score < best_score:
+                best, best_score = regression, score
+    return best, {"before": round(before, 4), "candidates": scores, "chosen": best is not None and
+                  {"groups": best.groups.tolist(), "nme": round(best_score, 4)}}
 
 
 def _export(nets: dict[str, PatchNet], makers: dict[str, _PatchMaker], folder: Path) -> None:
@@ -305,37 +350,40 @@ def train_refiner(cfg: RefinerConfig, resume: bool = False, log=print, stop_afte
     val_faces = val[kept]
     refined = _refine_with(nets, makers, start, val_faces)
     truth, folders = faces.truth[val_faces], np.array([key_folder(faces.keys[i]) for i in val_faces])
-    iod = normalising_distance(start, markup)
     # each kind moves its own points only, so each kind's limit (or its absence) is chosen alone
-    chosen_kinds, scores, gated = [], {}, start.copy()
+    chosen_kinds, scores = [], {}
     for kind in kinds:
-        part = np.concatenate([indices for indices, _ in kind.instances(markup)])
-        scores[kind.name] = {}
-        for limit in MIN_IOD_CANDIDATES:
-            trial = start.copy()
-            use = iod >= limit
-            trial[np.ix_(use, part)] = refined[np.ix_(use, part)]
-            scores[kind.name][limit] = float(nme(trial, truth).mean())
+        scores[kind.name] = {limit: float(nme(_gate(start, refined, [replace(kind, min_iod=limit)], markup), truth).mean())
+                             for limit in MIN_IOD_CANDIDATES}
         limit = min(scores[kind.name], key=scores[kind.name].get)
         helps = scores[kind.name][limit] < float(nme(start, truth).mean())
         if helps or not cfg.select_kinds:  # a kind that never helps is left out
             chosen_kinds.append(replace(kind, min_iod=limit))
-            use = iod >= limit
-            gated[np.ix_(use, part)] = refined[np.ix_(use, part)]
     if not chosen_kinds:
         raise AsmnetError("no face-part kind lowered the validation NME: no refiner written")
+    parts_only = gated = _gate(start, refined, chosen_kinds, markup)
+    regression, shape_report = None, None
+    if cfg.shape_regression:
+        log("fitting the shape regression")
+        regression, shape_report = _choose_shape_regression(faces, nets, makers, chosen_kinds, face, gated, truth)
+        if regression is not None:
+            gated = regression.apply(gated)
     folder = _stage_folder(out / "refiner", previous)
     _export({k.name: nets[k.name] for k in chosen_kinds}, makers, folder)
+    if regression is not None:
+        regression.save(folder / SHAPE_FILE)
     summary = {"base": cfg.base, "detector": cfg.detector, "faces": int(len(val_faces)),
                "detector_misses": int((~found).sum()),
                "kinds": {k.name: k.min_iod for k in chosen_kinds},
                "nme_by_kind_and_min_iod": {n: {str(k): round(v, 4) for k, v in row.items()} for n, row in scores.items()},
                "before": _validation_rows(start, truth, folders), "after": _validation_rows(gated, truth, folders),
+               "after_parts": _validation_rows(parts_only, truth, folders), "shape_regression": shape_report,
                "regions_before": {n: round(float(np.linalg.norm(start[:, list(i)] - truth[:, list(i)], axis=2).mean()), 4)
                                   for n, i in markup.regions},
                "regions_after": {n: round(float(np.linalg.norm(gated[:, list(i)] - truth[:, list(i)], axis=2).mean()), 4)
                                  for n, i in markup.regions}}
-    write_refiner_json(folder, chosen_kinds, face, {"base": cfg.base, "config": asdict(cfg), "validation": summary})
+    write_refiner_json(folder, chosen_kinds, face, {"base": cfg.base, "config": asdict(cfg), "validation": summary,
+                                                    **({"shape_regression": SHAPE_FILE} if regression else {})})
     # the exported graphs must give what the networks gave
     check = RegionRefiner(folder, threads=2).refine(val_images, np.array(kept), start + cfg.label_origin,
                                                       cfg.label_origin)

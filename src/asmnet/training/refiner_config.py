@@ -38,6 +38,8 @@ class RefinerConfig:
     seed: int = setting(0, "seed of sampling and augmentation")
     select_kinds: bool = setting(True, "keep only the kinds that lower the validation NME (--no-select-kinds: "
                                  "export every kind, each with its best smallest face)")
+    shape_regression: bool = setting(True, "fit a shape regression of every point after the part networks "
+                                     "(kept when it lowers the validation NME; --no-shape-regression: none)")
     detector: str = setting("mtcnn", "detector that starts the validation faces (choice of min_iod); none: "
                             "their ground-truth boxes")
 
