@@ -39,8 +39,16 @@ def commit() -> str:
 def card_text(name: str, base: str, validation: dict, refiner_meta: dict, base_validation: dict) -> str:
     """MODEL_CARD.md of the new package."""
     summary, cfg = refiner_meta["validation"], refiner_meta["config"]
-    rows = "\n".join(f"| {part} | {summary['before'][part]:.3f} | {summary['after'][part]:.3f} |"
+    parts = summary.get("after_parts", summary["after"])
+    rows = "\n".join(f"| {part} | {summary['before'][part]:.3f} | {parts[part]:.3f} | {summary['after'][part]:.3f} |"
                      for part in summary["before"])
+    shape = (summary.get("shape_regression") or {}).get("chosen")
+    shape_text = (f"Then a **shape regression** corrects every point from the whole refined shape: a ridge "
+                  f"regression (one per face-size group, split at {shape['groups'] or 'no'} px between the eyes) "
+                  "of each point's offset, in the frame that maps the points onto the mean face, on those framed "
+                  "points and the face's size; fitted on the training faces' refined points "
+                  "(`asmnet.shape_regression`)." if shape else "No shape regression (it did not lower the "
+                  "validation NME, or the run was made without one).")
     regions = "\n".join(f"| {r} | {summary['regions_before'][r]:.3f} | {summary['regions_after'][r]:.3f} |"
                         for r in summary["regions_before"])
     kinds = ", ".join(f"{k} (faces from {v:g} px between the outer eye corners)" for k, v in summary["kinds"].items())
@@ -51,7 +59,7 @@ def card_text(name: str, base: str, validation: dict, refiner_meta: dict, base_v
 The `{base}` landmark network (its card: `../{base}/MODEL_CARD.md`; the same ONNX graph, pose head,
 error head and quality thresholds) followed by a **region refiner**: one small network per face-part
 kind looks at each part again, cut from the image at its own resolution around the network's
-points ({kinds}). Parts of smaller faces keep the network's points.
+points ({kinds}). Parts of smaller faces keep the network's points. {shape_text}
 
 ## Refiner training
 - Data: {', '.join(Path(d).name for d in cfg['data'])}; the split of `asmnet train` (fraction
@@ -67,8 +75,8 @@ points ({kinds}). Parts of smaller faces keep the network's points.
 ## Validation as users run it ({summary['detector']} box + the default second look, then the refiner; {summary['faces']} faces, inter-ocular NME %)
 The smallest face of each kind (and which kinds are used at all) was chosen on these faces.
 
-| faces | before | after |
-|---|---|---|
+| faces | before | after the part networks | after the shape regression |
+|---|---|---|---|
 {rows}
 
 Mean point error by part (pixels):

@@ -119,3 +119,29 @@ def _write_tiny_refiner(folder) -> None:
                       str(folder / "eye.onnx"), input_names=["patches"], output_names=["points"],
                       dynamic_axes={"patches": {0: "batch"}, "points": {0: "batch"}}, opset_version=17, dynamo=False)
     write_refiner_json(folder, [eye], mean_face(np.stack([template_face()]), IBUG_68), {})
+
+
+@pytest.mark.slow
+def test_kinds_none_is_a_stage_with_only_the_shape_regression(tmp_path):
+    """``asmnet refiner --kinds none``: no part networks; the regression is fitted on the training
+    faces and kept because it lowers the validation NME (the default model's points on drawn faces
+    carry a large error that depends on the shape)."""
+    from conftest import make_synthetic_set
+
+    from asmnet.errors import AsmnetError
+    from asmnet.regions import RegionRefiner
+    from asmnet.training.refiner import train_refiner
+    from asmnet.training.refiner_config import RefinerConfig
+
+    data = make_synthetic_set(tmp_path / "synth", 420, seed=8, size=96)
+    cfg = RefinerConfig(data=[str(data)], out=str(tmp_path / "run"), kinds=["none"], label_origin=0.0,
+                        val_fraction=0.15, detector="none")
+    assert cfg.kinds == []
+    summary = train_refiner(cfg, log=lambda line: None)
+    assert summary["kinds"] == {} and summary["shape_regression"]["chosen"]
+    assert summary["after"]["all"] < summary["before"]["all"]
+    refiner = RegionRefiner(tmp_path / "run" / "refiner")
+    assert refiner.kinds == [] and refiner.shape is not None
+    assert summary["onnx_max_difference_px"] < 1e-3  # the stored regression (float32 weights) gives the fitted one's
+    with pytest.raises(AsmnetError, match="leaves nothing to train"):
+        RefinerConfig(data=[str(data)], out=str(tmp_path / "x"), kinds=["none"], shape_regression=False)

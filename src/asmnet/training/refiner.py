@@ -359,8 +359,6 @@ def train_refiner(cfg: RefinerConfig, resume: bool = False, log=print, stop_afte
         helps = scores[kind.name][limit] < float(nme(start, truth).mean())
         if helps or not cfg.select_kinds:  # a kind that never helps is left out
             chosen_kinds.append(replace(kind, min_iod=limit))
-    if not chosen_kinds:
-        raise AsmnetError("no face-part kind lowered the validation NME: no refiner written")
     parts_only = gated = _gate(start, refined, chosen_kinds, markup)
     regression, shape_report = None, None
     if cfg.shape_regression:
@@ -368,6 +366,9 @@ def train_refiner(cfg: RefinerConfig, resume: bool = False, log=print, stop_afte
         regression, shape_report = _choose_shape_regression(faces, nets, makers, chosen_kinds, face, gated, truth)
         if regression is not None:
             gated = regression.apply(gated)
+    if not chosen_kinds and regression is None:
+        raise AsmnetError("neither a face-part network nor the shape regression lowered the validation NME: "
+                          "no refiner written")
     folder = _stage_folder(out / "refiner", previous)
     _export({k.name: nets[k.name] for k in chosen_kinds}, makers, folder)
     if regression is not None:

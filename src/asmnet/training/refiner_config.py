@@ -22,7 +22,8 @@ class RefinerConfig:
     after: str | None = setting(None, "a refiner folder this one follows (a cascade: its points are this stage's "
                                 "starts, and OUT/refiner/ holds both stages)", metavar="DIR")
     kinds: list[str] = field(default_factory=lambda: [k.name for k in KINDS_68], metadata={
-        "help": f"face-part kinds to refine ({', '.join(k.name for k in KINDS_68)}); repeatable", "metavar": "KIND"})
+        "help": f"face-part kinds to refine ({', '.join(k.name for k in KINDS_68)}); repeatable; 'none': no part "
+                "networks, only the shape regression", "metavar": "KIND"})
     epochs: int = setting(12, "epochs per kind")
     batch_size: int = setting(128, "patches per step")
     lr: float = setting(2e-3, "peak AdamW learning rate (one cycle)")
@@ -45,8 +46,12 @@ class RefinerConfig:
 
     def __post_init__(self) -> None:
         known = {k.name for k in KINDS_68}
-        if not self.kinds or any(k not in known for k in self.kinds):
-            raise AsmnetError(f"--kinds {self.kinds!r}: each must be one of {', '.join(sorted(known))}")
+        if self.kinds == ["none"]:
+            self.kinds = []
+        if any(k not in known for k in self.kinds):
+            raise AsmnetError(f"--kinds {self.kinds!r}: each must be one of {', '.join(sorted(known))}, or just 'none'")
+        if not self.kinds and not self.shape_regression:
+            raise AsmnetError("--kinds none with --no-shape-regression leaves nothing to train")
         for name, low, high in (("epochs", 1, 10_000), ("batch_size", 1, 65_536), ("width", 4, 256)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
