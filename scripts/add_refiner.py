@@ -23,6 +23,7 @@ from asmnet.evaluation import evaluate, read_keys
 from asmnet.fileio import read_small_json, write_json_atomic, write_text_atomic
 from asmnet.formats import load_many
 from asmnet.package import read_model_document, write_model_json
+from asmnet.packaging.card import render_card
 from asmnet.regions import RegionRefiner
 from asmnet.runtime import load_model, resolve_model
 
@@ -36,22 +37,25 @@ def commit() -> str:
         return "unknown"
 
 
-def card_text(name: str, base: str, validation: dict, refiner_meta: dict, base_validation: dict) -> str:
-    """MODEL_CARD.md of the new package."""
-    summary, cfg = refiner_meta["validation"], refiner_meta["config"]
-    parts = summary.get("after_parts", summary["after"])
-    rows = "\n".join(f"| {part} | {summary['before'][part]:.3f} | {parts[part]:.3f} | {summary['after'][part]:.3f} |"
-                     for part in summary["before"])
-    shape = (summary.get("shape_regression") or {}).get("chosen")
+def card_text(name: str, base: str, validation: dict, stages: list[dict], cfg: dict, base_validation: dict) -> str:
+    """MODEL_CARD.md of the new package (``stages``: each refiner stage's validation summary, in order;
+    ``cfg``: the first stage's training config)."""
+    first, last = stages[0], stages[-1]
+    labels = [" + ".join(x for x in ("part networks" if st["kinds"] else "", "shape regression"
+                                     if (st.get("shape_regression") or {}).get("chosen") else "") if x) for st in stages]
+    head = "| faces | network | " + " | ".join(f"stage {i}: {label}" for i, label in enumerate(labels, 1)) + " |"
+    rows = "\n".join(f"| {part} | {first['before'][part]:.3f} | " + " | ".join(f"{st['after'][part]:.3f}" for st in stages)
+                     + " |" for part in first["before"])
+    shape = next(((st.get("shape_regression") or {}).get("chosen") for st in stages
+                  if (st.get("shape_regression") or {}).get("chosen")), None)
     shape_text = (f"Then a **shape regression** corrects every point from the whole refined shape: a ridge "
                   f"regression (one per face-size group, split at {shape['groups'] or 'no'} px between the eyes) "
                   "of each point's offset, in the frame that maps the points onto the mean face, on those framed "
                   "points and the face's size; fitted on the training faces' refined points "
-                  "(`asmnet.shape_regression`)." if shape else "No shape regression (it did not lower the "
-                  "validation NME, or the run was made without one).")
-    regions = "\n".join(f"| {r} | {summary['regions_before'][r]:.3f} | {summary['regions_after'][r]:.3f} |"
-                        for r in summary["regions_before"])
-    kinds = ", ".join(f"{k} (faces from {v:g} px between the outer eye corners)" for k, v in summary["kinds"].items())
+                  "(`asmnet.shape_regression`)." if shape else "No shape regression.")
+    regions = "\n".join(f"| {r} | {first['regions_before'][r]:.3f} | {last['regions_after'][r]:.3f} |"
+                        for r in first["regions_before"])
+    kinds = ", ".join(f"{k} from {v:g} px" for st in stages for k, v in st["kinds"].items())
     folders = "\n".join(f"| {f} | {v['n']} | {base_validation['per_folder'][f]['nme_mean']:.3f} | {v['nme_mean']:.3f} |"
                         for f, v in validation["per_folder"].items())
     return f"""# Model card: {name}
@@ -59,7 +63,8 @@ def card_text(name: str, base: str, validation: dict, refiner_meta: dict, base_v
 The `{base}` landmark network (its card: `../{base}/MODEL_CARD.md`; the same ONNX graph, pose head,
 error head and quality thresholds) followed by a **region refiner**: one small network per face-part
 kind looks at each part again, cut from the image at its own resolution around the network's
-points ({kinds}). Parts of smaller faces keep the network's points. {shape_text}
+points (used on faces whose outer eye corners are at least this far apart: {kinds}). Parts of
+smaller faces keep the network's points. {shape_text}
 
 ## Refiner training
 - Data: {', '.join(Path(d).name for d in cfg['data'])}; the split of `asmnet train` (fraction
@@ -72,11 +77,12 @@ points ({kinds}). Parts of smaller faces keep the network's points. {shape_text}
   AdamW one-cycle at {cfg['lr']}, width {cfg['width']}, seed {cfg['seed']}; L1 on the part's points
   in its patch. Trained with `asmnet refiner` (commit {commit()[:12]} built this package).
 
-## Validation as users run it ({summary['detector']} box + the default second look, then the refiner; {summary['faces']} faces, inter-ocular NME %)
-The smallest face of each kind (and which kinds are used at all) was chosen on these faces.
+## Validation as users run it ({first['detector']} box + the default second look, then the refiner; {first['faces']} faces, inter-ocular NME %)
+The smallest face of each kind (and which kinds are used at all) and the shape regression's size
+groups and ridge strength were chosen on these faces.
 
-| faces | before | after the part networks | after the shape regression |
-|---|---|---|---|
+{head}
+|{'---|' * (len(stages) + 2)}
 {rows}
 
 Mean point error by part (pixels):
@@ -94,6 +100,16 @@ All faces: NME mean {validation['nme_mean']:.2f} % (`{base}`: {base_validation['
 """
 
 
+def stage_summaries(folder: Path) -> list[dict]:
+    """The validation summary of each stage of a refiner, in order (a stage's "before" is the
+    points the stages before it gave, its "after" what it gives)."""
+    out = [read_small_json(folder / "refiner.json")["validation"]]
+    while (folder / "next" / "refiner.json").is_file():
+        folder = folder / "next"
+        out.append(read_small_json(folder / "refiner.json")["validation"])
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--base", required=True, help="the landmark model package (a shipped name or a folder)")
@@ -105,9 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     base, out = resolve_model(args.base), Path(args.out)
+    in_place = out.resolve() == base.resolve()  # the refiner added to the base package itself
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(base / "model.onnx", out / "model.onnx")
-    shutil.copyfile(Path(args.keys), out / "val_keys.txt")
+    if not in_place:
+        shutil.copyfile(base / "model.onnx", out / "model.onnx")
+        shutil.copyfile(Path(args.keys), out / "val_keys.txt")
     if (out / "refiner").exists():
         shutil.rmtree(out / "refiner")
     shutil.copytree(args.refiner, out / "refiner")
@@ -119,15 +137,20 @@ def main(argv: list[str] | None = None) -> int:
     after = evaluate(model, records, progress=False, refiner=refiner).to_dict()
     document = read_model_document(base / "model.json")
     document["name"] = args.name
-    meta = read_small_json(out / "refiner" / "refiner.json")
-    document["card"] = {**document.get("card", {}), "name": args.name,
-                        "validation": {k: after[k] for k in VALIDATION_KEYS},
-                        "refiner": meta["validation"], "base": base.name}
+    cfg = read_small_json(out / "refiner" / "refiner.json")["config"]
+    stages = stage_summaries(out / "refiner")
+    if in_place:  # the package's own card, with the refiner's section and the network's own figures kept
+        document["card"] = {**document["card"], "validation": {k: after[k] for k in VALIDATION_KEYS},
+                            "validation_network": {k: before[k] for k in VALIDATION_KEYS}, "refiner": stages}
+    else:
+        document["card"] = {**document.get("card", {}), "name": args.name,
+                            "validation": {k: after[k] for k in VALIDATION_KEYS}, "refiner": stages, "base": base.name}
     write_model_json(out / "model.json", document)
     # each face's NME and quality (its 68 points would make the file 30 times larger)
     after["per_image"] = [{k: v for k, v in item.items() if k != "landmarks"} for item in after["per_image"]]
     write_json_atomic(out / "validation.json", after)
-    write_text_atomic(out / "MODEL_CARD.md", card_text(args.name, base.name, after, meta, before))
+    write_text_atomic(out / "MODEL_CARD.md", render_card(document["card"]) if in_place else
+                      card_text(args.name, base.name, after, stages, cfg, before))
     print(f"{out}: GT box NME {before['nme_mean']:.3f} -> {after['nme_mean']:.3f} % on {after['n']} faces")
     return 0
 

@@ -265,8 +265,10 @@ def fit(args: argparse.Namespace, data: dict[str, np.ndarray], markup) -> tuple[
                                  "train_clean_out_of_fold": pooled_stats(terms[kind], kind, signals, clean),
                                  "train_all_out_of_fold": pooled_stats(terms[kind], kind, signals, groups)}
         print(f"{kind}: {terms[kind]}; {report['kinds'][kind]['train_clean_out_of_fold']}", file=sys.stderr)
-    fitted = {"by": "scripts/fit_quality.py", "faces": "training split (not val_keys.txt): ground-truth box, "
-              f"{args.detector} box, and {args.variants} damaged copies each (seed {args.seed})",
+    held_out = Path(args.keys).name if args.keys else "val_keys.txt"
+    fitted = {"by": "scripts/fit_quality.py", "faces": f"faces of {', '.join(Path(d).name for d in args.data)} not in "
+              f"{held_out}: ground-truth box, {args.detector} box, and {args.variants} damaged copies each "
+              f"(seed {args.seed})",
               "error_head": f"ridge alpha {args.alpha} on standardised features -> ln(NME %) clipped to "
               f"{list(NME_CLIP)}, every pass", "terms": f"least squares of ln(NME %) on out-of-fold head outputs "
               f"({args.folds} folds by identity / clip)", "samples": int(len(y))}

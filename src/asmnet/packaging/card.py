@@ -62,6 +62,30 @@ def augment_text(augment: dict | None) -> str:
             f"{a['lowres_prob']:.0%}, occlusion {a['occlusion_prob']:.0%}.\n")
 
 
+def refiner_text(card: dict) -> str:
+    """The section on a package's own refiner (``card["refiner"]``: each stage's validation summary
+    from ``asmnet refiner``), or "" without one."""
+    stages = card.get("refiner") or []
+    if not stages:
+        return ""
+    network = card.get("validation_network", {})
+    kinds = ", ".join(f"{k} (from {v:g} px between the eyes)" for st in stages for k, v in st["kinds"].items()) or "none"
+    shape = any((st.get("shape_regression") or {}).get("chosen") for st in stages)
+    first, last = stages[0], stages[-1]
+    rows = "\n".join(f"| {part} | {first['before'][part]:.3f} | {last['after'][part]:.3f} |" for part in first["before"])
+    return f"""## Refiner (`refiner/`: used unless `refine_regions=False` / `--no-refine-regions`)
+Part networks: {kinds}. Shape regression: {"yes" if shape else "no"} (a ridge correction of every
+point from the whole predicted shape and the face's size, fitted on the training faces;
+`asmnet.shape_regression`). The validation above includes it; the network alone gives NME mean
+{network.get('nme_mean', float('nan')):.2f} % there. As users run it ({first['detector']} + second look, {first['faces']} faces, NME %):
+
+| faces | network | with the refiner |
+|---|---|---|
+{rows}
+
+"""
+
+
 def render_card(card: dict) -> str:
     """MODEL_CARD.md's text for a package's model.json ``card``; KeyError when the card lacks a
     field a package built by scripts/build_model.py has."""
@@ -123,6 +147,7 @@ ROC AUC for NME > 8 %: {q['roc_auc_nme_gt_8']:.3f}; threshold {q['threshold']:.5
 FR@8 % among flagged {q['fr_0.08_among_flagged']:.1f} %, among the rest {q['fr_0.08_among_unflagged']:.2f} %; failures caught {q['failures_caught']}.
 {with_detector_text(q)}
 {error_head_text(card)}
+{refiner_text(card)}
 ## ASM blend at inference (prediction moved towards its ASM projection)
 | blend | NME mean % | FR@10 % |
 |---|---|---|
