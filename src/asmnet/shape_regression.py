@@ -23,7 +23,6 @@ import numpy as np
 
 from .errors import ModelError
 from .fileio import read_small_bytes, write_atomic
-from .geometry import similarity_transform, transform_points
 from .markup import markup_for
 from .metrics import normalising_distance
 
@@ -53,7 +52,7 @@ class ShapeRegression:
         """Features (K, F), framed points (K, N, 2), image -> frame matrices (K, 2, 3) and size
         group (K,) of ``points`` (K, N, 2, 0-based pixels)."""
         points = np.asarray(points, dtype=np.float64)
-        matrices = np.stack([similarity_transform(p, self.mean_face) for p in points])
+        matrices = similarities_onto(points, self.mean_face)
         iod = normalising_distance(points, markup_for(self.num_points))
         framed = apply_matrices(points, matrices)
         return (size_features(framed, iod, self.steps), framed, matrices,
@@ -67,11 +66,10 @@ class ShapeRegression:
         features, framed, matrices, group = self.frame(points - origin)
         offsets = np.einsum("kf,kfo->ko", (features - self.mean[group]) / self.scale[group], self.weights[group])
         moved = framed + (offsets + self.bias[group]).reshape(framed.shape)
-        out = np.empty_like(points)
-        for k, matrix in enumerate(matrices):
-            back = np.linalg.inv(np.vstack([matrix, [0.0, 0.0, 1.0]]))[:2]
-            out[k] = transform_points(moved[k], back) + origin
-        return out
+        # back to the image: a similarity's linear part [[a, -b], [b, a]] inverts to [[a, b], [-b, a]] / (a² + b²)
+        turn = matrices[:, :, :2]
+        inverse = np.transpose(turn, (0, 2, 1)) / (turn[:, 0, 0] ** 2 + turn[:, 1, 0] ** 2)[:, None, None]
+        return np.einsum("kni,kji->knj", moved - matrices[:, None, :, 2], inverse) + origin
 
     def save(self, path: str | Path) -> None:
         """Write the arrays (atomically) to ``path`` (.npz)."""
@@ -115,6 +113,21 @@ class ShapeRegression:
         if n not in (68, 98) or not all(np.isfinite(getattr(self, k)).all() for k in expected) or (self.scale <= 0).any():
             return "values out of range (point count 68 or 98, finite numbers, positive scales)"
         return None
+
+
+def similarities_onto(points: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Each face's 2x3 least-squares similarity (K, 2, 3) from its ``points`` (K, N, 2) onto ``target``
+    (N, 2): :func:`asmnet.geometry.similarity_transform` for a batch, in closed form."""
+    source_mean, target_mean = points.mean(axis=1), target.mean(axis=0)
+    s, d = points - source_mean[:, None], target - target_mean
+    norm = (s**2).sum(axis=(1, 2))
+    if not np.all(norm > 0):
+        raise ValueError("similarities_onto: a face's points coincide")
+    a = (s * d).sum(axis=(1, 2)) / norm
+    b = (s[..., 0] * d[:, 1] - s[..., 1] * d[:, 0]).sum(axis=1) / norm
+    turn = np.stack([np.stack([a, -b], -1), np.stack([b, a], -1)], 1)
+    shift = target_mean - np.einsum("kij,kj->ki", turn, source_mean)
+    return np.concatenate([turn, shift[:, :, None]], axis=2)
 
 
 def apply_matrices(points: np.ndarray, matrices: np.ndarray) -> np.ndarray:
