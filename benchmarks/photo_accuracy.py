@@ -12,7 +12,9 @@ Per protocol: NME mean per data folder, over the photos (every folder but ``udac
 over all faces, FR@10, NME per face region on the photos (``Markup.regions``) and the mean signed
 vertical error in % of the inter-ocular distance (positive: points below the annotation). Pose MAE
 (GT box) against the ``pose.csv`` labels. Writes ``--out`` (JSON) and prints one table row per
-model and protocol. Choose recipes by the ``mtcnn`` photo number; report both.
+model and protocol. A model package with a refiner (``accurate``: part networks + shape regression;
+``default``: shape regression) gets the rows ``gt+regions`` and ``mtcnn+regions`` after it (the
+plain rows are the network's own). Choose recipes by the ``mtcnn`` photo number; report both.
 
     PYTHONPATH=src .venv/bin/python benchmarks/photo_accuracy.py --data ../shared/data/lfpw_train \\
         --data ../shared/data/helen_train --data ../shared/data/afw --data ../shared/data/udacity_train \\
@@ -38,7 +40,7 @@ from asmnet.geometry import tight_box
 from asmnet.inference import DEFAULT_REFINE, EARLY_STOP, align_faces
 from asmnet.markup import markup_for
 from asmnet.metrics import failure_rate, nme, normalising_distance, pose_mae
-from asmnet.regions import RegionRefiner
+from asmnet.regions import RegionRefiner, load_refiner
 from asmnet.runtime import load_model, resolve_model
 
 VIDEO_FOLDERS = ("udacity_train",)  # everything else counts as a photo
@@ -110,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--detector", default="mtcnn")
     ap.add_argument("--flip-tta", action="store_true", help="every pass also on the mirrored crop (2x network time)")
     ap.add_argument("--refiner", default=None, metavar="DIR",
-                    help="also score the points after this region refiner (a refiner/ folder; one thread)")
+                    help="score the points after this refiner (a refiner/ folder, one thread) instead of each "
+                    "model package's own")
     ap.add_argument("--out", default="benchmarks/results/photo_accuracy.json")
     return run_reporting_errors(run, ap.parse_args(argv))
 
@@ -122,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for name in args.model or ["default"]:
         t0 = time.time()
-        refiner = RegionRefiner(args.refiner, threads=1) if args.refiner else None
+        # the package's own refiner (part networks and / or shape regression) unless --refiner names one
+        refiner = RegionRefiner(args.refiner, threads=1) if args.refiner else load_refiner(name, 1, required=False)
         result = measure(name, records, images, detector, args.flip_tta, refiner)
         results.append(result)
         for proto in ("gt", detector.name, "gt+regions", f"{detector.name}+regions"):
