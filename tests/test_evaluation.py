@@ -10,6 +10,7 @@ import pytest
 from asmnet.cli import main
 from asmnet.evaluation import EvaluationResult, FolderResult, ImageResult, evaluate
 from asmnet.formats import load_many
+from asmnet.regions import load_refiner
 from asmnet.runtime import DEFAULT_MODEL_DIR, load_model
 
 JSON_KEYS = ["n", "nme_mean", "nme_median", "fr_0.08", "fr_0.10", "auc_0.08", "auc_0.10", "pose_mae", "pose_n",
@@ -21,7 +22,8 @@ pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "model.json").exists(),
 
 def test_result_fields_and_json(synthetic_set, tmp_path):
     records = load_many([str(synthetic_set)])[0][:12]
-    res = evaluate(load_model(None, threads=1), records, progress=False)
+    # with the package's refiner, as asmnet evaluate runs the default model
+    res = evaluate(load_model(None, threads=1), records, progress=False, refiner=load_refiner(None, required=False))
     assert isinstance(res, EvaluationResult) and res.n == 12 and res.model == "default"
     assert all(isinstance(i, ImageResult) for i in res.per_image)
     assert isinstance(res.per_folder["synth"], FolderResult) and res.per_folder["synth"].n == 12

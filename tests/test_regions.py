@@ -159,18 +159,43 @@ def test_the_shipped_accurate_model_is_default_plus_its_refiner(astronaut):
     from asmnet import FaceAligner
 
     image, _ = astronaut
-    default = FaceAligner("default", threads=1)(image)
+    default = FaceAligner("default", refine_regions=False, threads=1)(image)
     plain = FaceAligner("accurate", refine_regions=False, threads=1)(image)
-    refined = FaceAligner("accurate", threads=1)(image)  # the package has a refiner: used
+    aligner = FaceAligner("accurate", threads=1)
+    refined = aligner(image)  # the package has a refiner: used
     assert len(default) == len(plain) == len(refined) == 1
     np.testing.assert_array_equal(plain[0].landmarks, default[0].landmarks)  # the same network
-    moved = np.abs(refined[0].landmarks - plain[0].landmarks).max(axis=1) > 0
+    assert aligner.refiner.stages >= 2 and aligner.refiner.shape is None  # part networks first
+    assert any(stage.shape is not None for stage in _stages(aligner.refiner))  # then a shape regression
+    # the first stage alone moves the parts of the kinds for a face of this size, only
+    first = load_refiner("accurate")
+    first.next = None
+    parts_only = first.refine([image], np.zeros(1, int), plain[0].landmarks[None], aligner.pixel_origin)[0]
+    moved = np.abs(parts_only - plain[0].landmarks).max(axis=1) > 0
     iod = np.linalg.norm(plain[0].landmarks[45] - plain[0].landmarks[36])  # 57 px here
-    used = {k.name for k in load_refiner("accurate").kinds if k.min_iod <= iod}
+    used = {k.name for k in first.kinds if k.min_iod <= iod}
     assert used  # a kind that a 57-px face gets
     parts = {"eye": range(36, 48), "brow": range(17, 27), "nose": range(27, 36), "mouth": range(48, 68),
              "jaw": range(0, 17)}
-    expected = sorted(i for name in used for i in parts[name])
-    assert np.flatnonzero(moved).tolist() == expected  # the parts of the kinds for a face of this size, only
+    assert np.flatnonzero(moved).tolist() == sorted(i for name in used for i in parts[name])
     assert np.abs(refined[0].landmarks - plain[0].landmarks).max() < 8.0  # a correction, not a new face
     assert refined[0].quality == plain[0].quality and refined[0].pose.tolist() == plain[0].pose.tolist()
+
+
+def test_the_shipped_default_model_refines_with_its_shape_regression_only(astronaut):
+    from asmnet import FaceAligner
+
+    image, _ = astronaut
+    refiner = load_refiner("default")
+    assert refiner.kinds == [] and refiner.shape is not None and refiner.next is None
+    plain = FaceAligner("default", refine_regions=False, threads=1)(image)[0]
+    refined = FaceAligner("default", threads=1)(image)[0]
+    np.testing.assert_allclose(refined.landmarks, refiner.shape.apply(plain.landmarks[None], 0.0)[0], atol=1e-9)
+    assert 0 < np.abs(refined.landmarks - plain.landmarks).max() < 8.0
+    assert refined.quality == plain.quality and refined.pose.tolist() == plain.pose.tolist()
+
+
+def _stages(refiner):
+    while refiner is not None:
+        yield refiner
+        refiner = refiner.next

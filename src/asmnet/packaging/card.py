@@ -115,6 +115,7 @@ def render_card(card: dict) -> str:
     note = f"; {card['speed']['note']}" if card["speed"].get("note") else ""
     pose = v["pose_mae"] or {}
     q = card["quality"]
+    net = card.get("validation_network", v)  # the blend acts on the network's points, before any refiner
     blends = "\n".join(f"| {b} | {d['nme_mean']:.3f} | {d['fr_0.10']:.2f} |" for b, d in card["asm_blend"].items())
     return f"""# Model card: {card['name']}
 
@@ -148,10 +149,10 @@ FR@8 % among flagged {q['fr_0.08_among_flagged']:.1f} %, among the rest {q['fr_0
 {with_detector_text(q)}
 {error_head_text(card)}
 {refiner_text(card)}
-## ASM blend at inference (prediction moved towards its ASM projection)
+## ASM blend at inference (the network's prediction moved towards its ASM projection)
 | blend | NME mean % | FR@10 % |
 |---|---|---|
-| 0 | {v['nme_mean']:.3f} | {v['fr_0.10']:.2f} |
+| 0 | {net['nme_mean']:.3f} | {net['fr_0.10']:.2f} |
 {blends}
 
 {peers_and_ablation(card)}
