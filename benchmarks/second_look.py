@@ -192,8 +192,8 @@ def write_thresholds(package: Path, report: dict, default_kind: str, cache: dict
         set_quality_thresholds(meta, thresholds, default_kind)
         meta.setdefault("card", {})["quality"] = {
             "definition": QUALITY_DEFINITION, **flag_report(q, e, threshold),
-            "with_detector": {"boxes": "ground truth + " + ", ".join(
-                p for p in report["kinds"][default_kind]["per_protocol"] if p != "gt"),
+            "with_detector": {"boxes": " + ".join("ground truth" if p == "gt" else p
+                                                  for p in report["kinds"][default_kind]["per_protocol"]),
                 "n": v["n"], "roc_auc": v["roc_auc"], "flag_share": v["flagged"],
                 "failures_caught": f"{v['failures_caught']} of {v['failures']}"}}
 
@@ -242,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quality-out", default="benchmarks/results/quality.json")
     ap.add_argument("--write-thresholds", action="store_true",
                     help="store the measured thresholds in the model's model.json (quality fields only)")
+    ap.add_argument("--fit-on", choices=("all", "detector"), default="all",
+                    help="fit the thresholds (5 %% flagged) on the ground-truth and detector boxes together, or on "
+                    "the detectors' boxes only (what users get)")
     ap.add_argument("--cache", default=None, help="also write the per-face results here (npz)")
     ap.add_argument("--from-cache", default=None, metavar="NPZ",
                     help="skip the runs: redo quality.json (and --write-thresholds) from a --cache file")
@@ -324,7 +327,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def finish_quality(args: argparse.Namespace, model, cache: dict[str, np.ndarray], detector_names: list[str]) -> int:
     """quality.json from the per-face results, and the thresholds into model.json when asked."""
-    quality = quality_report(cache, ["gt", *detector_names])
+    # the faces the thresholds are fitted on: every box protocol, or what users get (the detectors' boxes)
+    quality = quality_report(cache, detector_names if args.fit_on == "detector" else ["gt", *detector_names])
+    quality["fitted_on"] = args.fit_on
     quality["model"] = model.info.name
     write_json_atomic(args.quality_out, stamp(quality))
     for kind, rep in quality["kinds"].items():

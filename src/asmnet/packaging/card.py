@@ -33,7 +33,7 @@ def with_detector_text(quality: dict) -> str:
     w = quality.get("with_detector")
     if not w:
         return ""
-    return (f"With {w['boxes']} boxes together ({w['n']} results; benchmarks/second_look.py): ROC AUC "
+    return (f"With {w['boxes']} boxes ({w['n']} results; benchmarks/second_look.py): ROC AUC "
             f"{w['roc_auc']:.3f}, {w['flag_share']:.1%} flagged, failures caught {w['failures_caught']}.\n")
 
 
