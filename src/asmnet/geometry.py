@@ -89,18 +89,31 @@ def face_crop_matrix(box: np.ndarray, out_size: int, crop_scale: float = CROP_SC
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """The 2x3 similarity (rotation, uniform scale, shift; no reflection) that maps the points
     ``src`` (K, 2) closest to ``dst`` (K, 2) in least squares (Umeyama 1991). K >= 2."""
-    src, dst = np.asarray(src, dtype=np.float64), np.asarray(dst, dtype=np.float64)
-    mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
-    s, d = src - mu_s, dst - mu_d
-    norm = float((s**2).sum())
-    if not norm > 0:
+    return similarity_transforms(np.asarray(src, dtype=np.float64)[None], dst)[0]
+
+
+def similarity_transforms(sources: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """:func:`similarity_transform` of each of ``sources`` (B, K, 2) onto ``target`` (K, 2): (B, 2, 3).
+
+    In 2-D the least-squares scaled rotation [[a, -b], [b, a]] has a closed form (Umeyama's SVD
+    gives the same); the refiner and the shape regression frame every face part with it."""
+    sources, target = np.asarray(sources, dtype=np.float64), np.asarray(target, dtype=np.float64)
+    source_mean, target_mean = sources.mean(axis=1), target.mean(axis=0)
+    s, d = sources - source_mean[:, None], target - target_mean
+    norm = (s**2).sum(axis=(1, 2))
+    if not np.all(norm > 0):
         raise ValueError("similarity_transform: the source points coincide")
-    # in 2-D the least-squares scaled rotation [[a, -b], [b, a]] has a closed form (Umeyama's
-    # SVD gives the same; this is several times faster, and the refiner calls it per face part)
-    a = float((s * d).sum()) / norm
-    b = float((s[:, 0] * d[:, 1] - s[:, 1] * d[:, 0]).sum()) / norm
-    turn = np.array([[a, -b], [b, a]])
-    return np.hstack([turn, (mu_d - turn @ mu_s)[:, None]])
+    a = (s * d).sum(axis=(1, 2)) / norm
+    b = (s[..., 0] * d[:, 1] - s[..., 1] * d[:, 0]).sum(axis=1) / norm
+    turn = np.stack([np.stack([a, -b], -1), np.stack([b, a], -1)], 1)
+    shift = target_mean - np.einsum("bij,bj->bi", turn, source_mean)
+    return np.concatenate([turn, shift[:, :, None]], axis=2)
+
+
+def invert_affines(matrices: np.ndarray) -> np.ndarray:
+    """The inverses (B, 2, 3) of 2x3 affines (B, 2, 3)."""
+    linear = np.linalg.inv(matrices[:, :, :2])
+    return np.concatenate([linear, -np.einsum("bij,bj->bi", linear, matrices[:, :, 2])[:, :, None]], axis=2)
 
 
 def rotate_on_canvas(image: np.ndarray, points: np.ndarray, angle: float, origin: float = 0.0

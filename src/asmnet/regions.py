@@ -31,7 +31,7 @@ import numpy as np
 from .errors import ModelError
 from .fileio import read_small_json
 from .formats.image import to_channels
-from .geometry import similarity_transform, transform_points
+from .geometry import invert_affines, similarity_transform, similarity_transforms, transform_points
 from .markup import Markup, markup_for
 from .metrics import normalising_distance
 from .shape_regression import FILE_NAME as SHAPE_FILE
@@ -102,11 +102,16 @@ def template_pixels(kind: RegionKind, face: np.ndarray) -> np.ndarray:
 def patch_matrix(points: np.ndarray, template: np.ndarray, mirrored: bool) -> np.ndarray:
     """The 2x3 map from image pixels (0-based) to the patch that frames ``points`` (n, 2) like
     ``template`` (a similarity; a mirrored instance is flipped first, so it looks like the left one)."""
+    return patch_matrices(np.asarray(points)[None], template, mirrored)[0]
+
+
+def patch_matrices(points: np.ndarray, template: np.ndarray, mirrored: bool) -> np.ndarray:
+    """:func:`patch_matrix` of each face's part ``points`` (B, n, 2): (B, 2, 3)."""
     source = np.array(points, dtype=np.float64)
     if mirrored:
-        source[:, 0] = -source[:, 0]
-    matrix = similarity_transform(source, template)
-    return matrix @ MIRROR_X if mirrored else matrix
+        source[..., 0] = -source[..., 0]
+    matrices = similarity_transforms(source, template)
+    return matrices @ MIRROR_X if mirrored else matrices
 
 
 def cut_patch(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
@@ -119,7 +124,8 @@ def points_from_patches(offsets: np.ndarray, template: np.ndarray, size: int, ma
     """Image points (B, n, 2), 0-based, of a part network's outputs ``offsets`` (B, 2n: offsets from
     ``template`` in units of the patch ``size``) for patches cut with ``matrices``."""
     in_patch = np.asarray(offsets).reshape(len(matrices), -1, 2) * size + template
-    return np.stack([transform_points(p, cv2.invertAffineTransform(m)) for p, m in zip(in_patch, matrices)])
+    back = invert_affines(np.asarray(matrices, dtype=np.float64))
+    return np.einsum("bni,bji->bnj", in_patch, back[:, :, :2]) + back[:, None, :, 2]
 
 
 class RegionRefiner:
@@ -204,15 +210,17 @@ class RegionRefiner:
                 continue
             template = self._templates[kind.name]
             # every instance (left, mirrored right) of every chosen face in one batch: one run per kind
-            jobs = [(k, indices, patch_matrix(zero_based[k, indices], template, mirrored))
-                    for indices, mirrored in kind.instances(self.markup) for k in chosen]
+            instances = kind.instances(self.markup)
+            matrices = np.concatenate([patch_matrices(zero_based[np.ix_(chosen, indices)], template, mirrored)
+                                       for indices, mirrored in instances])
+            faces = np.tile(chosen, len(instances))
             patches = np.stack([to_channels(cut_patch(images[owner[k]], m, kind.size), channel_order, "rgb")
-                                for k, _, m in jobs])
+                                for k, m in zip(faces, matrices)])
             batch = np.ascontiguousarray(patches.transpose(0, 3, 1, 2), dtype=np.float32)
             offsets = self.sessions[kind.name].run(None, {"patches": batch})[0]
-            moved = points_from_patches(offsets, template, kind.size, [m for _, _, m in jobs])
-            for (k, indices, _), p in zip(jobs, moved):
-                out[k, indices] = p + origin
+            moved = points_from_patches(offsets, template, kind.size, matrices).reshape(len(instances), len(chosen), -1, 2)
+            for (indices, _), part in zip(instances, moved):
+                out[np.ix_(chosen, indices)] = part + origin
         if self.shape is not None:
             out = self.shape.apply(out, origin)
         return out if self.next is None else self.next.refine(images, owner, out, origin, channel_order)

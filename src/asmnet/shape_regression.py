@@ -23,6 +23,7 @@ import numpy as np
 
 from .errors import ModelError
 from .fileio import read_small_bytes, write_atomic
+from .geometry import similarity_transforms
 from .markup import markup_for
 from .metrics import normalising_distance
 
@@ -52,7 +53,7 @@ class ShapeRegression:
         """Features (K, F), framed points (K, N, 2), image -> frame matrices (K, 2, 3) and size
         group (K,) of ``points`` (K, N, 2, 0-based pixels)."""
         points = np.asarray(points, dtype=np.float64)
-        matrices = similarities_onto(points, self.mean_face)
+        matrices = similarity_transforms(points, self.mean_face)
         iod = normalising_distance(points, markup_for(self.num_points))
         framed = apply_matrices(points, matrices)
         return (size_features(framed, iod, self.steps), framed, matrices,
@@ -113,21 +114,6 @@ class ShapeRegression:
         if n not in (68, 98) or not all(np.isfinite(getattr(self, k)).all() for k in expected) or (self.scale <= 0).any():
             return "values out of range (point count 68 or 98, finite numbers, positive scales)"
         return None
-
-
-def similarities_onto(points: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Each face's 2x3 least-squares similarity (K, 2, 3) from its ``points`` (K, N, 2) onto ``target``
-    (N, 2): :func:`asmnet.geometry.similarity_transform` for a batch, in closed form."""
-    source_mean, target_mean = points.mean(axis=1), target.mean(axis=0)
-    s, d = points - source_mean[:, None], target - target_mean
-    norm = (s**2).sum(axis=(1, 2))
-    if not np.all(norm > 0):
-        raise ValueError("similarities_onto: a face's points coincide")
-    a = (s * d).sum(axis=(1, 2)) / norm
-    b = (s[..., 0] * d[:, 1] - s[..., 1] * d[:, 0]).sum(axis=1) / norm
-    turn = np.stack([np.stack([a, -b], -1), np.stack([b, a], -1)], 1)
-    shift = target_mean - np.einsum("kij,kj->ki", turn, source_mean)
-    return np.concatenate([turn, shift[:, :, None]], axis=2)
 
 
 def apply_matrices(points: np.ndarray, matrices: np.ndarray) -> np.ndarray:
