@@ -367,8 +367,12 @@ def train_refiner(cfg: RefinerConfig, resume: bool = False, log=print, stop_afte
         if regression is not None:
             gated = regression.apply(gated)
     if not chosen_kinds and regression is None:
-        raise AsmnetError("neither a face-part network nor the shape regression lowered the validation NME: "
-                          "no refiner written")
+        best_part = min((min(row.values()), name) for name, row in scores.items()) if scores else None
+        best_shape = min((shape_report or {}).get("candidates", {}).values(), default=None)
+        raise AsmnetError(f"neither a face-part network nor the shape regression lowered the validation NME "
+                          f"({float(nme(start, truth).mean()):.4f}; best part kind: "
+                          f"{f'{best_part[1]} {best_part[0]:.4f}' if best_part else 'none trained'}; best shape "
+                          f"regression: {f'{best_shape:.4f}' if best_shape is not None else 'none'}): no refiner written")
     folder = _stage_folder(out / "refiner", previous)
     _export({k.name: nets[k.name] for k in chosen_kinds}, makers, folder)
     if regression is not None:
