@@ -91,3 +91,17 @@ def test_info_counts_a_model_from_its_onnx_graph(capsys):
 
     with pytest.raises(ModelError, match="not an ONNX model"):
         count_onnx(MODELS_DIR / "default" / "model.json", 128)
+
+
+def test_every_shipped_model_file_is_package_data():
+    """A non-editable install carries only what pyproject's package-data names: every file under
+    src/asmnet/models (a refiner's stages in nested folders included) must match one of its patterns."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["asmnet"]
+    package = root / "src" / "asmnet"
+    shipped = {p for p in (package / "models").rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    covered = {p for pattern in patterns for p in package.glob(pattern) if p.is_file()}
+    assert shipped and not shipped - covered, sorted(str(p.relative_to(package)) for p in shipped - covered)
