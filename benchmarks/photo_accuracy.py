@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     for name in args.model or ["default"]:
         t0 = time.time()
         # the package's own refiner (part networks and / or shape regression) unless --refiner names one
-        refiner = RegionRefiner(args.refiner, threads=1) if args.refiner else load_refiner(name, 1, required=False)
+        refiner = RegionRefiner(args.refiner) if args.refiner else load_refiner(name, required=False)
         result = measure(name, records, images, detector, args.flip_tta, refiner)
         results.append(result)
         for proto in ("gt", detector.name, "gt+regions", f"{detector.name}+regions"):

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     picks = {"median face": int(order[len(order) // 2]), "largest face": int(order[-1])}
     rows = []
     for name in args.model:
-        refiner = load_refiner(name, threads=1)
+        refiner = load_refiner(name)
         for label, k in picks.items():
             row = {"model": name, "face": label, "key": records[k].key, "eye_distance_px": round(float(iod[k]), 1),
                    **timed_refine(refiner, images[k], points[k:k + 1], args.repeats)}

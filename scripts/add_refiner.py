@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     if (out / "refiner").exists():
         shutil.rmtree(out / "refiner")
     shutil.copytree(args.refiner, out / "refiner")
-    refiner = RegionRefiner(out / "refiner", threads=1)  # checks what was copied
+    refiner = RegionRefiner(out / "refiner")  # checks what was copied
     keys = read_keys(args.keys)
     records = [r for r in load_many(args.data)[0] if r.key in keys]
     model = load_model(base, threads=1)

@@ -96,8 +96,9 @@ def test_info_counts_a_model_from_its_onnx_graph(capsys):
 def test_every_shipped_model_file_is_package_data():
     """A non-editable install carries only what pyproject's package-data names: every file under
     src/asmnet/models (a refiner's stages in nested folders included) must match one of its patterns."""
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     root = Path(__file__).resolve().parents[1]
     patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["asmnet"]

@@ -211,7 +211,7 @@ class AlignerSettings:
     straighten: bool = True  # second look: turn the crop upright
     rotation_search: bool = False  # no face upright: search the image turned by 90/180/270 degrees
     early_stop: bool = True  # second look: stop after one re-crop that moved the face little
-    refine_regions: bool | None = None  # the package's region refiner (None: when it has one)
+    refine_regions: bool | None = None  # the package's refiner (None: when it has one)
     detector_options: dict = field(default_factory=dict)  # make_detector keywords (model_path, min_face, upsample)
 
     def aligner_settings(self) -> AlignerSettings:
@@ -255,11 +255,12 @@ class FaceAligner:
     re-crop moved and turned only a little stops after it, its result the mean of both crops
     (cheaper and, on the validation faces, as accurate or better: see benchmarks/README.md).
 
-    ``refine_regions``: last, each face part (eyes, brows, nose, mouth, jaw) is looked at again at the
-    image's own resolution by the model package's region refiner (:mod:`asmnet.regions`), on
-    faces large enough to hold more detail than the network's crop. None (the default) uses it
-    when the package has one (the shipped ``"accurate"``); True requires one (ModelError
-    without); False never uses it.
+    ``refine_regions``: last, the model package's refiner (:mod:`asmnet.regions`) moves the points:
+    ``"accurate"``'s looks at each face part (eyes, brows, nose, mouth, jaw) again at the image's
+    own resolution, on faces large enough to hold more detail than the network's crop, and then
+    corrects every point from the whole shape (:mod:`asmnet.shape_regression`); ``"default"``'s
+    is that shape correction alone. None (the default) uses it when the package has one; True
+    requires one (ModelError without); False never uses it (the network's own points).
 
     ``preset="recall"`` gives the detector the options that find more tilted faces (MTCNN: the
     image also searched turned by +-30 degrees; dlib's HOG: threshold -0.4), at 2-4 times the
@@ -292,9 +293,9 @@ class FaceAligner:
             raise SettingError(None, f"refine_regions must be True, False or None (the model's choice), got {refine_regions!r}")
         self.pixel_origin = float(pixel_origin)  # the first pixel's centre in every coordinate in and out
         self.model = load_model(model, backend=backend, threads=threads)
-        # each face part looked at again at the image's resolution: the model package's refiner/,
-        # used when the package has one (the shipped 'accurate') unless refine_regions=False
-        self._refiner = None if refine_regions is False else load_refiner(model, threads, required=bool(refine_regions))
+        # the model package's refiner/ (part networks and / or shape regression), used when the
+        # package has one (the shipped 'default' and 'accurate') unless refine_regions=False
+        self._refiner = None if refine_regions is False else load_refiner(model, required=bool(refine_regions))
         self.asm_blend = float(asm_blend)
         self.flip_tta = bool(flip_tta)  # average with the mirrored crop: 2x network time, ~2 % lower NME
         # the second look: re-crop from the predicted points (and turn the crop upright), then predict again

@@ -241,12 +241,13 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 def add_refiner(sub: argparse._SubParsersAction) -> None:
     from .training.refiner_config import RefinerConfig
 
-    p = sub.add_parser("refiner", help="train a region refiner for a landmark model (the --refine-regions stage)",
-                       description="Train the region refiner of a landmark model: one small network per face part "
+    p = sub.add_parser("refiner", help="train a refiner for a landmark model (the --refine-regions stage)",
+                       description="Train the refiner of a landmark model: one small network per face part "
                        "(eyes, brows, nose, mouth, jaw), each on patches cut at the image's own resolution around "
-                       "the model's predictions. Writes OUT/refiner/ (refiner.json + one ONNX graph per part; copy "
-                       "it into the model package) and OUT/refiner_validation.json. Every epoch is checkpointed; "
-                       "--resume continues.")
+                       "the model's predictions, then a shape regression of every point (--kinds none: the "
+                       "regression alone; --after DIR: a stage after an earlier refiner). Writes OUT/refiner/ "
+                       "(refiner.json, one ONNX graph per part, shape_regression.npz; copy it into the model "
+                       "package) and OUT/refiner_validation.json. Every epoch is checkpointed; --resume continues.")
     add_config_flags(p, RefinerConfig)
     p.add_argument("--resume", action="store_true", help="continue the run OUT holds")
     p.set_defaults(func=cmd_refiner)
@@ -501,11 +502,12 @@ def add_second_look(p: argparse.ArgumentParser, default_refine: int) -> None:
                    help="second look: always run every --refine pass (by default a face the first re-crop "
                    "moved by <= 3 %% of its eye distance and turned by <= 10 degrees stops there)")
     p.add_argument("--refine-regions", action="store_true", default=None,
-                   help="last, look at each face part (eyes, brows, nose, mouth, jaw) again at the image's own "
-                   "resolution with the model's region refiner (its package's refiner/: the shipped 'accurate' "
-                   "has one and uses it unless --no-refine-regions; asmnet refiner trains one)")
+                   help="last, move the points with the model's refiner (its package's refiner/: 'accurate' "
+                   "looks at each face part again at the image's own resolution, then corrects every point "
+                   "from the whole shape; 'default' only corrects; both use it unless --no-refine-regions; "
+                   "asmnet refiner trains one)")
     p.add_argument("--no-refine-regions", dest="refine_regions", action="store_false",
-                   help="do not use the model's region refiner")
+                   help="do not use the model's refiner (the network's own points)")
 
 
 def add_predict(sub: argparse._SubParsersAction) -> None:

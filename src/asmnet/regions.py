@@ -133,7 +133,7 @@ class RegionRefiner:
     its network puts them, for faces whose inter-ocular distance is at least that kind's
     ``min_iod`` pixels (below that the image holds no more detail than the landmark network's crop)."""
 
-    def __init__(self, folder: str | Path, threads: int | None = 1, _depth: int = 0):
+    def __init__(self, folder: str | Path, _depth: int = 0):
         import onnxruntime as ort
 
         self.folder = Path(folder)
@@ -156,9 +156,9 @@ class RegionRefiner:
             if not (0 < kind.side < 10 and 8 <= kind.size <= 256 and all(0 <= i < self.markup.n_points for i in kind.points)
                     and math.isfinite(kind.min_iod) and kind.min_iod >= 0):
                 raise ModelError(meta_path, f"kind {kind.name!r} out of range (side, size, points, min_iod)")
-        # one thread per part network, whatever ``threads`` says: the networks are tiny (2-4 M
-        # multiply-adds), and each extra session's thread pool spun against the landmark network's
-        # and the detector's (with 2 threads on 2 cores a face took 27 ms instead of 11)
+        # one thread per part network: the networks are tiny (2-4 M multiply-adds), and with more
+        # each session's thread pool spun against the landmark network's and the detector's (with 2
+        # threads on 2 cores a face took 27 ms instead of 11)
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
@@ -188,7 +188,7 @@ class RegionRefiner:
         if meta.get("next") is not None:
             if meta["next"] != "next" or _depth >= MAX_STAGES - 1:
                 raise ModelError(meta_path, f"'next' must be \"next\" and a cascade at most {MAX_STAGES} stages")
-            self.next = RegionRefiner(self.folder / "next", threads, _depth + 1)
+            self.next = RegionRefiner(self.folder / "next", _depth + 1)
             if self.next.markup.n_points != self.markup.n_points:
                 raise ModelError(self.folder / "next", "a stage for another point count")
 
@@ -236,7 +236,7 @@ def write_refiner_json(folder: Path, kinds: Sequence[RegionKind], face: np.ndarr
     write_json_atomic(folder / "refiner.json", doc)
 
 
-def load_refiner(model: str | Path | None, threads: int | None = 1, required: bool = True) -> RegionRefiner | None:
+def load_refiner(model: str | Path | None, required: bool = True) -> RegionRefiner | None:
     """The region refiner of a landmark model: the ``refiner/`` folder of its package (a shipped
     name, a package folder, or None for the default model). Without one: None, or with
     ``required`` a :class:`ModelError` (one line)."""
@@ -249,4 +249,4 @@ def load_refiner(model: str | Path | None, threads: int | None = 1, required: bo
             return None
         raise ModelError(folder, f"model {package.name!r} has no region refiner (the shipped 'accurate' has one; "
                          "train one: asmnet refiner --base MODEL ..., then copy its refiner/ folder into the package)")
-    return RegionRefiner(folder, threads=threads)
+    return RegionRefiner(folder)

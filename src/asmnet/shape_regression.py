@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import ModelError
 from .fileio import read_small_bytes, write_atomic
-from .geometry import similarity_transforms
+from .geometry import invert_affines, similarity_transforms
 from .markup import markup_for
 from .metrics import normalising_distance
 
@@ -49,32 +49,19 @@ class ShapeRegression:
     def num_points(self) -> int:
         return len(self.mean_face)
 
-    def frame(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Features (K, F), framed points (K, N, 2), image -> frame matrices (K, 2, 3) and size
-        group (K,) of ``points`` (K, N, 2, 0-based pixels)."""
-        points = np.asarray(points, dtype=np.float64)
-        matrices = similarity_transforms(points, self.mean_face)
-        iod = normalising_distance(points, markup_for(self.num_points))
-        framed = apply_matrices(points, matrices)
-        return (size_features(framed, iod, self.steps), framed, matrices,
-                np.searchsorted(self.groups, iod, side="right"))
-
     def apply(self, points: np.ndarray, origin: float = 0.0) -> np.ndarray:
         """Corrected copy of ``points`` (K, N, 2; pixel centres at ``origin``)."""
         points = np.asarray(points, dtype=np.float64)
         if len(points) == 0:
             return points.copy()
-        features, framed, matrices, group = self.frame(points - origin)
+        features, framed, matrices, group = frame_shapes(points - origin, self.mean_face, self.groups, self.steps)
         offsets = np.einsum("kf,kfo->ko", (features - self.mean[group]) / self.scale[group], self.weights[group])
         moved = framed + (offsets + self.bias[group]).reshape(framed.shape)
-        # back to the image: a similarity's linear part [[a, -b], [b, a]] inverts to [[a, b], [-b, a]] / (a² + b²)
-        turn = matrices[:, :, :2]
-        inverse = np.transpose(turn, (0, 2, 1)) / (turn[:, 0, 0] ** 2 + turn[:, 1, 0] ** 2)[:, None, None]
-        return np.einsum("kni,kji->knj", moved - matrices[:, None, :, 2], inverse) + origin
+        return apply_matrices(moved, invert_affines(matrices)) + origin
 
     def save(self, path: str | Path) -> None:
         """Write the arrays (atomically) to ``path`` (.npz)."""
-        arrays = {name: np.asarray(getattr(self, name), dtype=np.float32 if name in ("weights",) else np.float64)
+        arrays = {name: np.asarray(getattr(self, name), dtype=np.float32 if name == "weights" else np.float64)
                   for name in ("mean_face", "groups", "steps", "mean", "scale", "weights", "bias")}
 
         def write(tmp: Path) -> None:
@@ -114,6 +101,17 @@ class ShapeRegression:
         if n not in (68, 98) or not all(np.isfinite(getattr(self, k)).all() for k in expected) or (self.scale <= 0).any():
             return "values out of range (point count 68 or 98, finite numbers, positive scales)"
         return None
+
+
+def frame_shapes(points: np.ndarray, mean_face: np.ndarray, groups: np.ndarray, steps: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Features (K, F), framed points (K, N, 2), image -> frame matrices (K, 2, 3) and size group
+    (K,) of ``points`` (K, N, 2, 0-based pixels), framed on ``mean_face`` (N, 2)."""
+    points = np.asarray(points, dtype=np.float64)
+    matrices = similarity_transforms(points, mean_face)
+    iod = normalising_distance(points, markup_for(len(mean_face)))
+    framed = apply_matrices(points, matrices)
+    return size_features(framed, iod, steps), framed, matrices, np.searchsorted(groups, iod, side="right")
 
 
 def apply_matrices(points: np.ndarray, matrices: np.ndarray) -> np.ndarray:

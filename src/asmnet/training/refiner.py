@@ -321,7 +321,7 @@ def train_refiner(cfg: RefinerConfig, resume: bool = False, log=print, stop_afte
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "refiner_config.json", asdict(cfg))
     model = load_model(cfg.base, threads=2)
-    previous = RegionRefiner(cfg.after, threads=2) if cfg.after else None
+    previous = RegionRefiner(cfg.after) if cfg.after else None
     faces = _load_faces(cfg, model, previous)
     markup = markup_for(faces.truth.shape[1])
     face = mean_face(faces.truth[faces.train], markup)
@@ -390,8 +390,7 @@ def train_refiner(cfg: RefinerConfig, resume: bool = False, log=print, stop_afte
     write_refiner_json(folder, chosen_kinds, face, {"base": cfg.base, "config": asdict(cfg), "validation": summary,
                                                     **({"shape_regression": SHAPE_FILE} if regression else {})})
     # the exported graphs must give what the networks gave
-    check = RegionRefiner(folder, threads=2).refine(val_images, np.array(kept), start + cfg.label_origin,
-                                                      cfg.label_origin)
+    check = RegionRefiner(folder).refine(val_images, np.array(kept), start + cfg.label_origin, cfg.label_origin)
     summary["onnx_max_difference_px"] = float(np.abs(check - cfg.label_origin - gated).max())
     write_json_atomic(out / "refiner_validation.json", summary)
     log(f"validation ({cfg.detector} + second look): NME {summary['before']} -> {summary['after']}; "

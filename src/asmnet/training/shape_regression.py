@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..shape_regression import ShapeRegression, apply_matrices
+from ..shape_regression import ShapeRegression, apply_matrices, frame_shapes
 
 
 def fit_shape_regression(starts: Sequence[np.ndarray], truth: np.ndarray, mean_face: np.ndarray,
@@ -15,17 +15,16 @@ def fit_shape_regression(starts: Sequence[np.ndarray], truth: np.ndarray, mean_f
     ``starts`` (each (K, N, 2), 0-based, the predictions for the faces of ``truth``); one
     regression per size group. Returns the :class:`ShapeRegression`. Raises ValueError when a
     group holds fewer faces than twice the features."""
-    shell = ShapeRegression(np.asarray(mean_face, float), np.asarray(groups, float), np.asarray(steps, float),
-                            np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0))
+    mean_face, groups, steps = (np.asarray(a, dtype=np.float64) for a in (mean_face, groups, steps))
     features, targets, sizes = [], [], []
     for start in starts:
-        x, framed, matrices, group = shell.frame(start)
+        x, framed, matrices, group = frame_shapes(start, mean_face, groups, steps)
         features.append(x)
         targets.append((apply_matrices(truth, matrices) - framed).reshape(len(x), -1))
         sizes.append(group)
     x, y, group = np.vstack(features), np.vstack(targets), np.concatenate(sizes)
     means, scales, weights, biases = [], [], [], []
-    for g in range(len(shell.groups) + 1):
+    for g in range(len(groups) + 1):
         xg, yg = x[group == g], y[group == g]
         if len(xg) < 2 * x.shape[1]:
             raise ValueError(f"size group {g} holds {len(xg)} faces, fewer than twice its {x.shape[1]} features")
@@ -35,5 +34,5 @@ def fit_shape_regression(starts: Sequence[np.ndarray], truth: np.ndarray, mean_f
         bias = yg.mean(0)
         w = np.linalg.solve(z.T @ z + alpha * np.eye(z.shape[1]), z.T @ (yg - bias))
         means.append(mu), scales.append(sd), weights.append(w), biases.append(bias)
-    return ShapeRegression(shell.mean_face, shell.groups, shell.steps, np.stack(means), np.stack(scales),
-                           np.stack(weights), np.stack(biases))
+    return ShapeRegression(mean_face, groups, steps, np.stack(means), np.stack(scales), np.stack(weights),
+                           np.stack(biases))
