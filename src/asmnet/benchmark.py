@@ -64,7 +64,7 @@ def benchmark(image_bgr: np.ndarray, model: str | None = None, detector: str = "
            "detector": {"name": aligner.detector.name,
                         **timed(lambda: aligner.detector.detect(image_bgr), min_seconds=min_seconds)},
            "landmarks": [], "pipeline": []}
-    if aligner.refiner is not None:  # the package's region refiner: its own stage after the landmarks
+    if aligner.refiner is not None:  # the package's refiner: its own stage after the landmarks
         points = face.landmarks[None]
         out["refiner"] = timed(lambda: aligner.refiner.refine([image_bgr], np.zeros(1, int), points, aligner.pixel_origin),
                                min_seconds=min_seconds)
@@ -121,8 +121,8 @@ def format_report(rep: dict) -> str:
         else:
             lines.append(f"  {r['backend']:8} {r['threads']:>7} {r['batch']:>5} {r['median_ms']:>8.3f} {r['p90_ms']:>8.3f}")
     if rep.get("refiner"):
-        lines.append(f"region refiner (1 thread, ms per face): median {rep['refiner']['median_ms']:.3f}, "
-                     f"p90 {rep['refiner']['p90_ms']:.3f}")
+        lines.append(f"refiner (part networks and / or shape regression, 1 thread, ms per face): median "
+                     f"{rep['refiner']['median_ms']:.3f}, p90 {rep['refiner']['p90_ms']:.3f}")
     faces = rep.get("faces", 1)
     lines.append(f"whole pipeline, the image with its {faces} face{'s' if faces != 1 else ''} (detector + landmarks), ms:")
     for r in rep["pipeline"]:

@@ -247,6 +247,6 @@ def load_refiner(model: str | Path | None, required: bool = True) -> RegionRefin
     if not (folder / "refiner.json").is_file():
         if not required:
             return None
-        raise ModelError(folder, f"model {package.name!r} has no region refiner (the shipped 'accurate' has one; "
+        raise ModelError(folder, f"model {package.name!r} has no region refiner (the shipped 'default' and 'accurate' have one; "
                          "train one: asmnet refiner --base MODEL ..., then copy its refiner/ folder into the package)")
     return RegionRefiner(folder)
