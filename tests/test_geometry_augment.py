@@ -15,6 +15,8 @@ from asmnet.geometry import (
     face_crop_matrix,
     from_normalised,
     invert_affine,
+    invert_affines,
+    similarity_transforms,
     tight_box,
     to_normalised,
     transform_points,
@@ -137,6 +139,34 @@ def test_crop_matrix_is_invertible(cx, cy, side, angle, flip, size):
     pts = np.array([[cx, cy], [cx + side / 3, cy - side / 5]])
     back = transform_points(transform_points(pts, m), invert_affine(m))
     assert np.allclose(back, pts, atol=1e-6 * max(1.0, side, abs(cx), abs(cy)))
+
+
+def umeyama(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Reference least-squares similarity by SVD (Umeyama 1991), the part alone."""
+    ms, mt = source.mean(0), target.mean(0)
+    s, t = source - ms, target - mt
+    u, sig, vt = np.linalg.svd(t.T @ s / len(s))
+    d = np.diag([1.0, np.sign(np.linalg.det(u @ vt))])
+    rotation = u @ d @ vt
+    scale = np.trace(np.diag(sig) @ d) / (s**2).sum(1).mean()
+    return np.hstack([scale * rotation, (mt - scale * rotation @ ms)[:, None]])
+
+
+def test_batched_similarities_with_padding_equal_one_by_one_and_invert():
+    rng = np.random.default_rng(3)
+    parts = [rng.normal(50, 20, (n, 2)) for n in (6, 9, 20)]
+    targets = [rng.normal(0, 10, (n, 2)) for n in (6, 9, 20)]
+    width = 20
+    # padding repeats the last point with weight 0: it must not move the fit
+    padded = np.stack([np.concatenate([p, np.repeat(p[-1:] + 99.0, width - len(p), 0)]) for p in parts])
+    padded_targets = np.stack([np.concatenate([t, np.repeat(t[-1:] - 7.0, width - len(t), 0)]) for t in targets])
+    weights = np.array([[1.0] * len(p) + [0.0] * (width - len(p)) for p in parts])
+    batched = similarity_transforms(padded, padded_targets, weights)
+    for m, source, target in zip(batched, parts, targets):
+        np.testing.assert_allclose(m, umeyama(source, target), atol=1e-9)
+    assert np.allclose(invert_affines(batched), [invert_affine(m) for m in batched], atol=1e-12)
+    with pytest.raises(ValueError):
+        similarity_transforms(np.ones((1, 3, 2)), np.zeros((3, 2)))
 
 
 def test_crop_matrix_rejects_bad_side():

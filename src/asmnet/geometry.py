@@ -92,28 +92,45 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return similarity_transforms(np.asarray(src, dtype=np.float64)[None], dst)[0]
 
 
-def similarity_transforms(sources: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """:func:`similarity_transform` of each of ``sources`` (B, K, 2) onto ``target`` (K, 2): (B, 2, 3).
+def similarity_transforms(sources: np.ndarray, target: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """:func:`similarity_transform` of each of ``sources`` (B, K, 2) onto ``target`` (K, 2, or one
+    per source: B, K, 2): (B, 2, 3). ``weights`` (B, K) of 0 / 1 leave points out (padding of
+    parts with fewer points, so that parts of several sizes take one call).
 
     In 2-D the least-squares scaled rotation [[a, -b], [b, a]] has a closed form (Umeyama's SVD
-    gives the same); the refiner and the shape regression frame every face part with it."""
+    gives the same); the refiner and the shape regression frame every face part with it, so it
+    is written with few NumPy calls."""
     sources, target = np.asarray(sources, dtype=np.float64), np.asarray(target, dtype=np.float64)
-    source_mean, target_mean = sources.mean(axis=1), target.mean(axis=0)
-    s, d = sources - source_mean[:, None], target - target_mean
-    norm = (s**2).sum(axis=(1, 2))
+    if weights is None:
+        source_mean, target_mean = sources.mean(axis=1), target.mean(axis=-2)
+        s = sources - source_mean[:, None]
+    else:
+        w = np.asarray(weights, dtype=np.float64)[..., None]
+        count = w.sum(axis=1)
+        source_mean, target_mean = (w * sources).sum(axis=1) / count, (w * target).sum(axis=-2) / count
+        s = (sources - source_mean[:, None]) * w
+    d = target - target_mean[..., None, :]
+    norm = np.einsum("bkj,bkj->b", s, s)
     if not np.all(norm > 0):
         raise ValueError("similarity_transform: the source points coincide")
     a = (s * d).sum(axis=(1, 2)) / norm
-    b = (s[..., 0] * d[:, 1] - s[..., 1] * d[:, 0]).sum(axis=1) / norm
-    turn = np.stack([np.stack([a, -b], -1), np.stack([b, a], -1)], 1)
-    shift = target_mean - np.einsum("bij,bj->bi", turn, source_mean)
-    return np.concatenate([turn, shift[:, :, None]], axis=2)
+    b = (s[..., 0] * d[..., 1] - s[..., 1] * d[..., 0]).sum(axis=1) / norm
+    out = np.empty((len(sources), 2, 3))
+    out[:, 0, 0], out[:, 0, 1], out[:, 1, 0], out[:, 1, 1] = a, -b, b, a
+    out[:, :, 2] = target_mean - np.einsum("bij,bj->bi", out[:, :, :2], source_mean)
+    return out
 
 
 def invert_affines(matrices: np.ndarray) -> np.ndarray:
-    """The inverses (B, 2, 3) of 2x3 affines (B, 2, 3)."""
-    linear = np.linalg.inv(matrices[:, :, :2])
-    return np.concatenate([linear, -np.einsum("bij,bj->bi", linear, matrices[:, :, 2])[:, :, None]], axis=2)
+    """The inverses (B, 2, 3) of 2x3 affines (B, 2, 3) (closed form: cheaper than np.linalg.inv
+    for the few matrices of one face)."""
+    m = np.asarray(matrices, dtype=np.float64)
+    det = m[:, 0, 0] * m[:, 1, 1] - m[:, 0, 1] * m[:, 1, 0]
+    out = np.empty(m.shape)
+    out[:, 0, 0], out[:, 0, 1] = m[:, 1, 1] / det, -m[:, 0, 1] / det
+    out[:, 1, 0], out[:, 1, 1] = -m[:, 1, 0] / det, m[:, 0, 0] / det
+    out[:, :, 2] = -np.einsum("bij,bj->bi", out[:, :, :2], m[:, :, 2])
+    return out
 
 
 def rotate_on_canvas(image: np.ndarray, points: np.ndarray, angle: float, origin: float = 0.0

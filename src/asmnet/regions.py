@@ -40,7 +40,6 @@ from .shape_regression import ShapeRegression
 REFINER_FORMAT = "asmnet-region-refiner"
 REFINER_VERSION = 1
 MAX_STAGES = 4
-MIRROR_X = np.array([[-1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
 
 
 @dataclass(frozen=True)
@@ -105,13 +104,17 @@ def patch_matrix(points: np.ndarray, template: np.ndarray, mirrored: bool) -> np
     return patch_matrices(np.asarray(points)[None], template, mirrored)[0]
 
 
-def patch_matrices(points: np.ndarray, template: np.ndarray, mirrored: bool) -> np.ndarray:
-    """:func:`patch_matrix` of each face's part ``points`` (B, n, 2): (B, 2, 3)."""
+def patch_matrices(points: np.ndarray, template: np.ndarray, mirrored: bool | np.ndarray,
+                   weights: np.ndarray | None = None) -> np.ndarray:
+    """:func:`patch_matrix` of each face's part ``points`` (B, n, 2): (B, 2, 3). ``mirrored``: one
+    flag for all, or one per row (B,); ``template`` (n, 2) or one per row (B, n, 2); ``weights``
+    (B, n) of 0 / 1 leave padding points out (see :func:`similarity_transforms`)."""
     source = np.array(points, dtype=np.float64)
-    if mirrored:
-        source[..., 0] = -source[..., 0]
-    matrices = similarity_transforms(source, template)
-    return matrices @ MIRROR_X if mirrored else matrices
+    sign = np.where(mirrored, -1.0, 1.0)[..., None]
+    source[..., 0] *= sign
+    matrices = similarity_transforms(source, template, weights)
+    matrices[:, :, 0] *= sign  # framing the mirrored points = mirroring the image, then framing
+    return matrices
 
 
 def cut_patch(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
@@ -174,7 +177,7 @@ class RegionRefiner:
             if [i.name for i in session.get_inputs()] != ["patches"]:
                 raise ModelError(path, "not a refiner graph (its input must be 'patches')")
             self.sessions[kind.name] = session
-        self._templates = {kind.name: template_pixels(kind, self.face) for kind in self.kinds}
+        self._plan: tuple[tuple[RegionKind, ...], PatchPlan | None] | None = None  # built on first use
         # after the part networks, a linear correction of every point from the whole shape
         self.shape: ShapeRegression | None = None
         if meta.get("shape_regression") is not None:
@@ -203,27 +206,83 @@ class RegionRefiner:
         ``origin``). A face below a kind's ``min_iod`` keeps that part's points."""
         out = np.array(points, dtype=np.float64)
         zero_based = out - origin
-        iod = normalising_distance(zero_based, self.markup)
-        for kind in self.kinds:
-            chosen = np.flatnonzero(iod >= kind.min_iod)
-            if len(chosen) == 0:
+        plan = self._patch_plan()
+        if plan is None:  # a stage that is only a shape regression
+            return self._after_parts(images, owner, out, origin, channel_order)
+        # one row per (part instance, face) that is refined, instance-major, so each kind's rows
+        # are one run; frames and their inverses for all kinds at once (a face's refiner is a few
+        # hundred NumPy calls, and per-kind calls were half of its time)
+        instance, face = np.nonzero(normalising_distance(zero_based, self.markup)[None, :] >= plan.min_iod[:, None])
+        if len(face) == 0:
+            return self._after_parts(images, owner, out, origin, channel_order)
+        index, used, template = plan.index[instance], plan.used[instance], plan.template[instance]
+        matrices = patch_matrices(zero_based[face[:, None], index], template, plan.mirrored[instance], used)
+        offsets = np.zeros(index.shape + (2,))
+        bounds = np.searchsorted(plan.kind[instance], np.arange(len(self.kinds) + 1))
+        for k, kind in enumerate(self.kinds):
+            rows = range(bounds[k], bounds[k + 1])
+            if len(rows) == 0:
                 continue
-            template = self._templates[kind.name]
-            # every instance (left, mirrored right) of every chosen face in one batch: one run per kind
-            instances = kind.instances(self.markup)
-            matrices = np.concatenate([patch_matrices(zero_based[np.ix_(chosen, indices)], template, mirrored)
-                                       for indices, mirrored in instances])
-            faces = np.tile(chosen, len(instances))
-            patches = np.stack([to_channels(cut_patch(images[owner[k]], m, kind.size), channel_order, "rgb")
-                                for k, m in zip(faces, matrices)])
-            batch = np.ascontiguousarray(patches.transpose(0, 3, 1, 2), dtype=np.float32)
-            offsets = self.sessions[kind.name].run(None, {"patches": batch})[0]
-            moved = points_from_patches(offsets, template, kind.size, matrices).reshape(len(instances), len(chosen), -1, 2)
-            for (indices, _), part in zip(instances, moved):
-                out[np.ix_(chosen, indices)] = part + origin
+            patches = np.stack([cut_patch(images[owner[face[r]]], matrices[r], kind.size) for r in rows])
+            found = self.sessions[kind.name].run(None, {"patches": patch_batch(patches, channel_order)})[0]
+            offsets[rows.start:rows.stop, :len(kind.points)] = found.reshape(len(rows), -1, 2) * kind.size
+        back = invert_affines(matrices)
+        moved = np.einsum("bni,bji->bnj", offsets + template, back[:, :, :2]) + back[:, None, :, 2]
+        keep = used > 0
+        out[np.broadcast_to(face[:, None], keep.shape)[keep], index[keep]] = moved[keep] + origin
+        return self._after_parts(images, owner, out, origin, channel_order)
+
+    def _patch_plan(self) -> PatchPlan | None:
+        """The :class:`PatchPlan` of the current ``kinds`` (rebuilt if they were replaced); None without kinds."""
+        kinds = tuple(self.kinds)
+        if self._plan is None or self._plan[0] != kinds:
+            self._plan = (kinds, PatchPlan.build(kinds, self.markup, self.face) if kinds else None)
+        return self._plan[1]
+
+    def _after_parts(self, images: Sequence[np.ndarray], owner: np.ndarray, points: np.ndarray, origin: float,
+                     channel_order: str) -> np.ndarray:
+        """The shape regression and the next stage (if any) on the part networks' output."""
         if self.shape is not None:
-            out = self.shape.apply(out, origin)
-        return out if self.next is None else self.next.refine(images, owner, out, origin, channel_order)
+            points = self.shape.apply(points, origin)
+        return points if self.next is None else self.next.refine(images, owner, points, origin, channel_order)
+
+
+@dataclass(frozen=True)
+class PatchPlan:
+    """Every part instance of a refiner's kinds (the left one, then the mirrored right one, kind by
+    kind), padded to the longest part so that all frames are computed together."""
+
+    kind: np.ndarray  # (R,) index of the instance's kind
+    index: np.ndarray  # (R, m) point indices, padded by repeating the last one
+    used: np.ndarray  # (R, m) 1 for the part's points, 0 for padding
+    template: np.ndarray  # (R, m, 2) the kind's template in patch pixels, padded likewise
+    mirrored: np.ndarray  # (R,) bool
+    min_iod: np.ndarray  # (R,) the kind's min_iod
+
+    @classmethod
+    def build(cls, kinds: Sequence[RegionKind], markup: Markup, face: np.ndarray) -> PatchPlan:
+        width = max(len(kind.points) for kind in kinds)
+        rows = [(k, indices, mirrored) for k, kind in enumerate(kinds) for indices, mirrored in kind.instances(markup)]
+
+        def pad(values: np.ndarray) -> np.ndarray:
+            return np.concatenate([values, np.repeat(values[-1:], width - len(values), axis=0)])
+
+        return cls(kind=np.array([k for k, _, _ in rows]),
+                   index=np.stack([pad(np.asarray(indices)) for _, indices, _ in rows]),
+                   used=np.array([[1.0] * len(indices) + [0.0] * (width - len(indices)) for _, indices, _ in rows]),
+                   template=np.stack([pad(template_pixels(kinds[k], face)) for k, _, _ in rows]),
+                   mirrored=np.array([mirrored for _, _, mirrored in rows]),
+                   min_iod=np.array([kinds[k].min_iod for k, _, _ in rows]))
+
+
+def patch_batch(patches: np.ndarray, channel_order: str) -> np.ndarray:
+    """A part network's input (B, 3, S, S) float32 RGB of patches (B, S, S[, C]) cut from images
+    in ``channel_order``."""
+    if patches.ndim == 4 and patches.shape[3] == 3:  # colour: reorder the whole batch at once
+        rgb = patches[..., ::-1] if channel_order == "bgr" else patches
+    else:  # gray or with alpha: convert each patch
+        rgb = np.stack([to_channels(p, channel_order, "rgb") for p in patches])
+    return np.ascontiguousarray(rgb.transpose(0, 3, 1, 2), dtype=np.float32)
 
 
 def write_refiner_json(folder: Path, kinds: Sequence[RegionKind], face: np.ndarray, extra: dict) -> None:

@@ -55,8 +55,11 @@ class ShapeRegression:
         if len(points) == 0:
             return points.copy()
         features, framed, matrices, group = frame_shapes(points - origin, self.mean_face, self.groups, self.steps)
-        offsets = np.einsum("kf,kfo->ko", (features - self.mean[group]) / self.scale[group], self.weights[group])
-        moved = framed + (offsets + self.bias[group]).reshape(framed.shape)
+        offsets = np.empty((len(points), self.weights.shape[2]))
+        for g in np.unique(group):  # one product per size group: no per-face copy of its weights
+            rows = group == g
+            offsets[rows] = (features[rows] - self.mean[g]) / self.scale[g] @ self.weights[g] + self.bias[g]
+        moved = framed + offsets.reshape(framed.shape)
         return apply_matrices(moved, invert_affines(matrices)) + origin
 
     def save(self, path: str | Path) -> None:
