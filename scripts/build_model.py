@@ -46,7 +46,7 @@ from asmnet.benchmark import cpu_name
 from asmnet.errors import ModelError
 from asmnet.evaluation import evaluate, read_keys
 from asmnet.fileio import write_atomic, write_json_atomic, write_text_atomic
-from asmnet.formats import load_many
+from asmnet.formats import key_folder, load_many
 from asmnet.inference import DEFAULT_REFINE, QUALITY_DEFINITION
 from asmnet.metrics import flag_report
 from asmnet.nn.checkpoint import load_checkpoint, save_checkpoint
@@ -140,7 +140,7 @@ def main() -> None:
         "architecture": train_card["config"]["arch"], "parameters": train_card["parameters"],
         "input_size": model.info.input_size,
         "training": {
-            "data": ["lfpw_train (300W LFPW train, 803 faces)", "udacity_train (3,232 video frames)"],
+            "data": data_description(all_records, train_card["config"]["data"]),
             "pose_labels": "pose.csv: 3DDFA_V2 teacher predictions (see shared/data/README.md)",
             "split": train_card["split"], "config": train_card["config"],
             "epochs_done": train_card["epochs_done"], "best_epoch": train_card["best_epoch"],
@@ -199,6 +199,22 @@ def package_stages(package: Path) -> list[dict]:
     own = {k: t.get(k) for k in STAGE_KEYS if k != "best"}
     own["best"] = {"val_nme": card["epochs_val_nme"][t["best_epoch"] - 1]}
     return [*t.get("earlier_stages", []), own]
+
+
+#: what each folder of ../shared/data holds (the card names the others by folder only)
+FOLDER_SOURCES = {"lfpw_train": "300W LFPW train", "helen_train": "300W HELEN train", "afw": "300W AFW"}
+
+
+def data_description(records: list, trained_from: list[str]) -> list[str]:
+    """The card's data lines: each folder of ``records`` with its face count, and the paths the
+    run read (a compact training pack is a copy of the same faces, downscaled)."""
+    counts: dict[str, int] = {}
+    for record in records:
+        counts[key_folder(record.key)] = counts.get(key_folder(record.key), 0) + 1
+    lines = [f"{folder} ({counts[folder]:,} video frames)" if folder == "udacity_train"
+             else f"{folder} ({FOLDER_SOURCES.get(folder, 'annotated faces')}, {counts[folder]:,} faces)"
+             for folder in sorted(counts, key=lambda f: (f == "udacity_train", f))]
+    return lines + [f"read from {', '.join(trained_from)}"]
 
 
 def build_packages(checkpoint, out: Path, all_records: list, val_keys: set[str], int8: bool,

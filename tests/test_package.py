@@ -147,3 +147,19 @@ def test_the_build_chain_script_runs_the_steps_in_order():
     positions = [script.index(step) for step in steps]
     assert positions == sorted(positions)
     assert "--write-thresholds" in script and "--write" in script
+
+
+def test_the_card_names_every_data_folder_with_its_count_and_what_the_run_read():
+    from types import SimpleNamespace
+
+    from asmnet.packaging.card import group_text
+    from asmnet.training.split import ALL_DATA_PATTERN, UDACITY_CLIP_PATTERN
+
+    build_model = load_program(ROOT / "scripts" / "build_model.py")
+    keys = ["lfpw_train/a", "lfpw_train/b", "helen_train/1_1", "afw/2_1", "udacity_train/x_10", "mine/z"]
+    lines = build_model.data_description([SimpleNamespace(key=k) for k in keys], [".data/pack/lfpw_train"])
+    assert lines == ["afw (300W AFW, 1 faces)", "helen_train (300W HELEN train, 1 faces)",
+                     "lfpw_train (300W LFPW train, 2 faces)", "mine (annotated faces, 1 faces)",
+                     "udacity_train (1 video frames)", "read from .data/pack/lfpw_train"]
+    assert "HELEN or AFW photo" in group_text(ALL_DATA_PATTERN)
+    assert "photo" not in group_text(UDACITY_CLIP_PATTERN)

@@ -86,6 +86,13 @@ point from the whole predicted shape and the face's size, fitted on the training
 """
 
 
+def group_text(pattern: str) -> str:
+    """What a split's group pattern keeps together (the two patterns of asmnet.training.split)."""
+    if "|" in pattern:  # ALL_DATA_PATTERN: clips, and the faces of one HELEN / AFW photo
+        return "Udacity frames of one clip, and the faces of one HELEN or AFW photo, stay together"
+    return "Udacity frames of one clip stay together"
+
+
 def render_card(card: dict) -> str:
     """MODEL_CARD.md's text for a package's model.json ``card``; KeyError when the card lacks a
     field a package built by scripts/build_model.py has."""
@@ -125,7 +132,7 @@ ASMNet ({card['architecture']}, {card['parameters']:,} parameters), {card['input
 ## Training
 - Data: {', '.join(t['data'])}; pose labels: {t['pose_labels']}.
 - Split: {t['split']['n_train']} training / {t['split']['n_val']} validation faces, by group
-  (`{t['split']['group_pattern']}`: Udacity frames of one clip stay together), split seed {t['split']['split_seed']}.
+  (`{t['split']['group_pattern']}`: {group_text(t['split']['group_pattern'])}), split seed {t['split']['split_seed']}.
 - Config: loss `{t['config']['loss']}` (point distance `{t['config']['point_loss']}`), shape model
   {card['shape_model']['components']} components ({card['shape_model']['explained']:.1%} of variance{asked}),
   AdamW lr {t['config']['lr']}, batch {t['config']['batch_size']}, planned {t['config']['epochs']} epochs,
