@@ -56,6 +56,13 @@ def card_text(name: str, base: str, validation: dict, stages: list[dict], cfg: d
     regions = "\n".join(f"| {r} | {first['regions_before'][r]:.3f} | {last['regions_after'][r]:.3f} |"
                         for r in first["regions_before"])
     kinds = ", ".join(f"{k} from {v:g} px" for st in stages for k, v in st["kinds"].items())
+    earlier = first.get("earlier_base")  # stage 1 trained on another network's points, measured on this one
+    earlier_text = (f"\n- Stage 1 was trained, and its kinds' smallest faces chosen, on the points of an earlier "
+                    f"`{earlier['base']}` network "
+                    f"(there: network {earlier['before']['all']:.3f} -> {earlier['after']['all']:.3f} % on all faces"
+                    + (f", {earlier['before']['photos']:.3f} -> {earlier['after']['photos']:.3f} % on the photos"
+                       if "photos" in earlier["before"] else "")
+                    + "); the table below measures it on this package's network." if earlier else "")
     folders = "\n".join(f"| {f} | {v['n']} | {base_validation['per_folder'][f]['nme_mean']:.3f} | {v['nme_mean']:.3f} |"
                         for f, v in validation["per_folder"].items())
     return f"""# Model card: {name}
@@ -72,7 +79,7 @@ smaller faces keep the network's points. {shape_text}
   HELEN and AFW faces of one photo and Udacity frames of one clip stay on one side.
 - Starts: the `{cfg['base']}` model's points from ground-truth boxes moved and resized like a
   detector's; each part's frame moved again (shift {cfg['jitter_shift']} of the eye distance, scale
-  {cfg['jitter_scale']}, rotation {cfg['jitter_rotation']} degrees, standard deviations).
+  {cfg['jitter_scale']}, rotation {cfg['jitter_rotation']} degrees, standard deviations).{earlier_text}
 - Config: {cfg['epochs']} epochs per kind, two patches per face and epoch, batch {cfg['batch_size']},
   AdamW one-cycle at {cfg['lr']}, width {cfg['width']}, seed {cfg['seed']}; L1 on the part's points
   in its patch. Trained with `asmnet refiner` (commit {commit()[:12]} built this package).
@@ -125,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if not in_place:
         shutil.copyfile(base / "model.onnx", out / "model.onnx")
-        shutil.copyfile(Path(args.keys), out / "val_keys.txt")
+        # the faces neither the network nor the refiner trained on: the base's held-out split
+        shutil.copyfile(base / "val_keys.txt" if (base / "val_keys.txt").is_file() else Path(args.keys),
+                        out / "val_keys.txt")
     if (out / "refiner").exists():
         shutil.rmtree(out / "refiner")
     shutil.copytree(args.refiner, out / "refiner")

@@ -92,7 +92,10 @@ def main() -> None:
     ap.add_argument("--measure-speed", action="store_true",
                     help="with --from-package: time the landmark stage again (default: keep the card's timing, "
                          "measured on an idle machine; timings on a shared one mislead)")
-    ap.add_argument("--keys", default=None, help="validation keys for --from-package (default: DIR/val_keys.txt)")
+    ap.add_argument("--keys", default=None, help="validation keys for --from-package (default: DIR/val_keys.txt); "
+                    "with --checkpoint, the faces the card's validation is measured on (e.g. the models table's "
+                    "benchmarks/splits/val_keys_lfpw_udacity.txt; part of the run's validation split, which "
+                    "val_keys.txt keeps)")
     ap.add_argument("--card-only", default=None, metavar="DIR",
                     help="only re-render DIR/MODEL_CARD.md from DIR/model.json's card (after scripts/fit_quality.py "
                          "or benchmarks/second_look.py --write-thresholds changed it); with --measure-speed, time "
@@ -126,8 +129,11 @@ def main() -> None:
     out, run = Path(args.out), Path(args.run_dir)
     keys = read_keys(run / "split.json")
     all_records = load_many(args.data)[0]
+    table_keys = read_keys(args.keys) if args.keys else keys
+    if not table_keys <= keys:
+        ap.error(f"--keys {args.keys}: {len(table_keys - keys)} of its faces are not validation faces of the run")
     float_dir, report = build_packages(args.checkpoint, out, all_records, keys, args.int8, args.no_weights)
-    m = measure(out, float_dir, [r for r in all_records if r.key in keys])
+    m = measure(out, float_dir, [r for r in all_records if r.key in table_keys])
     model, res, float_res, threshold = m["model"], m["res"], m["float_res"], m["threshold"]
     quality_report, blends, speeds = m["quality"], m["asm_blend"], m["speeds"]
     train_card = json.loads((run / "model_card.json").read_text())

@@ -64,7 +64,8 @@ def test_jaw_and_pose_follow_small_box_shifts_on_photos(name):
 
 
 def test_validation_faces_have_no_stuck_points_and_int8_is_close_to_float():
-    folders = [require_data("lfpw_train"), require_data("udacity_train")]
+    # the default network's held-out faces: LFPW, HELEN, AFW and Udacity
+    folders = [require_data(name) for name in ("lfpw_train", "helen_train", "afw", "udacity_train")]
     keys = read_keys(MODELS / "default" / "val_keys.txt")
     records = [r for r in load_many(folders)[0] if r.key in keys]
     assert len(records) == len(keys)

@@ -66,8 +66,11 @@ def tiny_run(tmp_path_factory):
     with pytest.raises(AsmnetError, match="--resume"):
         train_refiner(config("killed", 2), log=lambda line: None)
     train_refiner(config("killed", 2), resume=True, log=lambda line: None)
-    # a second cascade stage, trained on the first one's output
-    train_refiner(config("stage2", 1, kinds=["eye"], after=str(root / "full" / "refiner")), log=lambda line: None)
+    # a second cascade stage, trained on the first one's output (which it measures again on its base)
+    train_refiner(config("stage2", 1, kinds=["eye"], after=str(root / "full" / "refiner"), remeasure_earlier=True),
+                  log=lambda line: None)
+    with pytest.raises(AsmnetError, match="--after"):
+        config("alone", 1, remeasure_earlier=True)
     return root, summary
 
 
@@ -90,6 +93,20 @@ def test_exported_graphs_give_what_the_networks_gave(tiny_run):
     assert set(summary["kinds"]) == {"eye", "nose"}  # --no-select-kinds: every kind kept
     meta = json.loads((root / "full" / "refiner" / "refiner.json").read_text())
     assert meta["validation"]["faces"] == summary["faces"] > 0
+
+
+def test_a_later_stage_measures_the_earlier_ones_again_on_its_base(tiny_run):
+    root, summary = tiny_run
+    first = json.loads((root / "stage2" / "refiner" / "refiner.json").read_text())["validation"]
+    second = json.loads((root / "stage2" / "refiner" / "next" / "refiner.json").read_text())["validation"]
+    assert first["earlier_base"] == {k: summary[k] for k in ("base", "before", "after")}
+    # the same base here: measured again through the exported graphs, the rows are what training recorded
+    for key in ("before", "after"):
+        assert first[key].keys() == summary[key].keys()
+        for part, value in summary[key].items():
+            assert first[key][part] == pytest.approx(value, abs=2e-3)
+    assert first["after"] == second["before"]  # the second stage started from the first one's output
+    assert set(first["regions_before"]) == {name for name, _ in IBUG_68.regions}
 
 
 def test_refine_moves_only_the_refined_parts_of_large_enough_faces(tiny_run):

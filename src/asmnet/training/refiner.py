@@ -303,6 +303,33 @@ def _validation_rows(pred: np.ndarray, truth: np.ndarray, folders: np.ndarray) -
     return rows
 
 
+def _region_errors(points: np.ndarray, truth: np.ndarray, markup) -> dict[str, float]:
+    """Mean point error (pixels) of each region of the markup."""
+    return {n: round(float(np.linalg.norm(points[:, list(i)] - truth[:, list(i)], axis=2).mean()), 4)
+            for n, i in markup.regions}
+
+
+def _remeasure_earlier(root: Path, stop: Path, images: list[np.ndarray], start: np.ndarray, truth: np.ndarray,
+                       folders: np.ndarray, markup, base: str) -> None:
+    """Measure each stage from ``root`` up to (not including) ``stop`` again, alone and in turn, from
+    the network points ``start`` of this run's base: its summary's rows become this base's, and what
+    it recorded is kept as ``earlier_base`` (the model cards say on which network it was trained)."""
+    folder, points = root, start
+    while folder != stop:
+        stage = RegionRefiner(folder)
+        stage.next = None  # this stage alone
+        after = stage.refine(images, np.arange(len(images)), points, 0.0)
+        meta = read_small_json(folder / "refiner.json")
+        recorded = meta["validation"]
+        meta["validation"] = {**recorded, "base": base, "before": _validation_rows(points, truth, folders),
+                              "after": _validation_rows(after, truth, folders),
+                              "regions_before": _region_errors(points, truth, markup),
+                              "regions_after": _region_errors(after, truth, markup),
+                              "earlier_base": {k: recorded.get(k) for k in ("base", "before", "after")}}
+        write_json_atomic(folder / "refiner.json", meta)
+        folder, points = folder / "next", after
+
+
 def train_refiner(cfg: RefinerConfig, resume: bool = False, log=print, stop_after: int | None = None) -> dict | None:
     """Train, export and validate a refiner; returns the validation summary (also
     OUT/refiner_validation.json), or None when ``stop_after`` (an epoch) stopped every kind early
@@ -345,6 +372,7 @@ def train_refiner(cfg: RefinerConfig, resume: bool = False, log=print, stop_afte
     kept = np.flatnonzero(found)
     start = align_faces(model, [val_images[k] for k in kept], np.arange(len(kept)), np.stack([boxes[k] for k in kept]),
                         refine=DEFAULT_REFINE, straighten=True, early_stop=EARLY_STOP).landmarks - cfg.label_origin
+    network_start = start
     if previous is not None:
         start = previous.refine([val_images[k] for k in kept], np.arange(len(kept)), start, 0.0)
     val_faces = val[kept]
@@ -383,12 +411,12 @@ def train_refiner(cfg: RefinerConfig, resume: bool = False, log=print, stop_afte
                "nme_by_kind_and_min_iod": {n: {str(k): round(v, 4) for k, v in row.items()} for n, row in scores.items()},
                "before": _validation_rows(start, truth, folders), "after": _validation_rows(gated, truth, folders),
                "after_parts": _validation_rows(parts_only, truth, folders), "shape_regression": shape_report,
-               "regions_before": {n: round(float(np.linalg.norm(start[:, list(i)] - truth[:, list(i)], axis=2).mean()), 4)
-                                  for n, i in markup.regions},
-               "regions_after": {n: round(float(np.linalg.norm(gated[:, list(i)] - truth[:, list(i)], axis=2).mean()), 4)
-                                 for n, i in markup.regions}}
+               "regions_before": _region_errors(start, truth, markup), "regions_after": _region_errors(gated, truth, markup)}
     write_refiner_json(folder, chosen_kinds, face, {"base": cfg.base, "config": asdict(cfg), "validation": summary,
                                                     **({"shape_regression": SHAPE_FILE} if regression else {})})
+    if cfg.remeasure_earlier:
+        _remeasure_earlier(out / "refiner", folder, [val_images[k] for k in kept], network_start, truth, folders, markup,
+                           cfg.base)
     # the exported graphs must give what the networks gave
     check = RegionRefiner(folder).refine(val_images, np.array(kept), start + cfg.label_origin, cfg.label_origin)
     summary["onnx_max_difference_px"] = float(np.abs(check - cfg.label_origin - gated).max())

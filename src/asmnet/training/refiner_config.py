@@ -43,6 +43,9 @@ class RefinerConfig:
                                      "(kept when it lowers the validation NME; --no-shape-regression: none)")
     detector: str = setting("mtcnn", "detector that starts the validation faces (choice of min_iod); none: "
                             "their ground-truth boxes")
+    remeasure_earlier: bool = setting(False, "with --after: the earlier stages were trained on another network "
+                                      "than --base (e.g. the model's previous version): measure each again on "
+                                      "--base's validation points, keeping what it recorded as its earlier base")
 
     def __post_init__(self) -> None:
         known = {k.name for k in KINDS_68}
@@ -50,6 +53,8 @@ class RefinerConfig:
             self.kinds = []
         if any(k not in known for k in self.kinds):
             raise AsmnetError(f"--kinds {self.kinds!r}: each must be one of {', '.join(sorted(known))}, or just 'none'")
+        if self.remeasure_earlier and not self.after:
+            raise AsmnetError("--remeasure-earlier needs --after (the earlier stages to measure again)")
         if not self.kinds and not self.shape_regression:
             raise AsmnetError("--kinds none with --no-shape-regression leaves nothing to train")
         for name, low, high in (("epochs", 1, 10_000), ("batch_size", 1, 65_536), ("width", 4, 256)):
