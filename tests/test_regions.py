@@ -124,6 +124,21 @@ def test_refine_moves_only_the_refined_parts_of_large_enough_faces(tiny_run):
     np.testing.assert_array_equal(refiner.refine([image], np.zeros(1, int), points, origin=0.0), points)
 
 
+def test_gray_rgb_and_bgr_pictures_give_the_same_refined_points(tiny_run):
+    root, _ = tiny_run
+    refiner = RegionRefiner(root / "full" / "refiner")
+    refiner.kinds = [replace(k, min_iod=0.0) for k in refiner.kinds]
+    rng = np.random.default_rng(4)
+    gray = rng.integers(0, 255, (160, 160), dtype=np.uint8)
+    colour = rng.integers(0, 255, (160, 160, 3), dtype=np.uint8)
+    points = similarity(template_face(), 90.0, 5.0, (35.0, 30.0))[None]
+    owner = np.zeros(1, int)
+    np.testing.assert_array_equal(refiner.refine([gray], owner, points, 0.0),
+                                  refiner.refine([np.stack([gray] * 3, -1)], owner, points, 0.0))
+    np.testing.assert_array_equal(refiner.refine([colour], owner, points, 0.0, "bgr"),
+                                  refiner.refine([np.ascontiguousarray(colour[..., ::-1])], owner, points, 0.0, "rgb"))
+
+
 def test_a_broken_refiner_folder_is_one_line(tiny_run, tmp_path):
     import shutil
 
