@@ -273,7 +273,7 @@ def wait_for(condition, proc: subprocess.Popen, what: str, timeout: float = 240.
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_ctrl_c_with_workers_is_one_line(tmp_path):
     folder = tmp_path / "d"
-    pictures(folder, 64, size=(640, 480))  # each takes the detector a while: the run is still going after 1 s
+    pictures(folder, 400, size=(640, 480))  # each takes the detector a while: the run is still going after 1 s
     proc = start_predict(folder, tmp_path / "r.jsonl")
     wait_for(lambda: len(workers_of(proc.pid)) == 2, proc, "two workers")
     workers = workers_of(proc.pid)
