@@ -272,14 +272,14 @@ def wait_for(condition, proc: subprocess.Popen, what: str, timeout: float = 240.
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_ctrl_c_with_workers_is_one_line(tmp_path):
-    folder = tmp_path / "d"
-    pictures(folder, 400, size=(640, 480))  # each takes the detector a while: the run is still going after 1 s
-    proc = start_predict(folder, tmp_path / "r.jsonl")
+    folder, out = tmp_path / "d", tmp_path / "r.jsonl"
+    pictures(folder, 400, size=(640, 480))  # each takes the detector a while: the run is still going
+    proc = start_predict(folder, out)
     wait_for(lambda: len(workers_of(proc.pid)) == 2, proc, "two workers")
     workers = workers_of(proc.pid)
-    # the workers are still importing (their start, the only moment the parent ignores Ctrl-C, is
-    # over: on a loaded machine the parent can take a while to leave it)
-    time.sleep(1.0)
+    # the first records: the workers' start (the only moment the parent ignores Ctrl-C) is over, and
+    # most pictures are still to do (a fixed pause was a race: on an idle machine the run could end first)
+    wait_for(lambda: out.exists() and len(out.read_text().splitlines()) >= 1, proc, "records from the workers")
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and err.strip().splitlines()[-1] == "asmnet: interrupted", err
