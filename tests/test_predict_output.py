@@ -255,10 +255,18 @@ def alive(pid: int) -> bool:
         return False
 
 
+def as_from_a_terminal() -> None:
+    """In the child before exec: Ctrl-C handled as a shell's child gets it. A process inherits an
+    ignored or blocked SIGINT, and inside the whole test suite something had left it so (the run
+    then ignored the test's Ctrl-C)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+
+
 def start_predict(folder: Path, out: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "asmnet", "predict", str(folder), "--workers", "2", "--json",
                              str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=as_from_a_terminal)
 
 
 def wait_for(condition, proc: subprocess.Popen, what: str, timeout: float = 240.0) -> None:
@@ -280,9 +288,10 @@ def test_ctrl_c_with_workers_is_one_line(tmp_path):
     # the first records: the workers' start (the only moment the parent ignores Ctrl-C) is over, and
     # most pictures are still to do (a fixed pause was a race: on an idle machine the run could end first)
     wait_for(lambda: out.exists() and len(out.read_text().splitlines()) >= 1, proc, "records from the workers")
+    masks = [line for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines() if line.startswith("Sig")]
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "asmnet: interrupted", err
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "asmnet: interrupted", (err, masks)
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert not any(alive(w) for w in workers)
 
