@@ -31,7 +31,7 @@ import numpy as np
 from .errors import ModelError
 from .fileio import read_small_json
 from .formats.image import to_channels
-from .geometry import invert_affines, similarity_transform, similarity_transforms, transform_points
+from .geometry import invert_affines, similarity_transform, similarity_transforms, transform_each, transform_points
 from .markup import Markup, markup_for
 from .metrics import normalising_distance
 from .shape_regression import FILE_NAME as SHAPE_FILE
@@ -127,8 +127,7 @@ def points_from_patches(offsets: np.ndarray, template: np.ndarray, size: int, ma
     """Image points (B, n, 2), 0-based, of a part network's outputs ``offsets`` (B, 2n: offsets from
     ``template`` in units of the patch ``size``) for patches cut with ``matrices``."""
     in_patch = np.asarray(offsets).reshape(len(matrices), -1, 2) * size + template
-    back = invert_affines(np.asarray(matrices, dtype=np.float64))
-    return np.einsum("bni,bji->bnj", in_patch, back[:, :, :2]) + back[:, None, :, 2]
+    return transform_each(in_patch, invert_affines(np.asarray(matrices, dtype=np.float64)))
 
 
 class RegionRefiner:
@@ -226,8 +225,7 @@ class RegionRefiner:
             patches = np.stack([cut_patch(images[owner[face[r]]], matrices[r], kind.size) for r in rows])
             found = self.sessions[kind.name].run(None, {"patches": patch_batch(patches, channel_order)})[0]
             offsets[rows.start:rows.stop, :len(kind.points)] = found.reshape(len(rows), -1, 2) * kind.size
-        back = invert_affines(matrices)
-        moved = np.einsum("bni,bji->bnj", offsets + template, back[:, :, :2]) + back[:, None, :, 2]
+        moved = transform_each(offsets + template, invert_affines(matrices))
         keep = used > 0
         out[np.broadcast_to(face[:, None], keep.shape)[keep], index[keep]] = moved[keep] + origin
         return self._after_parts(images, owner, out, origin, channel_order)

@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import ModelError
 from .fileio import read_small_bytes, write_atomic
-from .geometry import invert_affines, similarity_transforms
+from .geometry import invert_affines, similarity_transforms, transform_each
 from .markup import markup_for
 from .metrics import normalising_distance
 
@@ -60,7 +60,7 @@ class ShapeRegression:
             rows = group == g
             offsets[rows] = (features[rows] - self.mean[g]) / self.scale[g] @ self.weights[g] + self.bias[g]
         moved = framed + offsets.reshape(framed.shape)
-        return apply_matrices(moved, invert_affines(matrices)) + origin
+        return transform_each(moved, invert_affines(matrices)) + origin
 
     def save(self, path: str | Path) -> None:
         """Write the arrays (atomically) to ``path`` (.npz)."""
@@ -113,13 +113,8 @@ def frame_shapes(points: np.ndarray, mean_face: np.ndarray, groups: np.ndarray, 
     points = np.asarray(points, dtype=np.float64)
     matrices = similarity_transforms(points, mean_face)
     iod = normalising_distance(points, markup_for(len(mean_face)))
-    framed = apply_matrices(points, matrices)
+    framed = transform_each(points, matrices)
     return size_features(framed, iod, steps), framed, matrices, np.searchsorted(groups, iod, side="right")
-
-
-def apply_matrices(points: np.ndarray, matrices: np.ndarray) -> np.ndarray:
-    """Each face's points (K, N, 2) under its own 2x3 matrix (K, 2, 3)."""
-    return np.einsum("knj,kij->kni", points, matrices[:, :, :2]) + matrices[:, None, :, 2]
 
 
 def size_features(framed: np.ndarray, iod: np.ndarray, steps: np.ndarray) -> np.ndarray:

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..shape_regression import ShapeRegression, apply_matrices, frame_shapes
+from ..geometry import transform_each
+from ..shape_regression import ShapeRegression, frame_shapes
 
 
 def fit_shape_regression(starts: Sequence[np.ndarray], truth: np.ndarray, mean_face: np.ndarray,
@@ -20,7 +21,7 @@ def fit_shape_regression(starts: Sequence[np.ndarray], truth: np.ndarray, mean_f
     for start in starts:
         x, framed, matrices, group = frame_shapes(start, mean_face, groups, steps)
         features.append(x)
-        targets.append((apply_matrices(truth, matrices) - framed).reshape(len(x), -1))
+        targets.append((transform_each(truth, matrices) - framed).reshape(len(x), -1))
         sizes.append(group)
     x, y, group = np.vstack(features), np.vstack(targets), np.concatenate(sizes)
     means, scales, weights, biases = [], [], [], []
