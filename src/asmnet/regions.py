@@ -202,18 +202,34 @@ class RegionRefiner:
     def refine(self, images: Sequence[np.ndarray], owner: np.ndarray, points: np.ndarray, origin: float,
                channel_order: str = "bgr") -> np.ndarray:
         """Refined copy of ``points`` (K, N, 2; face k in ``images[owner[k]]``, pixel centres at
-        ``origin``). A face below a kind's ``min_iod`` keeps that part's points."""
+        ``origin``), through every stage. A face below a kind's ``min_iod`` keeps that part's points."""
+        return self.refine_stages(images, owner, points, origin, channel_order)[-1]
+
+    def refine_stages(self, images: Sequence[np.ndarray], owner: np.ndarray, points: np.ndarray, origin: float,
+                      channel_order: str = "bgr") -> list[np.ndarray]:
+        """The points after each stage in turn (this one, then its ``next`` stages): :meth:`refine`
+        with the stages' intermediate results."""
+        out, stage = [], self
+        while stage is not None:
+            points = stage._refine_alone(images, owner, points, origin, channel_order)
+            out.append(points)
+            stage = stage.next
+        return out
+
+    def _refine_alone(self, images: Sequence[np.ndarray], owner: np.ndarray, points: np.ndarray, origin: float,
+                      channel_order: str) -> np.ndarray:
+        """This stage's part networks, then its shape regression; not the next stages."""
         out = np.array(points, dtype=np.float64)
         zero_based = out - origin
         plan = self._patch_plan()
         if plan is None:  # a stage that is only a shape regression
-            return self._after_parts(images, owner, out, origin, channel_order)
+            return self._shape_corrected(out, origin)
         # one row per (part instance, face) that is refined, instance-major, so each kind's rows
         # are one run; frames and their inverses for all kinds at once (a face's refiner is a few
         # hundred NumPy calls, and per-kind calls were half of its time)
         instance, face = np.nonzero(normalising_distance(zero_based, self.markup)[None, :] >= plan.min_iod[:, None])
         if len(face) == 0:
-            return self._after_parts(images, owner, out, origin, channel_order)
+            return self._shape_corrected(out, origin)
         index, used, template = plan.index[instance], plan.used[instance], plan.template[instance]
         matrices = patch_matrices(zero_based[face[:, None], index], template, plan.mirrored[instance], used)
         offsets = np.zeros(index.shape + (2,))
@@ -228,7 +244,7 @@ class RegionRefiner:
         moved = transform_each(offsets + template, invert_affines(matrices))
         keep = used > 0
         out[np.broadcast_to(face[:, None], keep.shape)[keep], index[keep]] = moved[keep] + origin
-        return self._after_parts(images, owner, out, origin, channel_order)
+        return self._shape_corrected(out, origin)
 
     def _patch_plan(self) -> PatchPlan | None:
         """The :class:`PatchPlan` of the current ``kinds`` (rebuilt if they were replaced); None without kinds."""
@@ -237,12 +253,9 @@ class RegionRefiner:
             self._plan = (kinds, PatchPlan.build(kinds, self.markup, self.face) if kinds else None)
         return self._plan[1]
 
-    def _after_parts(self, images: Sequence[np.ndarray], owner: np.ndarray, points: np.ndarray, origin: float,
-                     channel_order: str) -> np.ndarray:
-        """The shape regression and the next stage (if any) on the part networks' output."""
-        if self.shape is not None:
-            points = self.shape.apply(points, origin)
-        return points if self.next is None else self.next.refine(images, owner, points, origin, channel_order)
+    def _shape_corrected(self, points: np.ndarray, origin: float) -> np.ndarray:
+        """This stage's shape regression (if any) on its part networks' output."""
+        return points if self.shape is None else self.shape.apply(points, origin)
 
 
 @dataclass(frozen=True)

@@ -309,25 +309,22 @@ def _region_errors(points: np.ndarray, truth: np.ndarray, markup) -> dict[str, f
             for n, i in markup.regions}
 
 
-def _remeasure_earlier(root: Path, stop: Path, images: list[np.ndarray], start: np.ndarray, truth: np.ndarray,
-                       folders: np.ndarray, markup, base: str) -> None:
-    """Measure each stage from ``root`` up to (not including) ``stop`` again, alone and in turn, from
-    the network points ``start`` of this run's base: its summary's rows become this base's, and what
-    it recorded is kept as ``earlier_base`` (the model cards say on which network it was trained)."""
-    folder, points = root, start
-    while folder != stop:
-        stage = RegionRefiner(folder)
-        stage.next = None  # this stage alone
-        after = stage.refine(images, np.arange(len(images)), points, 0.0)
+def _remeasure_earlier(root: Path, points: list[np.ndarray], truth: np.ndarray, folders: np.ndarray, markup,
+                       base: str) -> None:
+    """Give each earlier stage, from ``root`` down its ``next/`` folders, the rows of this run's base:
+    ``points`` are the validation faces' network points, then each earlier stage's output. What a
+    stage recorded is kept as ``earlier_base`` (the model cards say on which network it was trained)."""
+    folder = root
+    for before, after in zip(points, points[1:]):
         meta = read_small_json(folder / "refiner.json")
         recorded = meta["validation"]
-        meta["validation"] = {**recorded, "base": base, "before": _validation_rows(points, truth, folders),
+        meta["validation"] = {**recorded, "base": base, "before": _validation_rows(before, truth, folders),
                               "after": _validation_rows(after, truth, folders),
-                              "regions_before": _region_errors(points, truth, markup),
+                              "regions_before": _region_errors(before, truth, markup),
                               "regions_after": _region_errors(after, truth, markup),
                               "earlier_base": {k: recorded.get(k) for k in ("base", "before", "after")}}
         write_json_atomic(folder / "refiner.json", meta)
-        folder, points = folder / "next", after
+        folder = folder / "next"
 
 
 def train_refiner(cfg: RefinerConfig, resume: bool = False, log=print, stop_after: int | None = None) -> dict | None:
@@ -372,9 +369,10 @@ def train_refiner(cfg: RefinerConfig, resume: bool = False, log=print, stop_afte
     kept = np.flatnonzero(found)
     start = align_faces(model, [val_images[k] for k in kept], np.arange(len(kept)), np.stack([boxes[k] for k in kept]),
                         refine=DEFAULT_REFINE, straighten=True, early_stop=EARLY_STOP).landmarks - cfg.label_origin
-    network_start = start
-    if previous is not None:
-        start = previous.refine([val_images[k] for k in kept], np.arange(len(kept)), start, 0.0)
+    # the validation points after each earlier stage (their rows, with --remeasure-earlier)
+    stage_points = [start, *(previous.refine_stages([val_images[k] for k in kept], np.arange(len(kept)), start, 0.0)
+                             if previous is not None else [])]
+    start = stage_points[-1]
     val_faces = val[kept]
     refined = _refine_with(nets, makers, start, val_faces)
     truth, folders = faces.truth[val_faces], np.array([key_folder(faces.keys[i]) for i in val_faces])
@@ -415,8 +413,7 @@ def train_refiner(cfg: RefinerConfig, resume: bool = False, log=print, stop_afte
     write_refiner_json(folder, chosen_kinds, face, {"base": cfg.base, "config": asdict(cfg), "validation": summary,
                                                     **({"shape_regression": SHAPE_FILE} if regression else {})})
     if cfg.remeasure_earlier:
-        _remeasure_earlier(out / "refiner", folder, [val_images[k] for k in kept], network_start, truth, folders, markup,
-                           cfg.base)
+        _remeasure_earlier(out / "refiner", stage_points, truth, folders, markup, cfg.base)
     # the exported graphs must give what the networks gave
     check = RegionRefiner(folder).refine(val_images, np.array(kept), start + cfg.label_origin, cfg.label_origin)
     summary["onnx_max_difference_px"] = float(np.abs(check - cfg.label_origin - gated).max())
