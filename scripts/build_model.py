@@ -38,6 +38,7 @@ import json
 import os
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -214,9 +215,7 @@ FOLDER_SOURCES = {"lfpw_train": "300W LFPW train", "helen_train": "300W HELEN tr
 def data_description(records: list, trained_from: list[str]) -> list[str]:
     """The card's data lines: each folder of ``records`` with its face count, and the paths the
     run read (a compact training pack is a copy of the same faces, downscaled)."""
-    counts: dict[str, int] = {}
-    for record in records:
-        counts[key_folder(record.key)] = counts.get(key_folder(record.key), 0) + 1
+    counts = Counter(key_folder(record.key) for record in records)
     lines = [f"{folder} ({counts[folder]:,} video frames)" if folder == "udacity_train"
              else f"{folder} ({FOLDER_SOURCES.get(folder, 'annotated faces')}, {counts[folder]:,} faces)"
              for folder in sorted(counts, key=lambda f: (f == "udacity_train", f))]
