@@ -231,3 +231,53 @@ def _stages(refiner):
     while refiner is not None:
         yield refiner
         refiner = refiner.next
+
+
+def test_an_ensemble_stage_exports_the_mean_of_its_members(tiny_run):
+    from asmnet.nn.refiner import PatchNet
+    from asmnet.training.refiner import train_refiner
+    from asmnet.training.refiner_config import RefinerConfig
+
+    root, _ = tiny_run
+    full = root / "full"
+    cfg = RefinerConfig(data=json.loads((full / "refiner_config.json").read_text())["data"], out=str(root / "ens"),
+                        epochs=1, kinds=["eye", "nose"], batch_size=16, width=6, label_origin=0.0, val_fraction=0.3,
+                        detector="none", select_kinds=False, seed=7, ensemble_with=[str(full)])
+    summary = train_refiner(cfg, log=lambda line: None)
+    assert [(m["run"], m["width"], m["epochs"]) for m in summary["ensemble_with"]] == [(str(full), 4, 2)]
+    assert summary["onnx_max_difference_px"] < 1e-3
+    patches = torch.from_numpy(np.random.default_rng(2).uniform(0, 255, (3, 3, 40, 40)).astype(np.float32))
+    means = []
+    for run, width in ((root / "ens", 6), (full, 4)):
+        net = PatchNet(6, width)
+        net.load_state_dict(torch.load(run / "eye.pt", weights_only=True)["state_dict"])
+        means.append(net.eval()(patches).detach().numpy())
+    import onnxruntime as ort
+
+    graph = ort.InferenceSession(str(root / "ens" / "refiner" / "eye.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(graph.run(None, {"patches": patches.numpy()})[0], np.mean(means, 0), atol=1e-5)
+
+
+def test_an_ensemble_member_must_be_a_finished_run_of_every_kind(tiny_run, tmp_path):
+    import shutil
+
+    from asmnet.training.refiner import train_refiner
+    from asmnet.training.refiner_config import RefinerConfig
+
+    root, _ = tiny_run
+    data = json.loads((root / "full" / "refiner_config.json").read_text())["data"]
+
+    def run(member, out):
+        cfg = RefinerConfig(data=data, out=str(tmp_path / out), epochs=1, kinds=["eye", "nose"], width=4,
+                            label_origin=0.0, detector="none", ensemble_with=[str(member)])
+        train_refiner(cfg, log=lambda line: None)
+
+    with pytest.raises(AsmnetError, match=r"nose.pt: no nose network"):
+        run(root / "stage2", "a")  # that run trained the eye only
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(root / "full", unfinished)
+    state = torch.load(unfinished / "eye.pt", weights_only=True)
+    torch.save({**state, "epoch": 1}, unfinished / "eye.pt")
+    with pytest.raises(AsmnetError, match=r"eye.pt: unfinished \(1 of 2 epochs\)"):
+        run(unfinished, "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # failed before writing anything

@@ -31,7 +31,7 @@ from ..formats import FaceRecord, key_folder, load_many, read_image
 from ..geometry import tight_box, transform_points
 from ..markup import markup_for
 from ..metrics import nme, normalising_distance
-from ..nn.refiner import PatchNet
+from ..nn.refiner import PatchEnsemble, PatchNet
 from ..regions import (
     KINDS_68,
     RegionKind,
@@ -192,6 +192,37 @@ def _train_kind(kind_index: int, maker: _PatchMaker, cfg: RefinerConfig, out: Pa
     return net
 
 
+def _ensemble_member(run: Path, kind: RegionKind) -> tuple[PatchNet, dict]:
+    """The finished ``kind`` network of the refiner run ``run`` (``--ensemble-with``), and what it was
+    (run, width, seed, epochs, base). Raises :class:`AsmnetError` (one line) when it is missing, unfinished
+    or not a network of this kind."""
+    path = run / f"{kind.name}.pt"
+    if not path.is_file():
+        raise AsmnetError(f"{path}: no {kind.name} network to average with (--ensemble-with needs a run that "
+                          "trained every kind of this one)")
+    state = _load_state(path)
+    try:
+        config, done = state["config"], int(state["epoch"])
+        net = PatchNet(len(kind.points), int(config["width"]))
+        net.load_state_dict(state["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise AsmnetError(f"{path}: not a {kind.name} network of {len(kind.points)} points "
+                          f"({type(exc).__name__})") from None
+    if done < int(config["epochs"]):
+        raise AsmnetError(f"{path}: unfinished ({done} of {config['epochs']} epochs); finish that run first")
+    net.eval()
+    return net, {"run": str(run), "width": int(config["width"]), "seed": config.get("seed"), "epochs": done,
+                 "base": config.get("base"), "after": config.get("after")}
+
+
+def _load_members(runs: list[str], kinds: list[RegionKind]) -> tuple[dict[str, list[PatchNet]], list[dict]]:
+    """Each kind's finished networks in the runs of ``--ensemble-with`` (checked before any training),
+    and a description of each run's members."""
+    loaded = {k.name: [_ensemble_member(Path(run), k) for run in runs] for k in kinds}
+    described = [info for _, info in next(iter(loaded.values()))] if kinds and runs else []
+    return {name: [net for net, _ in pairs] for name, pairs in loaded.items()}, described
+
+
 def _save_state(path: Path, state: dict) -> None:
     """One kind's training state, written atomically (a kill leaves the previous epoch's)."""
     try:
@@ -342,6 +373,8 @@ def train_refiner(cfg: RefinerConfig, resume: bool = False, log=print, stop_afte
     out = Path(cfg.out)
     if out.exists() and any(out.glob("*.pt")) and not resume:
         raise AsmnetError(f"{out}: holds a refiner run; continue it with --resume or choose another --out")
+    kinds = [k for k in KINDS_68 if k.name in cfg.kinds]
+    members, members_info = _load_members(cfg.ensemble_with, kinds)  # a bad member fails before hours of work
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "refiner_config.json", asdict(cfg))
     model = load_model(cfg.base, threads=2)
@@ -350,12 +383,13 @@ def train_refiner(cfg: RefinerConfig, resume: bool = False, log=print, stop_afte
     markup = markup_for(faces.truth.shape[1])
     face = mean_face(faces.truth[faces.train], markup)
     log(f"{len(faces.train)} training / {len(faces.val)} validation faces; base {cfg.base}")
-    kinds = [k for k in KINDS_68 if k.name in cfg.kinds]
     makers = {k.name: _PatchMaker(k, face, faces, cfg) for k in kinds}
     nets = {k.name: _train_kind(i, makers[k.name], cfg, out, log, stop_after) for i, k in enumerate(kinds)}
     if any(net is None for net in nets.values()):
         log(f"stopped after epoch {stop_after}; --resume continues")
         return None
+    if cfg.ensemble_with:  # each kind's graph is then its members' mean
+        nets = {name: PatchEnsemble([net, *members[name]]).eval() for name, net in nets.items()}
 
     # validation starts as users run it: the detector's box (or the true one), then the default second look
     detector = None if cfg.detector == "none" else make_detector(cfg.detector)
@@ -409,6 +443,7 @@ def train_refiner(cfg: RefinerConfig, resume: bool = False, log=print, stop_afte
                "nme_by_kind_and_min_iod": {n: {str(k): round(v, 4) for k, v in row.items()} for n, row in scores.items()},
                "before": _validation_rows(start, truth, folders), "after": _validation_rows(gated, truth, folders),
                "after_parts": _validation_rows(parts_only, truth, folders), "shape_regression": shape_report,
+               "ensemble_with": members_info,
                "regions_before": _region_errors(start, truth, markup), "regions_after": _region_errors(gated, truth, markup)}
     write_refiner_json(folder, chosen_kinds, face, {"base": cfg.base, "config": asdict(cfg), "validation": summary,
                                                     **({"shape_regression": SHAPE_FILE} if regression else {})})

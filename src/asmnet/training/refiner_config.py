@@ -43,6 +43,10 @@ class RefinerConfig:
                                      "(kept when it lowers the validation NME; --no-shape-regression: none)")
     detector: str = setting("mtcnn", "detector that starts the validation faces (choice of min_iod); none: "
                             "their ground-truth boxes")
+    ensemble_with: list[str] = field(default_factory=list, metadata={
+        "help": "a finished refiner run (its <kind>.pt) whose part networks are averaged with this run's, kind by "
+                "kind (an ensemble: one graph per kind, its members' mean); repeatable. A finished OUT with "
+                "--resume trains nothing more and only builds the ensemble", "metavar": "DIR"})
     remeasure_earlier: bool = setting(False, "with --after: the earlier stages were trained on another network "
                                       "than --base (e.g. the model's previous version): measure each again on "
                                       "--base's validation points, keeping what it recorded as its earlier base")
