@@ -63,6 +63,11 @@ def card_text(name: str, base: str, validation: dict, stages: list[dict], cfg: d
                     + (f", {earlier['before']['photos']:.3f} -> {earlier['after']['photos']:.3f} % on the photos"
                        if "photos" in earlier["before"] else "")
                     + "); the table below measures it on this package's network." if earlier else "")
+    members = first.get("ensemble_with") or []
+    ensemble_text = ("\n- Ensemble: each kind's graph is the mean of this run's network and "
+                     + ", ".join(f"the width-{m['width']} network of the run `{Path(m['run']).name}` (seed {m['seed']}, "
+                                 f"{m['epochs']} epochs, trained on `{m['base']}`'s points)" for m in members)
+                     + " (`asmnet refiner --ensemble-with`)." if members else "")
     folders = "\n".join(f"| {f} | {v['n']} | {base_validation['per_folder'][f]['nme_mean']:.3f} | {v['nme_mean']:.3f} |"
                         for f, v in validation["per_folder"].items())
     return f"""# Model card: {name}
@@ -82,7 +87,7 @@ smaller faces keep the network's points. {shape_text}
   {cfg['jitter_scale']}, rotation {cfg['jitter_rotation']} degrees, standard deviations).{earlier_text}
 - Config: {cfg['epochs']} epochs per kind, two patches per face and epoch, batch {cfg['batch_size']},
   AdamW one-cycle at {cfg['lr']}, width {cfg['width']}, seed {cfg['seed']}; L1 on the part's points
-  in its patch. Trained with `asmnet refiner` (commit {commit()[:12]} built this package).
+  in its patch. Trained with `asmnet refiner` (commit {commit()[:12]} built this package).{ensemble_text}
 
 ## Validation as users run it ({first['detector']} box + the default second look, then the refiner; {first['faces']} faces, inter-ocular NME %)
 The smallest face of each kind (and which kinds are used at all) and the shape regression's size

@@ -234,6 +234,7 @@ def _stages(refiner):
 
 
 def test_an_ensemble_stage_exports_the_mean_of_its_members(tiny_run):
+    """The eye's graph of a spatial-head run averaged with a pooled-head run is the two networks' mean."""
     from asmnet.nn.refiner import PatchNet
     from asmnet.training.refiner import train_refiner
     from asmnet.training.refiner_config import RefinerConfig
@@ -242,14 +243,15 @@ def test_an_ensemble_stage_exports_the_mean_of_its_members(tiny_run):
     full = root / "full"
     cfg = RefinerConfig(data=json.loads((full / "refiner_config.json").read_text())["data"], out=str(root / "ens"),
                         epochs=1, kinds=["eye", "nose"], batch_size=16, width=6, label_origin=0.0, val_fraction=0.3,
-                        detector="none", select_kinds=False, seed=7, ensemble_with=[str(full)])
+                        detector="none", select_kinds=False, seed=7, ensemble_with=[str(full)], head="spatial")
     summary = train_refiner(cfg, log=lambda line: None)
-    assert [(m["run"], m["width"], m["epochs"]) for m in summary["ensemble_with"]] == [(str(full), 4, 2)]
+    assert [(m["run"], m["width"], m["head"], m["epochs"]) for m in summary["ensemble_with"]] == [
+        (str(full), 4, "pooled", 2)]
     assert summary["onnx_max_difference_px"] < 1e-3
     patches = torch.from_numpy(np.random.default_rng(2).uniform(0, 255, (3, 3, 40, 40)).astype(np.float32))
     means = []
-    for run, width in ((root / "ens", 6), (full, 4)):
-        net = PatchNet(6, width)
+    for run, width, head in ((root / "ens", 6, "spatial"), (full, 4, "pooled")):  # members of any width and head
+        net = PatchNet(6, width, head, 40)
         net.load_state_dict(torch.load(run / "eye.pt", weights_only=True)["state_dict"])
         means.append(net.eval()(patches).detach().numpy())
     import onnxruntime as ort
@@ -281,3 +283,20 @@ def test_an_ensemble_member_must_be_a_finished_run_of_every_kind(tiny_run, tmp_p
     with pytest.raises(AsmnetError, match=r"eye.pt: unfinished \(1 of 2 epochs\)"):
         run(unfinished, "b")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # failed before writing anything
+
+
+def test_a_spatial_head_reads_every_cell_of_the_last_map():
+    from asmnet.nn.refiner import PatchNet, final_map_side
+
+    for size, side in ((40, 3), (48, 3), (56, 4)):
+        assert final_map_side(size) == side
+        net = PatchNet(9, 4, "spatial", size).eval()
+        features = net.features(torch.zeros(1, 3, size, size))
+        assert features.shape[2:] == (side, side)
+        assert net.head.in_features == features[0].numel()  # one weight per channel and cell
+        assert net(torch.zeros(2, 3, size, size)).shape == (2, 18)
+    assert PatchNet(9, 4).head.in_features == 64  # pooled: one per channel
+    with pytest.raises(ValueError, match="patch size"):
+        PatchNet(9, 4, "spatial")
+    with pytest.raises(ValueError, match="head 'grid'"):
+        PatchNet(9, 4, "grid")

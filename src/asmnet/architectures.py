@@ -14,6 +14,10 @@ ARCHS: tuple[str, ...] = ("asmnet", "mnv2")
 #: sub-cell offsets per cell of the stride-16 map; ``asmnet`` arch only).
 HEADS: tuple[str, ...] = ("pooled", "grid")
 
+#: Heads of the region refiner's part networks (``asmnet.nn.refiner.PatchNet``): ``pooled`` averages
+#: the last feature map over the patch (the first shipped networks); ``spatial`` reads every cell of it.
+PATCH_HEADS: tuple[str, ...] = ("pooled", "spatial")
+
 #: Training losses (``asmnet.nn.losses``): ASM-LOSS, or the same without the ASM term.
 LOSS_KINDS: tuple[str, ...] = ("asm", "mse")
 

@@ -155,7 +155,7 @@ def _train_kind(kind_index: int, maker: _PatchMaker, cfg: RefinerConfig, out: Pa
     None when ``stop_after`` ended it before its last epoch."""
     faces = maker.faces
     torch.manual_seed(cfg.seed + 1000 * kind_index)
-    net = PatchNet(len(maker.kind.points), cfg.width)
+    net = PatchNet(len(maker.kind.points), cfg.width, cfg.head, maker.kind.size)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     # every kind sees the same number of patches per epoch: a kind without a mirrored instance
     # draws each face twice (with different jitter), as a mirrored kind draws both sides
@@ -203,7 +203,7 @@ def _ensemble_member(run: Path, kind: RegionKind) -> tuple[PatchNet, dict]:
     state = _load_state(path)
     try:
         config, done = state["config"], int(state["epoch"])
-        net = PatchNet(len(kind.points), int(config["width"]))
+        net = PatchNet(len(kind.points), int(config["width"]), config.get("head", "pooled"), kind.size)
         net.load_state_dict(state["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise AsmnetError(f"{path}: not a {kind.name} network of {len(kind.points)} points "
@@ -211,8 +211,8 @@ def _ensemble_member(run: Path, kind: RegionKind) -> tuple[PatchNet, dict]:
     if done < int(config["epochs"]):
         raise AsmnetError(f"{path}: unfinished ({done} of {config['epochs']} epochs); finish that run first")
     net.eval()
-    return net, {"run": str(run), "width": int(config["width"]), "seed": config.get("seed"), "epochs": done,
-                 "base": config.get("base"), "after": config.get("after")}
+    return net, {"run": str(run), "width": int(config["width"]), "head": config.get("head", "pooled"),
+                 "seed": config.get("seed"), "epochs": done, "base": config.get("base"), "after": config.get("after")}
 
 
 def _load_members(runs: list[str], kinds: list[RegionKind]) -> tuple[dict[str, list[PatchNet]], list[dict]]:

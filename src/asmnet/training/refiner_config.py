@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ..architectures import PATCH_HEADS
 from ..errors import AsmnetError
 from ..regions import KINDS_68
 from .config import setting
@@ -28,6 +29,8 @@ class RefinerConfig:
     batch_size: int = setting(128, "patches per step")
     lr: float = setting(2e-3, "peak AdamW learning rate (one cycle)")
     width: int = setting(16, "channels of the first layer of each part network")
+    head: str = setting("pooled", "how each part network reads its last feature map: pooled (averaged over the "
+                        "patch) or spatial (every cell, flattened)", choices=PATCH_HEADS)
     jitter_shift: float = setting(0.04, "SD of a part's extra shift, in inter-ocular units")
     jitter_scale: float = setting(0.05, "SD of a part's extra log-scale")
     jitter_rotation: float = setting(4.0, "SD of a part's extra rotation in degrees")
