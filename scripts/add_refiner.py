@@ -64,7 +64,7 @@ def card_text(name: str, base: str, validation: dict, stages: list[dict], cfg: d
                        if "photos" in earlier["before"] else "")
                     + "); the table below measures it on this package's network." if earlier else "")
     members = first.get("ensemble_with") or []
-    ensemble_text = ("\n- Ensemble: each kind's graph is the mean of this run's network and "
+    ensemble_text = (f"\n- Ensemble: the graph of each of {', '.join(members[0]['kinds'])} is the mean of this run's network and "
                      + ", ".join(f"the width-{m['width']} network of the run `{Path(m['run']).name}` (seed {m['seed']}, "
                                  f"{m['epochs']} epochs, trained on `{m['base']}`'s points)" for m in members)
                      + " (`asmnet refiner --ensemble-with`)." if members else "")

@@ -234,7 +234,8 @@ def _stages(refiner):
 
 
 def test_an_ensemble_stage_exports_the_mean_of_its_members(tiny_run):
-    """The eye's graph of a spatial-head run averaged with a pooled-head run is the two networks' mean."""
+    """The eye's graph of a spatial-head run averaged with a pooled-head run is the two networks' mean; the nose,
+    left out of --ensemble-kinds, is this run's network alone."""
     from asmnet.nn.refiner import PatchNet
     from asmnet.training.refiner import train_refiner
     from asmnet.training.refiner_config import RefinerConfig
@@ -243,10 +244,11 @@ def test_an_ensemble_stage_exports_the_mean_of_its_members(tiny_run):
     full = root / "full"
     cfg = RefinerConfig(data=json.loads((full / "refiner_config.json").read_text())["data"], out=str(root / "ens"),
                         epochs=1, kinds=["eye", "nose"], batch_size=16, width=6, label_origin=0.0, val_fraction=0.3,
-                        detector="none", select_kinds=False, seed=7, ensemble_with=[str(full)], head="spatial")
+                        detector="none", select_kinds=False, seed=7, ensemble_with=[str(full)], ensemble_kinds=["eye"],
+                        head="spatial")
     summary = train_refiner(cfg, log=lambda line: None)
-    assert [(m["run"], m["width"], m["head"], m["epochs"]) for m in summary["ensemble_with"]] == [
-        (str(full), 4, "pooled", 2)]
+    assert [(m["run"], m["width"], m["head"], m["epochs"], m["kinds"]) for m in summary["ensemble_with"]] == [
+        (str(full), 4, "pooled", 2, ["eye"])]
     assert summary["onnx_max_difference_px"] < 1e-3
     patches = torch.from_numpy(np.random.default_rng(2).uniform(0, 255, (3, 3, 40, 40)).astype(np.float32))
     means = []
@@ -258,6 +260,16 @@ def test_an_ensemble_stage_exports_the_mean_of_its_members(tiny_run):
 
     graph = ort.InferenceSession(str(root / "ens" / "refiner" / "eye.onnx"), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(graph.run(None, {"patches": patches.numpy()})[0], np.mean(means, 0), atol=1e-5)
+    nose = PatchNet(9, 6, "spatial", 48)  # not in --ensemble-kinds: this run's network alone
+    nose.load_state_dict(torch.load(root / "ens" / "nose.pt", weights_only=True)["state_dict"])
+    patches = torch.from_numpy(np.random.default_rng(3).uniform(0, 255, (2, 3, 48, 48)).astype(np.float32))
+    graph = ort.InferenceSession(str(root / "ens" / "refiner" / "nose.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(graph.run(None, {"patches": patches.numpy()})[0], nose.eval()(patches).detach().numpy(),
+                               atol=1e-5)
+    with pytest.raises(AsmnetError, match="--ensemble-kinds needs --ensemble-with"):
+        replace(cfg, ensemble_with=[]).__post_init__()
+    with pytest.raises(AsmnetError, match="one of this run's --kinds"):
+        replace(cfg, ensemble_kinds=["jaw"]).__post_init__()
 
 
 def test_an_ensemble_member_must_be_a_finished_run_of_every_kind(tiny_run, tmp_path):

@@ -219,7 +219,8 @@ def _load_members(runs: list[str], kinds: list[RegionKind]) -> tuple[dict[str, l
     """Each kind's finished networks in the runs of ``--ensemble-with`` (checked before any training),
     and a description of each run's members."""
     loaded = {k.name: [_ensemble_member(Path(run), k) for run in runs] for k in kinds}
-    described = [info for _, info in next(iter(loaded.values()))] if kinds and runs else []
+    described = ([{**info, "kinds": [k.name for k in kinds]} for _, info in next(iter(loaded.values()))]
+                 if kinds and runs else [])
     return {name: [net for net, _ in pairs] for name, pairs in loaded.items()}, described
 
 
@@ -374,7 +375,8 @@ def train_refiner(cfg: RefinerConfig, resume: bool = False, log=print, stop_afte
     if out.exists() and any(out.glob("*.pt")) and not resume:
         raise AsmnetError(f"{out}: holds a refiner run; continue it with --resume or choose another --out")
     kinds = [k for k in KINDS_68 if k.name in cfg.kinds]
-    members, members_info = _load_members(cfg.ensemble_with, kinds)  # a bad member fails before hours of work
+    averaged = [k for k in kinds if k.name in (cfg.ensemble_kinds or cfg.kinds)]
+    members, members_info = _load_members(cfg.ensemble_with, averaged)  # a bad member fails before hours of work
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "refiner_config.json", asdict(cfg))
     model = load_model(cfg.base, threads=2)
@@ -389,7 +391,8 @@ def train_refiner(cfg: RefinerConfig, resume: bool = False, log=print, stop_afte
         log(f"stopped after epoch {stop_after}; --resume continues")
         return None
     if cfg.ensemble_with:  # each kind's graph is then its members' mean
-        nets = {name: PatchEnsemble([net, *members[name]]).eval() for name, net in nets.items()}
+        nets = {name: PatchEnsemble([net, *members[name]]).eval() if name in members else net
+                for name, net in nets.items()}
 
     # validation starts as users run it: the detector's box (or the true one), then the default second look
     detector = None if cfg.detector == "none" else make_detector(cfg.detector)

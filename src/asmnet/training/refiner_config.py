@@ -50,6 +50,9 @@ class RefinerConfig:
         "help": "a finished refiner run (its <kind>.pt) whose part networks are averaged with this run's, kind by "
                 "kind (an ensemble: one graph per kind, its members' mean); repeatable. A finished OUT with "
                 "--resume trains nothing more and only builds the ensemble", "metavar": "DIR"})
+    ensemble_kinds: list[str] = field(default_factory=list, metadata={
+        "help": "with --ensemble-with: only these kinds are averaged (the others keep this run's network alone, "
+                "e.g. to stay within a speed budget); repeatable; default: every kind", "metavar": "KIND"})
     remeasure_earlier: bool = setting(False, "with --after: the earlier stages were trained on another network "
                                       "than --base (e.g. the model's previous version): measure each again on "
                                       "--base's validation points, keeping what it recorded as its earlier base")
@@ -60,6 +63,11 @@ class RefinerConfig:
             self.kinds = []
         if any(k not in known for k in self.kinds):
             raise AsmnetError(f"--kinds {self.kinds!r}: each must be one of {', '.join(sorted(known))}, or just 'none'")
+        if self.ensemble_kinds and not self.ensemble_with:
+            raise AsmnetError("--ensemble-kinds needs --ensemble-with (the runs whose networks are averaged in)")
+        if any(k not in self.kinds for k in self.ensemble_kinds):
+            raise AsmnetError(f"--ensemble-kinds {self.ensemble_kinds!r}: each must be one of this run's --kinds "
+                              f"({', '.join(self.kinds) or 'none'})")
         if self.remeasure_earlier and not self.after:
             raise AsmnetError("--remeasure-earlier needs --after (the earlier stages to measure again)")
         if not self.kinds and not self.shape_regression:
