@@ -66,7 +66,7 @@ def card_text(name: str, base: str, validation: dict, stages: list[dict], cfg: d
     members = first.get("ensemble_with") or []
     ensemble_text = (f"\n- Ensemble: the graph of each of {', '.join(members[0]['kinds'])} is the mean of this run's network and "
                      + ", ".join(f"the width-{m['width']} network of the run `{Path(m['run']).name}` (seed {m['seed']}, "
-                                 f"{m['epochs']} epochs, trained on `{m['base']}`'s points)" for m in members)
+                                 f"{m['epochs']} epochs, trained on the points `{m['base']}` gave when that run was made)" for m in members)
                      + " (`asmnet refiner --ensemble-with`)." if members else "")
     folders = "\n".join(f"| {f} | {v['n']} | {base_validation['per_folder'][f]['nme_mean']:.3f} | {v['nme_mean']:.3f} |"
                         for f, v in validation["per_folder"].items())
