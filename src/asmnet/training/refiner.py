@@ -194,7 +194,7 @@ def _train_kind(kind_index: int, maker: _PatchMaker, cfg: RefinerConfig, out: Pa
 
 def _ensemble_member(run: Path, kind: RegionKind) -> tuple[PatchNet, dict]:
     """The finished ``kind`` network of the refiner run ``run`` (``--ensemble-with``), and what it was
-    (run, width, seed, epochs, base). Raises :class:`AsmnetError` (one line) when it is missing, unfinished
+    (run, width, head, seed, epochs, base, after). Raises :class:`AsmnetError` (one line) when it is missing, unfinished
     or not a network of this kind."""
     path = run / f"{kind.name}.pt"
     if not path.is_file():
@@ -202,14 +202,14 @@ def _ensemble_member(run: Path, kind: RegionKind) -> tuple[PatchNet, dict]:
                           "trained every kind of this one)")
     state = _load_state(path)
     try:
-        config, done = state["config"], int(state["epoch"])
+        config, done, planned = state["config"], int(state["epoch"]), int(state["config"]["epochs"])
         net = PatchNet(len(kind.points), int(config["width"]), config.get("head", "pooled"), kind.size)
         net.load_state_dict(state["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise AsmnetError(f"{path}: not a {kind.name} network of {len(kind.points)} points "
                           f"({type(exc).__name__})") from None
-    if done < int(config["epochs"]):
-        raise AsmnetError(f"{path}: unfinished ({done} of {config['epochs']} epochs); finish that run first")
+    if done < planned:
+        raise AsmnetError(f"{path}: unfinished ({done} of {planned} epochs); finish that run first")
     net.eval()
     return net, {"run": str(run), "width": int(config["width"]), "head": config.get("head", "pooled"),
                  "seed": config.get("seed"), "epochs": done, "base": config.get("base"), "after": config.get("after")}
