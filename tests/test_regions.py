@@ -65,6 +65,8 @@ def tiny_run(tmp_path_factory):
     assert state["epoch"] == 1
     with pytest.raises(AsmnetError, match="--resume"):
         train_refiner(config("killed", 2), log=lambda line: None)
+    with pytest.raises(AsmnetError, match=r"made with --width 4 --head pooled; resume it with those"):
+        train_refiner(config("killed", 2, head="spatial"), resume=True, log=lambda line: None)
     train_refiner(config("killed", 2), resume=True, log=lambda line: None)
     # a second cascade stage, trained on the first one's output (which it measures again on its base)
     train_refiner(config("stage2", 1, kinds=["eye"], after=str(root / "full" / "refiner"), remeasure_earlier=True),

@@ -165,7 +165,12 @@ def _train_kind(kind_index: int, maker: _PatchMaker, cfg: RefinerConfig, out: Pa
     path, done = out / f"{maker.kind.name}.pt", 0
     if path.exists():
         state = _load_state(path)
-        net.load_state_dict(state["state_dict"])
+        try:
+            net.load_state_dict(state["state_dict"])
+        except RuntimeError:  # the run was made with another --width or --head: one line, not a traceback
+            made = state.get("config", {})
+            raise AsmnetError(f"{path}: made with --width {made.get('width')} --head {made.get('head', 'pooled')}; "
+                              f"resume it with those (here: --width {cfg.width} --head {cfg.head})") from None
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         done = int(state["epoch"])
